@@ -1,0 +1,251 @@
+"""Transaction and label records: file columns, wire format, validation.
+
+Files use the column names of the public "Fraud Detection Handbook" simulated data set, so that data in that
+format trains and replays without conversion.  On the wire (Kafka) events are JSON objects with lower-case keys.
+Times are epoch seconds (float, UTC) everywhere inside fraudstream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+# ---- file columns (handbook names) -------------------------------------------------------------------------
+TRANSACTION_ID = "TRANSACTION_ID"
+TX_DATETIME = "TX_DATETIME"
+CUSTOMER_ID = "CUSTOMER_ID"
+TERMINAL_ID = "TERMINAL_ID"
+TX_AMOUNT = "TX_AMOUNT"
+TX_TIME_SECONDS = "TX_TIME_SECONDS"
+TX_TIME_DAYS = "TX_TIME_DAYS"
+TX_FRAUD = "TX_FRAUD"
+TX_FRAUD_SCENARIO = "TX_FRAUD_SCENARIO"
+
+REQUIRED_COLUMNS: tuple[str, ...] = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT)
+OPTIONAL_COLUMNS: tuple[str, ...] = (TX_TIME_SECONDS, TX_TIME_DAYS, TX_FRAUD, TX_FRAUD_SCENARIO)
+ALL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS[:2] + (CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT) + OPTIONAL_COLUMNS
+
+#: Upper bound accepted for one amount (currency units); larger values are treated as data errors.
+MAX_AMOUNT = 1e9
+
+
+class InvalidEvent(ValueError):
+    """A transaction or label that cannot be accepted, with the offending field and the reason."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+def parse_timestamp(value: Any, field: str = "timestamp") -> float:
+    """Return epoch seconds (UTC) from a number of seconds or an ISO-8601 string."""
+    if isinstance(value, bool):
+        raise InvalidEvent(f"expected epoch seconds or ISO-8601 time, got {value!r}", field)
+    if isinstance(value, (int, float)):
+        ts = float(value)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidEvent(f"not an ISO-8601 time: {value!r}", field) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        ts = dt.timestamp()
+    else:
+        raise InvalidEvent(f"expected epoch seconds or ISO-8601 time, got {type(value).__name__}", field)
+    if not math.isfinite(ts) or ts < 0:
+        raise InvalidEvent(f"time out of range: {value!r}", field)
+    return ts
+
+
+def _int_field(data: Mapping[str, Any], field: str) -> int:
+    if field not in data:
+        raise InvalidEvent("missing", field)
+    value = data[field]
+    if isinstance(value, bool):
+        raise InvalidEvent(f"expected an integer id, got {value!r}", field)
+    if isinstance(value, int):
+        out = value
+    elif isinstance(value, float) and value.is_integer():
+        out = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        out = int(value.strip())
+    else:
+        raise InvalidEvent(f"expected an integer id, got {value!r}", field)
+    if out < 0 or out >= 2**63:
+        raise InvalidEvent(f"id out of range: {out}", field)
+    return out
+
+
+def _amount_field(data: Mapping[str, Any], field: str = "amount") -> float:
+    if field not in data:
+        raise InvalidEvent("missing", field)
+    value = data[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidEvent(f"expected a number, got {value!r}", field)
+    try:
+        amount = float(value)
+    except ValueError:
+        raise InvalidEvent(f"expected a number, got {value!r}", field) from None
+    if not math.isfinite(amount) or amount < 0 or amount > MAX_AMOUNT:
+        raise InvalidEvent(f"amount out of range [0, {MAX_AMOUNT:g}]: {value!r}", field)
+    return amount
+
+
+def _decode_object(raw: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(raw, Mapping):
+        return raw
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One card transaction as it travels on the ``transactions`` topic.
+
+    Wire keys: ``transaction_id``, ``timestamp`` (epoch seconds or ISO-8601), ``customer_id``, ``terminal_id``,
+    ``amount`` (currency units).  Unknown keys are ignored, so producers may add fields.
+    """
+
+    transaction_id: int
+    timestamp: float
+    customer_id: int
+    terminal_id: int
+    amount: float
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Transaction":
+        if "timestamp" not in data:
+            raise InvalidEvent("missing", "timestamp")
+        return cls(
+            transaction_id=_int_field(data, "transaction_id"),
+            timestamp=parse_timestamp(data["timestamp"]),
+            customer_id=_int_field(data, "customer_id"),
+            terminal_id=_int_field(data, "terminal_id"),
+            amount=_amount_field(data),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> "Transaction":
+        """Parse and validate one wire event; raises :class:`InvalidEvent` with the field at fault."""
+        return cls.from_dict(_decode_object(raw))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEvent:
+    """A fraud/legit label for one transaction, on the ``labels`` topic.
+
+    ``known_at`` (epoch seconds, event time) is when the label becomes known: features count it only for
+    transactions at or after that time.  ``source`` says who labelled it (``chargeback``, ``analyst``, ...).
+    """
+
+    transaction_id: int
+    terminal_id: int
+    customer_id: int
+    tx_timestamp: float
+    fraud: bool
+    known_at: float
+    source: str = "chargeback"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LabelEvent":
+        for field in ("tx_timestamp", "fraud", "known_at"):
+            if field not in data:
+                raise InvalidEvent("missing", field)
+        fraud = data["fraud"]
+        if fraud in (0, 1, True, False) and not isinstance(fraud, float):
+            fraud_flag = bool(fraud)
+        else:
+            raise InvalidEvent(f"expected true/false or 0/1, got {fraud!r}", "fraud")
+        source = data.get("source", "chargeback")
+        if not isinstance(source, str) or not source:
+            raise InvalidEvent(f"expected a non-empty string, got {source!r}", "source")
+        return cls(
+            transaction_id=_int_field(data, "transaction_id"),
+            terminal_id=_int_field(data, "terminal_id"),
+            customer_id=_int_field(data, "customer_id"),
+            tx_timestamp=parse_timestamp(data["tx_timestamp"], "tx_timestamp"),
+            fraud=fraud_flag,
+            known_at=parse_timestamp(data["known_at"], "known_at"),
+            source=source,
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> "LabelEvent":
+        return cls.from_dict(_decode_object(raw))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class TransactionBatch:
+    """A micro-batch of transactions as parallel arrays (struct of arrays), in arrival order."""
+
+    transaction_id: np.ndarray  # int64
+    timestamp: np.ndarray  # float64, epoch seconds
+    customer_id: np.ndarray  # int64
+    terminal_id: np.ndarray  # int64
+    amount: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return int(self.transaction_id.shape[0])
+
+    @classmethod
+    def from_transactions(cls, txs: Iterable[Transaction]) -> "TransactionBatch":
+        txs = list(txs)
+        return cls(
+            transaction_id=np.fromiter((t.transaction_id for t in txs), dtype=np.int64, count=len(txs)),
+            timestamp=np.fromiter((t.timestamp for t in txs), dtype=np.float64, count=len(txs)),
+            customer_id=np.fromiter((t.customer_id for t in txs), dtype=np.int64, count=len(txs)),
+            terminal_id=np.fromiter((t.terminal_id for t in txs), dtype=np.int64, count=len(txs)),
+            amount=np.fromiter((t.amount for t in txs), dtype=np.float64, count=len(txs)),
+        )
+
+    @classmethod
+    def from_frame(cls, frame: Any) -> "TransactionBatch":
+        """Build from a data frame in handbook columns (``TX_DATETIME`` as datetime64)."""
+        return cls(
+            transaction_id=frame[TRANSACTION_ID].to_numpy(dtype=np.int64),
+            timestamp=datetime_to_epoch_seconds(frame[TX_DATETIME]),
+            customer_id=frame[CUSTOMER_ID].to_numpy(dtype=np.int64),
+            terminal_id=frame[TERMINAL_ID].to_numpy(dtype=np.int64),
+            amount=frame[TX_AMOUNT].to_numpy(dtype=np.float64),
+        )
+
+    def take(self, index: np.ndarray) -> "TransactionBatch":
+        return TransactionBatch(
+            self.transaction_id[index], self.timestamp[index], self.customer_id[index],
+            self.terminal_id[index], self.amount[index],
+        )
+
+
+def datetime_to_epoch_seconds(values: Any) -> np.ndarray:
+    """Epoch seconds (float64, UTC) from a pandas datetime Series/Index (naive values are taken as UTC)."""
+    import pandas as pd  # local: keeps the wire path free of pandas import cost
+
+    ts = pd.to_datetime(values)
+    if getattr(ts.dt if hasattr(ts, "dt") else ts, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None) if hasattr(ts, "dt") else ts.tz_convert("UTC").tz_localize(None)
+    arr = np.asarray(ts, dtype="datetime64[ns]")
+    return arr.astype("int64").astype(np.float64) / 1e9
