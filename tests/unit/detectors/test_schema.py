@@ -1,0 +1,93 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudstream.detectors.schema import (
+    InvalidEvent,
+    LabelEvent,
+    Transaction,
+    TransactionBatch,
+    datetime_to_epoch_seconds,
+)
+
+GOOD = {"transaction_id": 7, "timestamp": "2018-04-01T00:00:31", "customer_id": 2, "terminal_id": 3, "amount": 5.5}
+
+
+def test_transaction_round_trip_and_iso_time():
+    tx = Transaction.from_json(json.dumps(GOOD).encode())
+    assert tx.timestamp == pd.Timestamp("2018-04-01 00:00:31").timestamp()
+    assert Transaction.from_json(tx.to_json()) == tx
+
+
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        ({"amount": -1}, "amount"),
+        ({"amount": "abc"}, "amount"),
+        ({"amount": float("inf")}, "amount"),
+        ({"customer_id": "x1"}, "customer_id"),
+        ({"customer_id": True}, "customer_id"),
+        ({"terminal_id": 1.5}, "terminal_id"),
+        ({"timestamp": "yesterday"}, "timestamp"),
+        ({"timestamp": -5}, "timestamp"),
+    ],
+)
+def test_bad_fields_name_the_field(patch, field):
+    with pytest.raises(InvalidEvent) as err:
+        Transaction.from_dict({**GOOD, **patch})
+    assert err.value.field == field
+    assert field in str(err.value)
+
+
+def test_missing_field_and_bad_json():
+    data = dict(GOOD)
+    del data["terminal_id"]
+    with pytest.raises(InvalidEvent) as err:
+        Transaction.from_dict(data)
+    assert err.value.field == "terminal_id" and err.value.reason == "missing"
+    with pytest.raises(InvalidEvent, match="not valid JSON"):
+        Transaction.from_json(b"{not json")
+    with pytest.raises(InvalidEvent, match="JSON object"):
+        Transaction.from_json(b"[1, 2]")
+    with pytest.raises(InvalidEvent, match="not valid JSON"):
+        Transaction.from_json(b"\xff\xfe")
+
+
+def test_label_event_validation():
+    label = LabelEvent.from_dict(
+        {"transaction_id": 1, "terminal_id": 2, "customer_id": 3, "tx_timestamp": 10, "fraud": 1, "known_at": 20}
+    )
+    assert label.fraud is True and label.source == "chargeback"
+    assert LabelEvent.from_json(label.to_json()) == label
+    with pytest.raises(InvalidEvent) as err:
+        LabelEvent.from_dict({**label.to_dict(), "fraud": "maybe"})
+    assert err.value.field == "fraud"
+
+
+def test_batch_from_frame_matches_from_transactions():
+    frame = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [1, 2],
+            "TX_DATETIME": pd.to_datetime(["2018-04-01 00:00:31", "2018-04-02 10:00:00"]),
+            "CUSTOMER_ID": [5, 6],
+            "TERMINAL_ID": [7, 8],
+            "TX_AMOUNT": [1.25, 99.0],
+        }
+    )
+    a = TransactionBatch.from_frame(frame)
+    b = TransactionBatch.from_transactions(
+        Transaction(int(r.TRANSACTION_ID), pd.Timestamp(r.TX_DATETIME).timestamp(), int(r.CUSTOMER_ID),
+                    int(r.TERMINAL_ID), float(r.TX_AMOUNT))
+        for r in frame.itertuples()
+    )
+    for name in ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert len(a.take(np.array([1]))) == 1
+
+
+def test_epoch_seconds_handles_timezones():
+    naive = pd.Series(pd.to_datetime(["2018-04-01 02:00:00"]))
+    aware = naive.dt.tz_localize("Europe/Brussels")
+    assert datetime_to_epoch_seconds(naive)[0] - datetime_to_epoch_seconds(aware)[0] == 2 * 3600

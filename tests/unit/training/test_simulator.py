@@ -1,0 +1,157 @@
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fraudstream.cli.simulate import command as simulate_command
+from fraudstream.detectors.schema import ALL_COLUMNS
+from fraudstream.training.datasets import read_transactions
+from fraudstream.training.simulator import (
+    DAY_S,
+    SCENARIO_CARD_TESTING,
+    SimulationConfig,
+    build_population,
+    simulate,
+)
+
+SMALL = SimulationConfig(n_customers=500, n_terminals=1000, nb_days=30, seed=7)
+NOVEL = SimulationConfig(n_customers=500, n_terminals=1000, nb_days=30, seed=7, novel_start_date="2018-04-16")
+
+
+@pytest.fixture(scope="module")
+def small():
+    return simulate(SMALL)
+
+
+@pytest.fixture(scope="module")
+def novel():
+    return simulate(NOVEL)
+
+
+def test_same_seed_gives_the_same_frame_and_another_seed_does_not(small):
+    pd.testing.assert_frame_equal(simulate(SMALL), small)
+    other = simulate(SimulationConfig(n_customers=500, n_terminals=1000, nb_days=30, seed=8))
+    assert len(other) != len(small) or not np.array_equal(other["TX_AMOUNT"], small["TX_AMOUNT"])
+
+
+def test_frame_layout_and_time_columns_agree(small):
+    assert list(small.columns) == list(ALL_COLUMNS)
+    assert np.array_equal(small["TRANSACTION_ID"], np.arange(len(small)))
+    seconds = small["TX_TIME_SECONDS"].to_numpy()
+    assert (np.diff(seconds) >= 0).all()
+    assert np.array_equal(small["TX_TIME_DAYS"], seconds // DAY_S)
+    expected_times = pd.Timestamp("2018-04-01") + pd.to_timedelta(seconds, unit="s")
+    assert (small["TX_DATETIME"].to_numpy() == expected_times.to_numpy()).all()
+    assert seconds.min() >= 0 and seconds.max() < SMALL.nb_days * DAY_S
+    assert str(small["TX_DATETIME"].dtype) == "datetime64[ns]"
+    assert set(small["TX_FRAUD"].unique()) <= {0, 1}
+    assert np.array_equal(small["TX_FRAUD"] == 1, small["TX_FRAUD_SCENARIO"] > 0)
+
+
+def test_statistics_of_a_small_run_are_sensible(small):
+    profiles, reach = build_population(SMALL)
+    active = reach.counts() > 0
+    # Poisson mean per customer, times P(0 < time of day < 86400) for Normal(43200, 20000) (~0.969)
+    expected_per_day = profiles.mean_tx_per_day[active].sum() * 0.969
+    per_day = len(small) / SMALL.nb_days
+    assert 0.9 * expected_per_day < per_day < 1.1 * expected_per_day
+    legit = small[small["TX_FRAUD_SCENARIO"] == 0]
+    assert 40 < legit["TX_AMOUNT"].mean() < 65
+    assert (legit["TX_AMOUNT"] >= 0).all()
+    assert np.allclose(legit["TX_AMOUNT"], legit["TX_AMOUNT"].round(2))
+    time_of_day = small["TX_TIME_SECONDS"] % DAY_S
+    assert abs(time_of_day.mean() - DAY_S / 2) < 2_000
+    assert 0.002 < small["TX_FRAUD"].mean() < 0.15
+    assert {1, 2, 3} <= set(small["TX_FRAUD_SCENARIO"].unique())
+    assert SCENARIO_CARD_TESTING not in set(small["TX_FRAUD_SCENARIO"].unique())
+
+
+def test_legitimate_transactions_use_terminals_within_the_radius(small):
+    profiles, _ = build_population(SMALL)
+    gap = profiles.customer_xy[small["CUSTOMER_ID"]] - profiles.terminal_xy[small["TERMINAL_ID"]]
+    assert (np.hypot(gap[:, 0], gap[:, 1]) < SMALL.radius).all()
+
+
+def test_every_amount_above_the_threshold_is_fraud(small):
+    above = small["TX_AMOUNT"] > SMALL.amount_fraud_threshold
+    assert above.any()
+    assert (small.loc[above, "TX_FRAUD"] == 1).all()
+    scenario_1 = small[small["TX_FRAUD_SCENARIO"] == 1]
+    assert (scenario_1["TX_AMOUNT"] > SMALL.amount_fraud_threshold).all()
+
+
+def test_compromised_terminals_turn_all_their_transactions_into_fraud(small):
+    scenario_2 = small[small["TX_FRAUD_SCENARIO"] == 2]
+    assert scenario_2["TERMINAL_ID"].nunique() > 10
+    for terminal, group in scenario_2.groupby("TERMINAL_ID"):
+        span = small[(small["TERMINAL_ID"] == terminal)
+                     & small["TX_TIME_SECONDS"].between(group["TX_TIME_SECONDS"].min(), group["TX_TIME_SECONDS"].max())]
+        assert (span["TX_FRAUD"] == 1).all(), terminal
+        assert group["TX_TIME_DAYS"].max() - group["TX_TIME_DAYS"].min() < 2 * SMALL.terminal_compromise_days
+
+
+def test_compromised_customers_get_a_share_of_amounts_times_five(small):
+    scenario_3 = small[small["TX_FRAUD_SCENARIO"] == 3]
+    assert len(scenario_3) > 20
+    profiles, _ = build_population(SMALL)
+    ratio = scenario_3["TX_AMOUNT"].sum() / profiles.mean_amount[scenario_3["CUSTOMER_ID"]].sum()
+    assert 4.0 < ratio < 6.0
+    victims = small[small["CUSTOMER_ID"].isin(scenario_3["CUSTOMER_ID"].unique())]
+    assert len(scenario_3) < 0.5 * len(victims)
+
+
+def test_card_testing_never_before_its_date_and_present_after(novel):
+    start = pd.Timestamp(NOVEL.novel_start_date)
+    card_testing = novel[novel["TX_FRAUD_SCENARIO"] == SCENARIO_CARD_TESTING]
+    assert (card_testing["TX_DATETIME"] >= start).all()
+    assert (card_testing["TX_FRAUD"] == 1).all()
+    days_with_attacks = card_testing["TX_TIME_DAYS"].nunique()
+    assert days_with_attacks == NOVEL.nb_days - 15
+    # each victim: one burst of 5-15 small amounts within an hour, then 1-3 larger ones at new terminals
+    small_ones = card_testing[card_testing["TX_AMOUNT"].between(*NOVEL.novel_burst_amount)]
+    bursts = small_ones.groupby(["CUSTOMER_ID", "TX_TIME_DAYS"])
+    assert bursts.size().between(*NOVEL.novel_burst_size).mean() > 0.9
+    assert (bursts["TX_TIME_SECONDS"].agg(lambda s: s.max() - s.min()) <= NOVEL.novel_burst_span_s).mean() > 0.9
+    used = set(zip(novel.loc[novel["TX_FRAUD_SCENARIO"] != 4, "CUSTOMER_ID"],
+                   novel.loc[novel["TX_FRAUD_SCENARIO"] != 4, "TERMINAL_ID"]))
+    assert not used & set(zip(card_testing["CUSTOMER_ID"], card_testing["TERMINAL_ID"]))
+
+
+def test_card_testing_leaves_the_rest_of_the_stream_unchanged(small, novel):
+    rest = novel[novel["TX_FRAUD_SCENARIO"] != SCENARIO_CARD_TESTING].drop(columns="TRANSACTION_ID")
+    pd.testing.assert_frame_equal(rest.reset_index(drop=True), small.drop(columns="TRANSACTION_ID"))
+    assert simulate(NOVEL).equals(novel)
+
+
+def test_card_testing_date_after_the_period_adds_nothing(small):
+    late = SimulationConfig(n_customers=500, n_terminals=1000, nb_days=30, seed=7, novel_start_date="2019-01-01")
+    assert len(simulate(late)) == len(small)
+
+
+@pytest.mark.parametrize("change", [{"n_customers": 0}, {"radius": -1.0}, {"start_date": "not a date"},
+                                    {"terminals_per_day": 20_000}, {"novel_start_date": "2018-99-01"}])
+def test_bad_configuration_is_rejected_with_the_field_named(change):
+    with pytest.raises(ValueError, match="SimulationConfig"):
+        SimulationConfig(**change)
+
+
+def test_simulate_command_writes_a_readable_file_and_a_summary(tmp_path):
+    out = tmp_path / "sample.csv.gz"
+    args = ["--customers", "200", "--terminals", "400", "--days", "10", "--seed", "3", "--novel-start",
+            "2018-04-05", "--out", str(out)]
+    result = CliRunner().invoke(simulate_command, args)
+    assert result.exit_code == 0, result.output
+    frame = read_transactions(out, require_labels=True)
+    assert f"{len(frame):,} transactions over 10 days" in result.output
+    assert "scenario 4" in result.output
+    assert (frame["TX_FRAUD_SCENARIO"] == 4).any()
+    first_bytes = out.read_bytes()
+    assert CliRunner().invoke(simulate_command, args + ["--quiet"]).exit_code == 0
+    assert out.read_bytes() == first_bytes
+
+
+def test_simulate_command_rejects_an_unknown_suffix_before_working(tmp_path):
+    result = CliRunner().invoke(simulate_command, ["--days", "1", "--out", str(tmp_path / "x.txt")])
+    assert result.exit_code != 0
+    assert "unknown file type" in result.output
+    assert not (tmp_path / "x.txt").exists()

@@ -1,0 +1,356 @@
+"""Sample transaction stream: the Fraud Detection Handbook's simulation method, vectorized, plus a novel attack.
+
+The legitimate stream follows the published method (Le Borgne et al., "Reproducible Machine Learning for Credit
+Card Fraud Detection - Practical Handbook", chapter 3): customers and terminals on a 100 x 100 grid, each
+customer paying at the terminals within ``radius`` of it, with a Poisson number of transactions a day.  Three
+fraud scenarios are added as in the handbook:
+
+1. every amount above ``amount_fraud_threshold`` is fraud;
+2. each day ``terminals_per_day`` random terminals are compromised for ``terminal_compromise_days`` days: all
+   their transactions in that period are fraud;
+3. each day ``customers_per_day`` random customers are compromised for ``customer_compromise_days`` days: a third
+   of their transactions in that period get their amount multiplied by 5 and are fraud.
+
+Scenario 4, "card testing", is our own and off by default (``novel_start_date=None``): from that date on, each
+day ``novel_customers_per_day`` cards are compromised; each gets one burst of small transactions at terminals the
+customer never used, followed hours later by a few large ones.  It models an attack a model trained on the
+scenarios 1-3 has not seen.
+
+Each part draws from its own random stream (spawned from ``seed``), so turning scenario 4 on leaves the rest of
+the data unchanged, and the same configuration always gives the same frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from fraudstream.detectors.schema import (
+    ALL_COLUMNS,
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+    TX_FRAUD_SCENARIO,
+    TX_TIME_DAYS,
+    TX_TIME_SECONDS,
+)
+
+DAY_S = 86_400
+#: Side of the square grid on which customers and terminals live (grid units).
+GRID_SIZE = 100.0
+#: Customer profile draws (handbook): mean amount ~ U(5, 100), std = mean * 0.5, mean tx/day ~ U(0, 4).
+MEAN_AMOUNT_RANGE = (5.0, 100.0)
+STD_AMOUNT_RATIO = 0.5
+MEAN_TX_PER_DAY_RANGE = (0.0, 4.0)
+#: Time of day of a legitimate transaction ~ Normal(mean, std) (s), kept only inside (0, 86400).
+TIME_OF_DAY_MEAN_S = DAY_S / 2
+TIME_OF_DAY_STD_S = 20_000.0
+#: Customers handled per block when finding the terminals within the radius (bounds memory to ~40 MB).
+RADIUS_BLOCK_CUSTOMERS = 512
+#: Give up redrawing terminals the customer never used after this many rounds (only hit on tiny grids).
+MAX_TERMINAL_REDRAWS = 100
+
+SCENARIO_LEGIT = 0
+SCENARIO_AMOUNT = 1
+SCENARIO_TERMINAL = 2
+SCENARIO_CUSTOMER = 3
+SCENARIO_CARD_TESTING = 4
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Size, period and fraud scenarios of a simulated stream (defaults: the handbook's published data set).
+
+    Parameters
+    ----------
+    n_customers, n_terminals : population sizes.
+    nb_days : length of the period (days), starting at ``start_date`` (naive UTC; a date means 00:00:00).
+    radius : a customer uses the terminals within this Euclidean distance (grid units, grid 100 x 100).
+    seed : root seed; the same configuration gives the same frame.
+    amount_fraud_threshold : scenario 1, amounts strictly above it are fraud (currency units).
+    terminals_per_day, terminal_compromise_days : scenario 2.
+    customers_per_day, customer_compromise_days : scenario 3.
+    customer_fraud_share, customer_fraud_amount_factor : scenario 3, share of the compromised customer's
+        transactions made fraudulent, and the factor applied to their amounts.
+    novel_start_date : first day of scenario 4 (card testing); ``None`` turns it off.
+    novel_customers_per_day : cards compromised by card testing each day.
+    novel_burst_size : inclusive range of the number of small test transactions in one burst.
+    novel_burst_amount : range of the small amounts (currency units).
+    novel_burst_span_s : a burst lasts at most this long (s).
+    novel_cashout_count : inclusive range of the number of large transactions after the burst.
+    novel_cashout_delay_s : range of the delay between the end of the burst and each large transaction (s).
+    novel_cashout_factor : range of the large amounts as multiples of the customer's mean amount.
+    """
+
+    n_customers: int = 5000
+    n_terminals: int = 10000
+    nb_days: int = 183
+    start_date: str = "2018-04-01"
+    radius: float = 5.0
+    seed: int = 0
+    amount_fraud_threshold: float = 220.0
+    terminals_per_day: int = 2
+    terminal_compromise_days: int = 28
+    customers_per_day: int = 3
+    customer_compromise_days: int = 14
+    customer_fraud_share: float = 1 / 3
+    customer_fraud_amount_factor: float = 5.0
+    novel_start_date: str | None = None
+    novel_customers_per_day: int = 2
+    novel_burst_size: tuple[int, int] = (5, 15)
+    novel_burst_amount: tuple[float, float] = (0.5, 5.0)
+    novel_burst_span_s: float = 3_600.0
+    novel_cashout_count: tuple[int, int] = (1, 3)
+    novel_cashout_delay_s: tuple[float, float] = (1_800.0, 4 * 3_600.0)
+    novel_cashout_factor: tuple[float, float] = (3.0, 8.0)
+
+    def __post_init__(self) -> None:
+        positive = ("n_customers", "n_terminals", "nb_days")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"SimulationConfig.{name}: expected >= 1, got {getattr(self, name)!r}")
+        if self.terminals_per_day > self.n_terminals or self.terminals_per_day < 0:
+            raise ValueError(f"SimulationConfig.terminals_per_day: expected 0..n_terminals, got {self.terminals_per_day}")
+        for name in ("customers_per_day", "novel_customers_per_day"):
+            if not 0 <= getattr(self, name) <= self.n_customers:
+                raise ValueError(f"SimulationConfig.{name}: expected 0..n_customers, got {getattr(self, name)}")
+        if self.radius <= 0:
+            raise ValueError(f"SimulationConfig.radius: expected > 0, got {self.radius}")
+        if not 0 <= self.customer_fraud_share <= 1:
+            raise ValueError(f"SimulationConfig.customer_fraud_share: expected in [0, 1], got {self.customer_fraud_share}")
+        if self.novel_burst_span_s + self.novel_cashout_delay_s[1] >= DAY_S:
+            raise ValueError("SimulationConfig: novel_burst_span_s + novel_cashout_delay_s must fit in one day")
+        for name in ("novel_burst_size", "novel_burst_amount", "novel_cashout_count", "novel_cashout_delay_s",
+                     "novel_cashout_factor"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"SimulationConfig.{name}: expected 0 <= low <= high, got {(low, high)!r}")
+        _day_offset(self.start_date, self.start_date)  # fails early on an unreadable date
+        if self.novel_start_date is not None:
+            _day_offset(self.start_date, self.novel_start_date)
+
+
+class Profiles(NamedTuple):
+    """Customer and terminal profiles (arrays indexed by id)."""
+
+    customer_xy: np.ndarray  # (n_customers, 2) grid units
+    mean_amount: np.ndarray  # currency units
+    std_amount: np.ndarray  # currency units
+    mean_tx_per_day: np.ndarray  # tx/day
+    terminal_xy: np.ndarray  # (n_terminals, 2) grid units
+
+
+class Reach(NamedTuple):
+    """Terminals within the radius of each customer, as compressed rows: customer c uses
+    ``terminal_ids[offsets[c]:offsets[c + 1]]``."""
+
+    offsets: np.ndarray  # int64, n_customers + 1
+    terminal_ids: np.ndarray  # int64
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def generate_profiles(config: SimulationConfig, rng: np.random.Generator) -> Profiles:
+    """Draw customer and terminal profiles as in the handbook."""
+    n_c = config.n_customers
+    customer_xy = rng.uniform(0.0, GRID_SIZE, size=(n_c, 2))
+    mean_amount = rng.uniform(*MEAN_AMOUNT_RANGE, size=n_c)
+    mean_tx_per_day = rng.uniform(*MEAN_TX_PER_DAY_RANGE, size=n_c)
+    terminal_xy = rng.uniform(0.0, GRID_SIZE, size=(config.n_terminals, 2))
+    return Profiles(customer_xy, mean_amount, mean_amount * STD_AMOUNT_RATIO, mean_tx_per_day, terminal_xy)
+
+
+def terminals_within_radius(customer_xy: np.ndarray, terminal_xy: np.ndarray, radius: float) -> Reach:
+    """Terminals at Euclidean distance ``< radius`` of each customer (blocks of customers, no per-row loop)."""
+    offsets = [np.zeros(1, dtype=np.int64)]
+    ids = []
+    total = 0
+    for lo in range(0, len(customer_xy), RADIUS_BLOCK_CUSTOMERS):
+        block = customer_xy[lo : lo + RADIUS_BLOCK_CUSTOMERS]
+        dist = np.sqrt(((block[:, None, :] - terminal_xy[None, :, :]) ** 2).sum(axis=2))
+        rows, cols = np.nonzero(dist < radius)  # row-major: grouped by customer, terminals ascending
+        counts = np.bincount(rows, minlength=len(block))
+        offsets.append(total + np.cumsum(counts))
+        total += int(counts.sum())
+        ids.append(cols.astype(np.int64))
+    return Reach(np.concatenate(offsets), np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64))
+
+
+def _legit_day(day: int, profiles: Profiles, reach: Reach, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """One day of legitimate transactions: (seconds since start, customer, terminal, amount), unsorted."""
+    n_tx = rng.poisson(profiles.mean_tx_per_day)
+    customer = np.repeat(np.arange(len(n_tx), dtype=np.int64), n_tx)
+    time_of_day = np.trunc(rng.normal(TIME_OF_DAY_MEAN_S, TIME_OF_DAY_STD_S, size=len(customer))).astype(np.int64)
+    mean = profiles.mean_amount[customer]
+    amount = rng.normal(mean, profiles.std_amount[customer])
+    negative = amount < 0
+    amount[negative] = rng.uniform(0.0, 2.0 * mean[negative])
+    n_reach = reach.counts()[customer]
+    pick = np.floor(rng.random(len(customer)) * n_reach).astype(np.int64)
+    keep = (time_of_day > 0) & (time_of_day < DAY_S) & (n_reach > 0)
+    terminal = reach.terminal_ids[reach.offsets[customer[keep]] + pick[keep]]
+    seconds = time_of_day[keep] + day * DAY_S
+    return seconds, customer[keep], terminal, np.round(amount[keep], 2)
+
+
+def _compromised_terminals(config: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
+    """Boolean (n_terminals, nb_days): terminal compromised on that day (scenario 2)."""
+    starts = np.repeat(np.arange(config.nb_days), config.terminals_per_day)
+    terminals = np.concatenate([rng.choice(config.n_terminals, config.terminals_per_day, replace=False)
+                                for _ in range(config.nb_days)]) if config.terminals_per_day else starts
+    change = np.zeros((config.n_terminals, config.nb_days + 1), dtype=np.int32)
+    np.add.at(change, (terminals, starts), 1)
+    np.add.at(change, (terminals, np.minimum(starts + config.terminal_compromise_days, config.nb_days)), -1)
+    return np.cumsum(change, axis=1)[:, : config.nb_days] > 0
+
+
+def _customer_fraud_mask(customer: np.ndarray, day: np.ndarray, config: SimulationConfig,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Scenario 3: per day, pool the chosen customers' transactions of the next days and mark a share of them."""
+    mask = np.zeros(len(customer), dtype=bool)
+    if config.customers_per_day == 0 or len(customer) == 0:
+        return mask
+    key = customer * config.nb_days + day
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    for start in range(config.nb_days):
+        chosen = rng.choice(config.n_customers, config.customers_per_day, replace=False)
+        lo = np.searchsorted(sorted_key, chosen * config.nb_days + start, side="left")
+        hi = np.searchsorted(sorted_key, chosen * config.nb_days + min(start + config.customer_compromise_days,
+                                                                        config.nb_days), side="left")
+        pool = np.concatenate([order[a:b] for a, b in zip(lo, hi)])
+        n_fraud = int(len(pool) * config.customer_fraud_share)
+        if n_fraud:
+            mask[rng.choice(pool, n_fraud, replace=False)] = True
+    return mask
+
+
+def _day_offset(start_date: str, date: str) -> float:
+    """Days (float) from ``start_date`` to ``date``; raises ValueError naming an unreadable date."""
+    try:
+        return (_naive_utc(date) - _naive_utc(start_date)).total_seconds() / DAY_S
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"SimulationConfig: unreadable date {date!r} ({exc})") from None
+
+
+def _naive_utc(date: str) -> pd.Timestamp:
+    stamp = pd.Timestamp(date)
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _draw_unused_terminals(customer: np.ndarray, used_keys: np.ndarray, n_terminals: int,
+                           rng: np.random.Generator) -> np.ndarray:
+    """Random terminals (any distance) that ``customer`` never used; ``used_keys`` = sorted customer*n_t+terminal."""
+    terminal = rng.integers(0, n_terminals, size=len(customer))
+    for _ in range(MAX_TERMINAL_REDRAWS):
+        clash = np.isin(customer * n_terminals + terminal, used_keys)
+        if not clash.any():
+            return terminal
+        terminal[clash] = rng.integers(0, n_terminals, size=int(clash.sum()))
+    raise ValueError("could not find terminals the compromised customers never used (too few terminals)")
+
+
+def _card_testing(config: SimulationConfig, profiles: Profiles, used_keys: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Scenario 4 transactions: (seconds since start, customer, terminal, amount), all fraud."""
+    empty = (np.zeros(0, dtype=np.int64),) * 3 + (np.zeros(0),)
+    if config.novel_start_date is None or config.novel_customers_per_day == 0:
+        return empty
+    first_day = max(0, int(np.ceil(_day_offset(config.start_date, config.novel_start_date))))
+    days = np.arange(first_day, config.nb_days, dtype=np.int64)
+    if len(days) == 0:
+        return empty
+    victims = np.concatenate([rng.choice(config.n_customers, config.novel_customers_per_day, replace=False)
+                              for _ in days]).astype(np.int64)
+    victim_day = np.repeat(days, config.novel_customers_per_day)
+    n_v = len(victims)
+    latest_start = DAY_S - 1 - config.novel_burst_span_s - config.novel_cashout_delay_s[1]
+    burst_start = victim_day * DAY_S + rng.uniform(0, latest_start, size=n_v)
+    # small test transactions, within novel_burst_span_s of the burst start
+    n_small = rng.integers(config.novel_burst_size[0], config.novel_burst_size[1] + 1, size=n_v)
+    small_owner = np.repeat(np.arange(n_v), n_small)
+    small_time = burst_start[small_owner] + rng.uniform(0, config.novel_burst_span_s, size=len(small_owner))
+    small_amount = rng.uniform(*config.novel_burst_amount, size=len(small_owner))
+    # large cash-out transactions, hours after the burst
+    n_large = rng.integers(config.novel_cashout_count[0], config.novel_cashout_count[1] + 1, size=n_v)
+    large_owner = np.repeat(np.arange(n_v), n_large)
+    large_time = (burst_start[large_owner] + config.novel_burst_span_s
+                  + rng.uniform(*config.novel_cashout_delay_s, size=len(large_owner)))
+    large_amount = (profiles.mean_amount[victims[large_owner]]
+                    * rng.uniform(*config.novel_cashout_factor, size=len(large_owner)))
+    owner = np.concatenate([small_owner, large_owner])
+    customer = victims[owner]
+    terminal = _draw_unused_terminals(customer, used_keys, config.n_terminals, rng)
+    seconds = np.floor(np.concatenate([small_time, large_time])).astype(np.int64)
+    amount = np.round(np.concatenate([small_amount, large_amount]), 2)
+    return seconds, customer, terminal, amount
+
+
+def build_population(config: SimulationConfig) -> tuple[Profiles, Reach]:
+    """The customer and terminal profiles and each customer's terminals, exactly as :func:`simulate` uses them."""
+    profiles = generate_profiles(config, _streams(config)[0])
+    return profiles, terminals_within_radius(profiles.customer_xy, profiles.terminal_xy, config.radius)
+
+
+def _streams(config: SimulationConfig) -> list[np.random.Generator]:
+    """Independent random streams: profiles, legitimate transactions, scenarios 2, 3 and 4."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(5)]
+
+
+def simulate(config: SimulationConfig | None = None, progress: bool = False) -> pd.DataFrame:
+    """Simulate a labelled transaction stream in handbook columns, sorted by time.
+
+    Returns
+    -------
+    DataFrame with ``TRANSACTION_ID`` (0..n-1 in time order), ``TX_DATETIME`` (datetime64[ns], naive UTC),
+    ``CUSTOMER_ID``, ``TERMINAL_ID``, ``TX_AMOUNT`` (2 decimals), ``TX_TIME_SECONDS`` (s since the start),
+    ``TX_TIME_DAYS``, ``TX_FRAUD`` (int8 0/1) and ``TX_FRAUD_SCENARIO`` (int8, 0 = legitimate).
+    """
+    config = config or SimulationConfig()
+    _, tx_rng, terminal_rng, customer_rng, novel_rng = _streams(config)
+    profiles, reach = build_population(config)
+
+    days = range(config.nb_days)
+    if progress:
+        from tqdm import tqdm
+
+        days = tqdm(days, desc="simulating", unit="day")
+    parts = [_legit_day(day, profiles, reach, tx_rng) for day in days]
+    seconds, customer, terminal, amount = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    day = seconds // DAY_S
+
+    scenario = np.zeros(len(seconds), dtype=np.int8)
+    scenario[amount > config.amount_fraud_threshold] = SCENARIO_AMOUNT
+    scenario[_compromised_terminals(config, terminal_rng)[terminal, day]] = SCENARIO_TERMINAL
+    customer_fraud = _customer_fraud_mask(customer, day, config, customer_rng)
+    scenario[customer_fraud] = SCENARIO_CUSTOMER
+    amount[customer_fraud] = np.round(amount[customer_fraud] * config.customer_fraud_amount_factor, 2)
+
+    used_keys = np.unique(customer * config.n_terminals + terminal)
+    novel = _card_testing(config, profiles, used_keys, novel_rng)
+    seconds, customer, terminal, amount = (np.concatenate([a, b]) for a, b in zip((seconds, customer, terminal,
+                                                                                   amount), novel))
+    scenario = np.concatenate([scenario, np.full(len(novel[0]), SCENARIO_CARD_TESTING, dtype=np.int8)])
+
+    order = np.argsort(seconds, kind="stable")
+    seconds = seconds[order]
+    start = _naive_utc(config.start_date).to_datetime64().astype("datetime64[ns]")
+    frame = pd.DataFrame({
+        TRANSACTION_ID: np.arange(len(seconds), dtype=np.int64),
+        TX_DATETIME: start + (seconds * 1_000_000_000).astype("timedelta64[ns]"),
+        CUSTOMER_ID: customer[order],
+        TERMINAL_ID: terminal[order],
+        TX_AMOUNT: amount[order],
+        TX_TIME_SECONDS: seconds,
+        TX_TIME_DAYS: seconds // DAY_S,
+        TX_FRAUD: (scenario[order] > 0).astype(np.int8),
+        TX_FRAUD_SCENARIO: scenario[order],
+    })
+    return frame[list(ALL_COLUMNS)]
