@@ -5,7 +5,9 @@ Every feature is defined in event time.  Windows are half-open ``(t - w, t]`` on
 only labels known by ``t`` count (with the default label feed, a label is known ``d`` after its transaction).
 
 "Earlier" transactions of a customer are those before this one in (timestamp, transaction id) order; the batch
-path sorts by that key and the stream processes events of one customer in that order.
+path sorts by that key and the stream processes events of one customer in that order.  Windows that end at ``t``
+(customer windows, and terminal windows when ``d`` is 0) hold the transactions at ``t`` only up to this one in
+that order.  Windows that end before ``t`` (``(t - w, t)``) hold no transaction at time ``t``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ FEATURE_SET_VERSION = "fs-1"
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
+
+#: Smallest mean amount (currency units) used as the divisor of CUSTOMER_AMOUNT_RATIO_HISTORY, so that a history
+#: of zero amounts gives a finite ratio.
+AMOUNT_RATIO_MIN_MEAN = 0.01
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,11 @@ FEATURE_DOCS: dict[str, str] = {
     "TX_DURING_NIGHT": "1 when the UTC hour is <= night_end_hour",
     "CUSTOMER_ID_NB_TX_{w}DAY_WINDOW": "customer's transactions in (t - w days, t], this one included",
     "CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW": "mean amount of those transactions",
-    "TERMINAL_ID_NB_TX_{w}DAY_WINDOW": "terminal's transactions in (t - d - w days, t - d]",
+    "TERMINAL_ID_NB_TX_{w}DAY_WINDOW": "terminal's transactions in (t - d - w days, t - d] (this one included "
+    "only when d is 0)",
     "TERMINAL_ID_RISK_{w}DAY_WINDOW": "known frauds among them / their count (0 when none)",
     "CUSTOMER_AMOUNT_RATIO_HISTORY": "amount / mean amount of the customer's earlier transactions in "
-    "(t - history_days, t); 1 when there are none",
+    "(t - history_days, t), the mean floored at AMOUNT_RATIO_MIN_MEAN; 1 when there are none",
     "CUSTOMER_TERMINAL_IS_NEW": "1 when the customer has no earlier transaction at this terminal in "
     "(t - history_days, t)",
     "CUSTOMER_SECONDS_SINCE_LAST_TX": "seconds since the customer's previous transaction in "

@@ -1,0 +1,253 @@
+"""Batch features: hand-made edge cases, a row-by-row reference of the definition, input errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudstream.detectors.features.batch import FeatureInputError, compute_features
+from fraudstream.detectors.features.calendar import night_flags, weekend_flags
+from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, FeatureConfig
+from fraudstream.detectors.schema import (
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+    datetime_to_epoch_seconds,
+)
+
+START = pd.Timestamp("2024-01-01 12:00:00")  # a Monday
+
+
+def make_frame(rows):
+    """rows: (transaction id, seconds after START, customer, terminal, amount, fraud)."""
+    ids, seconds, customers, terminals, amounts, frauds = zip(*rows)
+    return pd.DataFrame({
+        TRANSACTION_ID: np.array(ids, dtype=np.int64),
+        TX_DATETIME: START + pd.to_timedelta(np.array(seconds, dtype=np.float64), unit="s"),
+        CUSTOMER_ID: np.array(customers, dtype=np.int64),
+        TERMINAL_ID: np.array(terminals, dtype=np.int64),
+        TX_AMOUNT: np.array(amounts, dtype=np.float64),
+        TX_FRAUD: np.array(frauds, dtype=np.int8),
+    })
+
+
+def reference_features(frame, config):
+    """The definition applied literally, one row at a time (slow, obviously correct)."""
+    t_all = datetime_to_epoch_seconds(frame[TX_DATETIME])
+    ids = frame[TRANSACTION_ID].to_numpy()
+    cust = frame[CUSTOMER_ID].to_numpy()
+    term = frame[TERMINAL_ID].to_numpy()
+    amount = frame[TX_AMOUNT].to_numpy()
+    fraud = frame[TX_FRAUD].fillna(0).to_numpy() if TX_FRAUD in frame else np.zeros(len(frame))
+    d = config.label_delay_days * DAY_S
+    history = config.history_days * DAY_S
+    rows = []
+    for i in range(len(frame)):
+        t = t_all[i]
+        up_to_self = (t_all < t) | ((t_all == t) & (ids <= ids[i]))
+        strictly_before = up_to_self & (ids != ids[i])
+        mine = cust == cust[i]
+        row = {"TX_AMOUNT": amount[i]}
+        for w in config.customer_windows_days:
+            sel = mine & up_to_self & (t_all > t - w * DAY_S)
+            row[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = sel.sum()
+            row[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = amount[sel].mean()
+        for w in config.terminal_windows_days:
+            sel = (term == term[i]) & up_to_self & (t_all > t - d - w * DAY_S) & (t_all <= t - d)
+            known = sel & (t_all + d <= t)
+            count = sel.sum()
+            row[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = count
+            row[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = fraud[known].sum() / count if count else 0.0
+        earlier = mine & (t_all > t - history) & (t_all < t)
+        mean = amount[earlier].mean() if earlier.any() else None
+        row["CUSTOMER_AMOUNT_RATIO_HISTORY"] = 1.0 if mean is None else amount[i] / max(mean, AMOUNT_RATIO_MIN_MEAN)
+        row["CUSTOMER_TERMINAL_IS_NEW"] = float(not (earlier & (term == term[i])).any())
+        previous = mine & strictly_before & (t_all > t - history)
+        row["CUSTOMER_SECONDS_SINCE_LAST_TX"] = t - t_all[previous].max() if previous.any() else history
+        row["CUSTOMER_NB_TX_BURST_WINDOW"] = (mine & up_to_self & (t_all > t - config.burst_window_s)).sum()
+        row["CUSTOMER_NB_TERMINALS_1DAY_WINDOW"] = len(set(term[mine & up_to_self & (t_all > t - DAY_S)]))
+        rows.append(row)
+    names = [n for n in config.feature_names() if n not in ("TX_DURING_WEEKEND", "TX_DURING_NIGHT")]
+    return pd.DataFrame(rows, index=frame.index)[names].astype(np.float64)
+
+
+def random_frame(seed, n=400, days=40):
+    rng = np.random.default_rng(seed)
+    # few distinct times so that customers and terminals share timestamps (ties)
+    grid = np.sort(rng.choice(days * 24 * 12, size=n // 3, replace=False)) * 300.0
+    seconds = rng.choice(grid, size=n)
+    rows = [(int(i), float(s), int(rng.integers(6)), int(rng.integers(5)), float(rng.choice([0.0, 3.5, 20.0, 99.99])),
+             int(rng.random() < 0.2)) for i, s in zip(rng.permutation(10 * n)[:n], seconds)]
+    return make_frame(rows)
+
+
+CONFIGS = {
+    "default": FeatureConfig(),
+    "short_no_delay": FeatureConfig(customer_windows_days=(1, 2), terminal_windows_days=(1, 3), label_delay_days=0,
+                                    burst_window_s=900.0, history_days=3),
+}
+
+
+@pytest.mark.parametrize("config_name", sorted(CONFIGS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batch_matches_row_by_row_reference(config_name, seed):
+    config = CONFIGS[config_name]
+    frame = random_frame(seed)
+    frame.index = pd.Index([f"r{i}" for i in range(len(frame))])
+    features = compute_features(frame, config)
+    expected = reference_features(frame, config)
+    assert list(features.columns) == config.feature_names()
+    assert features.index.equals(frame.index)
+    assert (features.dtypes == np.float64).all()
+    np.testing.assert_allclose(features[expected.columns].to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_row_order_does_not_change_values():
+    frame = random_frame(7)
+    shuffled = frame.sample(frac=1.0, random_state=3)
+    a = compute_features(frame)
+    b = compute_features(shuffled)
+    assert b.index.equals(shuffled.index)
+    np.testing.assert_allclose(b.loc[a.index].to_numpy(), a.to_numpy(), rtol=1e-12, atol=1e-9)
+
+
+def test_customer_window_lower_edge_is_open():
+    frame = make_frame([
+        (1, 0, 5, 1, 10.0, 0),
+        (2, DAY_S, 5, 1, 30.0, 0),  # exactly one day later: the first one is out of the 1-day window
+        (3, 2 * DAY_S - 1, 5, 1, 50.0, 0),  # 1 s less than a day after the second: it is in
+    ])
+    f = compute_features(frame).set_index(frame[TRANSACTION_ID])
+    assert f.loc[2, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert f.loc[2, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 30.0
+    assert f.loc[3, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2
+    assert f.loc[3, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 40.0
+    assert f.loc[3, "CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 3
+    assert f.loc[3, "CUSTOMER_SECONDS_SINCE_LAST_TX"] == DAY_S - 1
+    assert f.loc[1, "CUSTOMER_SECONDS_SINCE_LAST_TX"] == 30 * DAY_S
+
+
+def test_ties_at_the_same_time_follow_transaction_id():
+    frame = make_frame([
+        (20, 100, 5, 1, 10.0, 0),
+        (10, 100, 5, 1, 30.0, 0),
+        (30, 0, 5, 2, 20.0, 0),
+    ])
+    f = compute_features(frame).set_index(frame[TRANSACTION_ID])
+    assert f.loc[10, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2
+    assert f.loc[20, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 3
+    assert f.loc[20, "CUSTOMER_SECONDS_SINCE_LAST_TX"] == 0.0
+    assert f.loc[10, "CUSTOMER_SECONDS_SINCE_LAST_TX"] == 100.0
+    # (t - history, t) holds no transaction at time t: the tie with id 10 is neither history nor a known terminal
+    assert f.loc[20, "CUSTOMER_AMOUNT_RATIO_HISTORY"] == pytest.approx(10.0 / 20.0)
+    assert f.loc[20, "CUSTOMER_TERMINAL_IS_NEW"] == 1.0
+    assert f.loc[20, "CUSTOMER_NB_TERMINALS_1DAY_WINDOW"] == 2
+
+
+def test_terminal_window_is_shifted_by_the_label_delay():
+    delay = FeatureConfig().label_delay_s
+    frame = make_frame([
+        (1, 0, 1, 9, 10.0, 1),
+        (2, delay - 1, 2, 9, 10.0, 0),  # label of 1 not yet known, and 1 is after the shifted window's end
+        (3, delay, 3, 9, 10.0, 0),  # window (0 - 1 day, 0]: holds 1, whose label is known now
+        (4, delay + DAY_S, 4, 9, 10.0, 0),  # 1-day window (0, 1 day] is empty, the 7-day one still holds 1
+    ])
+    f = compute_features(frame).set_index(frame[TRANSACTION_ID])
+    assert f.loc[2, "TERMINAL_ID_NB_TX_30DAY_WINDOW"] == 0
+    assert f.loc[2, "TERMINAL_ID_RISK_30DAY_WINDOW"] == 0.0
+    assert f.loc[3, "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert f.loc[3, "TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
+    assert f.loc[4, "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 0
+    assert f.loc[4, "TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.0
+    assert f.loc[4, "TERMINAL_ID_NB_TX_7DAY_WINDOW"] == 1
+    assert f.loc[4, "TERMINAL_ID_RISK_7DAY_WINDOW"] == 1.0
+
+
+def test_without_delay_the_terminal_window_includes_this_one_and_earlier_ties_only():
+    config = FeatureConfig(label_delay_days=0)
+    frame = make_frame([(2, 50, 1, 9, 1.0, 1), (1, 50, 2, 9, 1.0, 0), (3, 50, 3, 9, 1.0, 0)])
+    f = compute_features(frame, config).set_index(frame[TRANSACTION_ID])
+    assert f.loc[1, "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert f.loc[2, "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 2
+    assert f.loc[2, "TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.5
+    assert f.loc[3, "TERMINAL_ID_RISK_1DAY_WINDOW"] == pytest.approx(1 / 3)
+
+
+def test_missing_or_nan_labels_mean_not_fraud():
+    delay = FeatureConfig().label_delay_s
+    frame = make_frame([(1, 0, 1, 9, 1.0, 1), (2, delay, 2, 9, 1.0, 0)])
+    with_nan = frame.assign(**{TX_FRAUD: [np.nan, 0.0]})
+    no_column = frame.drop(columns=[TX_FRAUD])
+    assert compute_features(frame)["TERMINAL_ID_RISK_1DAY_WINDOW"].iloc[1] == 1.0
+    for variant in (with_nan, no_column):
+        f = compute_features(variant)
+        assert f["TERMINAL_ID_NB_TX_1DAY_WINDOW"].iloc[1] == 1
+        assert f["TERMINAL_ID_RISK_1DAY_WINDOW"].iloc[1] == 0.0
+
+
+def test_amount_ratio_floors_a_zero_mean():
+    frame = make_frame([(1, 0, 1, 9, 0.0, 0), (2, 60, 1, 9, 5.0, 0), (3, 120, 1, 9, 0.0, 0)])
+    f = compute_features(frame)["CUSTOMER_AMOUNT_RATIO_HISTORY"].to_numpy()
+    assert f[0] == 1.0
+    assert f[1] == 5.0 / AMOUNT_RATIO_MIN_MEAN
+    assert f[2] == 0.0
+    assert np.isfinite(f).all()
+
+
+def test_distinct_terminals_and_novelty_over_the_day():
+    frame = make_frame([
+        (1, 0, 1, 7, 1.0, 0),
+        (2, 3 * 3600, 1, 8, 1.0, 0),
+        (3, 3.5 * 3600, 1, 7, 1.0, 0),
+        (4, DAY_S + 3600, 1, 8, 1.0, 0),  # 7 at 0 s is out of the day; 8 (3 h) is in, 7 (3.5 h) is in
+        (5, DAY_S + 1.5 * 3600, 1, 6, 1.0, 0),
+    ])
+    f = compute_features(frame)
+    assert f["CUSTOMER_NB_TERMINALS_1DAY_WINDOW"].tolist() == [1, 2, 2, 2, 3]
+    assert f["CUSTOMER_TERMINAL_IS_NEW"].tolist() == [1, 1, 0, 0, 1]
+    assert f["CUSTOMER_NB_TX_BURST_WINDOW"].tolist() == [1, 1, 2, 1, 2]  # (t - 1 h, t]
+
+
+def test_calendar_flags_on_utc_boundaries():
+    saturday = pd.Timestamp("2024-01-06 00:00:00")
+    times = pd.Series([saturday - pd.Timedelta("1us"), saturday, saturday + pd.Timedelta("6h59min59s"),
+                       saturday + pd.Timedelta("7h"), saturday + pd.Timedelta("47h59min59s"),
+                       saturday + pd.Timedelta("48h")])
+    seconds = datetime_to_epoch_seconds(times)
+    assert weekend_flags(seconds).tolist() == [0, 1, 1, 1, 1, 0]
+    assert night_flags(seconds, 6).tolist() == [0, 1, 1, 0, 0, 1]
+    tz_aware = datetime_to_epoch_seconds(times.dt.tz_localize("UTC").dt.tz_convert("Europe/Paris"))
+    assert weekend_flags(tz_aware).tolist() == weekend_flags(seconds).tolist()
+
+
+def test_empty_frame_gives_empty_features():
+    frame = make_frame([(1, 0, 1, 1, 1.0, 0)]).iloc[:0]
+    f = compute_features(frame)
+    assert f.shape == (0, len(FeatureConfig().feature_names()))
+
+
+@pytest.mark.parametrize("change, column, fragment", [
+    (lambda f: f.drop(columns=[TX_AMOUNT]), None, TX_AMOUNT),
+    (lambda f: f.assign(**{TX_AMOUNT: [1.0, -2.0, 3.0]}), TX_AMOUNT, "row 1"),
+    (lambda f: f.assign(**{TX_AMOUNT: [1.0, 2.0, np.nan]}), TX_AMOUNT, "row 2"),
+    (lambda f: f.assign(**{TX_DATETIME: [START, pd.NaT, START]}), TX_DATETIME, "row 1"),
+    (lambda f: f.assign(**{TX_DATETIME: ["2024-01-01T00:00:00", "soon", "2024-01-02"]}), TX_DATETIME, "soon"),
+    (lambda f: f.assign(**{CUSTOMER_ID: [1.0, 2.5, 3.0]}), CUSTOMER_ID, "row 1"),
+    (lambda f: f.assign(**{TERMINAL_ID: [1, 2, -3]}), TERMINAL_ID, "row 2"),
+    (lambda f: f.assign(**{TRANSACTION_ID: [4, 5, 4]}), TRANSACTION_ID, "more than once"),
+    (lambda f: f.assign(**{TX_FRAUD: [0, 2, 1]}), TX_FRAUD, "row 1"),
+])
+def test_bad_input_names_column_and_row(change, column, fragment):
+    frame = make_frame([(1, 0, 1, 1, 1.0, 0), (2, 10, 1, 1, 2.0, 0), (3, 20, 1, 1, 3.0, 0)])
+    with pytest.raises(FeatureInputError) as error:
+        compute_features(change(frame))
+    assert error.value.column == column
+    assert fragment in str(error.value)
+
+
+def test_iso_strings_are_accepted_as_times():
+    frame = make_frame([(1, 0, 1, 1, 1.0, 0), (2, 3600, 1, 1, 2.0, 0)])
+    as_text = frame.assign(**{TX_DATETIME: frame[TX_DATETIME].dt.strftime("%Y-%m-%dT%H:%M:%S")})
+    pd.testing.assert_frame_equal(compute_features(as_text), compute_features(frame))
