@@ -142,7 +142,8 @@ class Transaction:
         return cls.from_dict(_decode_object(raw))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"transaction_id": self.transaction_id, "timestamp": self.timestamp, "customer_id": self.customer_id,
+                "terminal_id": self.terminal_id, "amount": self.amount}
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()

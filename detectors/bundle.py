@@ -1,0 +1,220 @@
+"""Model bundles: one versioned directory per trained cascade, with a manifest and checksums.
+
+Layout of ``<root>/<version>/``::
+
+    light.json, light_meta.json     light XGBoost model, its parameters and probability calibration
+    heavy.json, heavy_meta.json     heavy XGBoost model, same
+    anomaly.pkl                     the fitted anomaly detector (pickle: load only bundles you trust)
+    rules.json                      the rules in force
+    manifest.json                   version, creation time, feature set, thresholds, metrics, data range,
+                                    library versions, sha256 of every other file
+
+``<root>/LATEST`` holds the name of the newest version; it is replaced atomically (temp file + rename), so a
+reader never sees a half-written pointer, and a version directory is complete before LATEST names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fraudstream.detectors.cascade.cascade import Cascade
+from fraudstream.detectors.cascade.policy import Thresholds
+from fraudstream.detectors.features.definition import FEATURE_SET_VERSION, FeatureConfig
+from fraudstream.detectors.models.heavy import HeavyModel
+from fraudstream.detectors.models.light import LightModel
+from fraudstream.detectors.rules import RuleConfig, RuleSet
+
+MANIFEST = "manifest.json"
+LATEST = "LATEST"
+MANIFEST_FORMAT = 1
+ANOMALY_FILE = "anomaly.pkl"
+RULES_FILE = "rules.json"
+
+
+class ModelBundleError(RuntimeError):
+    """A model directory that cannot be used; the message says which file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """A loaded, verified bundle."""
+
+    cascade: Cascade
+    manifest: dict[str, Any]
+    version: str
+    feature_config: FeatureConfig
+    path: Path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    import numpy
+    import pyod
+    import sklearn
+    import xgboost
+
+    return {"xgboost": xgboost.__version__, "pyod": pyod.__version__, "scikit-learn": sklearn.__version__,
+            "numpy": numpy.__version__}
+
+
+def _feature_config_to_dict(config: FeatureConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def _feature_config_from_dict(data: dict[str, Any]) -> FeatureConfig:
+    return FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def save_bundle(cascade: Cascade, directory: str | Path, manifest_extras: dict[str, Any] | None = None) -> Path:
+    """Write ``cascade`` to ``<directory>/<cascade.version>/`` and point ``<directory>/LATEST`` at it.
+
+    ``manifest_extras`` (e.g. training data time range, row counts, imbalance choice) is merged into the
+    manifest.  Refuses to overwrite an existing version.  Returns the version directory.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / cascade.version
+    if final.exists():
+        raise ModelBundleError(f"{final}: version already exists; versions are immutable")
+    staging = Path(tempfile.mkdtemp(prefix=f".{cascade.version}.", dir=root))
+    try:
+        files = cascade.light.save(staging, "light") + cascade.heavy.save(staging, "heavy")
+        with (staging / ANOMALY_FILE).open("wb") as fh:
+            pickle.dump(cascade.anomaly, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        cascade.rules.config.to_json_file(staging / RULES_FILE)
+        files += [staging / ANOMALY_FILE, staging / RULES_FILE]
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "version": cascade.version,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "feature_set_version": FEATURE_SET_VERSION,
+            "feature_names": cascade.feature_names,
+            "feature_config": _feature_config_to_dict(cascade.feature_config),
+            "thresholds": cascade.thresholds.to_dict(),
+            "use_anomaly": cascade.use_anomaly,
+            "anomaly": {"method": cascade.anomaly.method, "max_train_rows": cascade.anomaly.max_train_rows},
+            "metrics": cascade.metrics,
+            "libraries": _library_versions(),
+        }
+        manifest.update(manifest_extras or {})
+        manifest["files"] = {p.name: _sha256(p) for p in files}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+        os.replace(staging, final)
+    except BaseException:
+        for p in staging.glob("*"):
+            p.unlink()
+        staging.rmdir()
+        raise
+    _write_latest(root, cascade.version)
+    return final
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (datetime, Path)):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _write_latest(root: Path, version: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".LATEST.", dir=root)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(version + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, root / LATEST)
+
+
+def resolve_bundle_dir(path: str | Path) -> Path:
+    """The version directory ``path`` designates: itself when it holds a manifest, else the one LATEST names."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    latest = path / LATEST
+    if not latest.is_file():
+        raise ModelBundleError(f"{path}: neither a model version directory ({MANIFEST}) nor a model root ({LATEST})")
+    version = latest.read_text().strip()
+    if not version or "/" in version or version.startswith("."):
+        raise ModelBundleError(f"{latest}: invalid version name {version!r}")
+    target = path / version
+    if not (target / MANIFEST).is_file():
+        raise ModelBundleError(f"{latest}: names version {version!r}, but {target / MANIFEST} does not exist")
+    return target
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a version directory or root (following LATEST), without loading models."""
+    target = resolve_bundle_dir(path)
+    try:
+        return json.loads((target / MANIFEST).read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelBundleError(f"{target / MANIFEST}: not valid JSON: {exc}") from None
+
+
+def check_manifest(manifest: dict[str, Any], directory: Path) -> None:
+    """Raise :class:`ModelBundleError` when files, checksums or the feature set do not match this code."""
+    where = directory / MANIFEST
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ModelBundleError(f"{where}: manifest format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}")
+    if manifest.get("feature_set_version") != FEATURE_SET_VERSION:
+        raise ModelBundleError(
+            f"{where}: trained on feature set {manifest.get('feature_set_version')!r}, this code computes "
+            f"{FEATURE_SET_VERSION!r}; retrain the model"
+        )
+    config = _feature_config_from_dict(manifest["feature_config"])
+    expected = config.feature_names()
+    if manifest.get("feature_names") != expected:
+        raise ModelBundleError(
+            f"{where}: feature names/order {manifest.get('feature_names')} differ from this code's {expected}"
+        )
+    files = manifest.get("files") or {}
+    for name in ("light.json", "light_meta.json", "heavy.json", "heavy_meta.json", ANOMALY_FILE, RULES_FILE):
+        if name not in files:
+            raise ModelBundleError(f"{where}: no checksum for required file {name}")
+    for name, digest in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ModelBundleError(f"{path}: listed in the manifest but missing")
+        actual = _sha256(path)
+        if actual != digest:
+            raise ModelBundleError(f"{path}: sha256 {actual} does not match the manifest's {digest}")
+
+
+def load_bundle(path: str | Path) -> LoadedBundle:
+    """Load and verify a bundle from a version directory, or from a root (following LATEST)."""
+    directory = resolve_bundle_dir(path)
+    manifest = read_manifest(directory)
+    check_manifest(manifest, directory)
+    config = _feature_config_from_dict(manifest["feature_config"])
+    feature_names = manifest["feature_names"]
+    light = LightModel.load(directory, "light")
+    heavy = HeavyModel.load(directory, "heavy")
+    with (directory / ANOMALY_FILE).open("rb") as fh:
+        anomaly = pickle.load(fh)
+    rules = RuleSet(RuleConfig.from_json_file(directory / RULES_FILE), feature_names)
+    cascade = Cascade(
+        rules=rules, light=light, anomaly=anomaly, heavy=heavy,
+        thresholds=Thresholds.from_dict(manifest["thresholds"]), version=manifest["version"],
+        feature_names=feature_names, feature_config=config, use_anomaly=bool(manifest.get("use_anomaly", True)),
+        metrics=manifest.get("metrics"),
+    )
+    return LoadedBundle(cascade=cascade, manifest=manifest, version=manifest["version"], feature_config=config,
+                        path=directory)

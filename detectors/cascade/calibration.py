@@ -1,0 +1,241 @@
+"""Choosing the cascade's thresholds on a validation period, and measuring the resulting policy.
+
+Rules (all measured on validation rows, with the scores the deployed models give them):
+
+* ``t_block_light``: the lowest light score whose block region ``light >= t`` has precision >= ``block_precision``
+  and holds at least ``min_block_rows`` rows; never blocks when no such threshold exists.
+* ``t_anomaly_allow`` = ``anomaly_allow_max`` (default 0.99: the light stage may not ALLOW a row more anomalous
+  than 99% of legitimate training traffic).
+* ``t_allow_light``: the highest light score such that the light ALLOW region (``light <= t`` and anomaly <=
+  ``t_anomaly_allow``) costs at most ``allow_catch_loss`` (default 2%) of the frauds the cascade catches
+  (BLOCK or REVIEW) when no row is allowed early and every undecided row goes to the heavy model.  Candidates
+  are ``allow_candidates`` quantiles of the light score among eligible rows; for each, the heavy thresholds
+  below are chosen again for the rows that remain, so the comparison is between two complete policies.
+  Everything neither blocked nor allowed by the light stage goes to the heavy model.
+* ``t_block_heavy``: like ``t_block_light``, on the heavy model's scores of the rows routed to it.
+* ``t_anomaly_review``: at least ``anomaly_review_min`` (default 0.999), raised until anomaly-only reviews use at
+  most ``anomaly_review_share`` of the capacity.
+* ``t_review``: the lowest heavy score (<= ``t_block_heavy``) such that REVIEW volume stays within
+  ``review_capacity`` cards a day.
+
+REVIEW volume is the number of distinct customers with a REVIEW decision per UTC day of the validation period,
+and the capacity is checked against the *maximum* over the days (``capacity_statistic="max"``; ``"mean"`` uses the
+average instead).  Burst-rule escalations are not counted (rules are configured apart from the models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from fraudstream.detectors.cascade.policy import NEVER, Thresholds, apply_policy
+from fraudstream.detectors.cascade.types import Decision, Stage
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class CalibrationTargets:
+    """Constraints the thresholds must meet on validation (see the module docstring)."""
+
+    block_precision: float = 0.95
+    min_block_rows: int = 5
+    review_capacity: float = 100.0  # cards (distinct customers) a day
+    capacity_statistic: str = "max"  # "max" or "mean" over the validation days
+    allow_catch_loss: float = 0.02  # share of caught frauds the light ALLOW region may cost
+    allow_candidates: int = 40  # quantiles of the light score tried as t_allow_light
+    anomaly_allow_max: float = 0.99
+    anomaly_review_min: float = 0.999
+    anomaly_review_share: float = 0.25
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def block_threshold(scores: np.ndarray, y: np.ndarray, precision: float, min_rows: int = 1) -> float:
+    """Lowest ``t`` with precision(``scores >= t``) >= ``precision`` and at least ``min_rows`` rows; else NEVER."""
+    if scores.size == 0:
+        return NEVER
+    order = np.argsort(-scores, kind="stable")
+    s, yy = scores[order], y[order].astype(np.float64)
+    tp = np.cumsum(yy)
+    count = np.arange(1, s.size + 1)
+    # only cut where the score changes: a threshold selects every row with that score
+    last_of_value = np.r_[s[1:] != s[:-1], True]
+    ok = last_of_value & (count >= min_rows) & (tp / count >= precision)
+    if not ok.any():
+        return NEVER
+    return float(s[np.flatnonzero(ok)[-1]])
+
+
+def allow_threshold(light: np.ndarray, y: np.ndarray, eligible: np.ndarray, max_frauds: float) -> float:
+    """Highest ``t`` such that eligible rows with ``light <= t`` hold at most ``max_frauds`` frauds; -1 if none."""
+    s = light[eligible]
+    if s.size == 0:
+        return -1.0
+    order = np.argsort(s, kind="stable")
+    s, yy = s[order], y[eligible][order]
+    frauds = np.cumsum(yy)
+    last_of_value = np.r_[s[1:] != s[:-1], True]
+    ok = last_of_value & (frauds <= max_frauds)
+    if not ok.any():
+        return -1.0
+    return float(s[np.flatnonzero(ok)[-1]])
+
+
+def daily_cards(mask: np.ndarray, customer_id: np.ndarray, day: np.ndarray, n_days: int) -> np.ndarray:
+    """Distinct customers among ``mask`` rows per day (length ``n_days``; ``day`` in 0..n_days-1)."""
+    if not mask.any():
+        return np.zeros(n_days)
+    pairs = np.unique(np.stack([day[mask], customer_id[mask]], axis=1), axis=0)
+    return np.bincount(pairs[:, 0], minlength=n_days).astype(np.float64)
+
+
+def _volume(mask: np.ndarray, customer_id: np.ndarray, day: np.ndarray, n_days: int, statistic: str) -> float:
+    per_day = daily_cards(mask, customer_id, day, n_days)
+    return float(per_day.max() if statistic == "max" else per_day.mean())
+
+
+def _lowest_fitting(candidates: np.ndarray, volume_at) -> float:
+    """Smallest candidate (sorted ascending) whose volume fits, volume non-increasing in the threshold."""
+    lo, hi = 0, candidates.size - 1
+    if hi < 0 or not volume_at(candidates[hi]):
+        return NEVER
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if volume_at(candidates[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(candidates[lo])
+
+
+def _day_index(timestamp: np.ndarray) -> tuple[np.ndarray, int]:
+    day = np.floor(np.asarray(timestamp, dtype=np.float64) / DAY_S).astype(np.int64)
+    if day.size == 0:
+        return day, 1
+    day -= day.min()
+    return day, int(day.max()) + 1
+
+
+def choose_thresholds(
+    light: np.ndarray,
+    anomaly: np.ndarray,
+    heavy: np.ndarray,
+    y: np.ndarray,
+    customer_id: np.ndarray,
+    timestamp: np.ndarray,
+    targets: CalibrationTargets = CalibrationTargets(),
+    t_allow_light: float | None = None,
+) -> Thresholds:
+    """Thresholds meeting ``targets`` on validation scores (all arrays row-aligned; ``timestamp`` in epoch s).
+
+    A given ``t_allow_light`` is kept as is (the other thresholds are chosen for it); -1 disables the light ALLOW.
+    """
+    if targets.capacity_statistic not in ("max", "mean"):
+        raise ValueError(f"capacity_statistic: expected 'max' or 'mean', got {targets.capacity_statistic!r}")
+    y = np.asarray(y).astype(np.int8)
+    day, n_days = _day_index(timestamp)
+
+    t_block_light = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
+    t_anomaly_allow = float(targets.anomaly_allow_max)
+    eligible = (anomaly <= t_anomaly_allow) & (light < t_block_light)
+
+    def thresholds_for(t_allow: float) -> Thresholds:
+        heavy_part = _heavy_thresholds(light, anomaly, heavy, y, customer_id, day, n_days, targets,
+                                       t_block_light, t_allow, t_anomaly_allow)
+        return Thresholds(t_block_light=t_block_light, t_allow_light=t_allow, t_anomaly_allow=t_anomaly_allow,
+                          **heavy_part)
+
+    if t_allow_light is not None:
+        return thresholds_for(float(t_allow_light))
+
+    def caught(th: Thresholds) -> int:
+        decision, _ = apply_policy(light, anomaly, heavy, th)
+        return int(((decision != Decision.ALLOW) & (y == 1)).sum())
+
+    baseline = thresholds_for(-1.0)  # no light ALLOW: every undecided row goes to the heavy model
+    floor = (1.0 - targets.allow_catch_loss) * caught(baseline)
+    best = baseline
+    if eligible.any():
+        levels = np.linspace(0.0, 1.0, targets.allow_candidates + 1)[1:]
+        for t_allow in np.unique(np.quantile(light[eligible], levels, method="lower")):
+            candidate = thresholds_for(float(t_allow))
+            if caught(candidate) >= floor:
+                best = candidate
+    return best
+
+
+def _heavy_thresholds(light, anomaly, heavy, y, customer_id, day, n_days, targets: CalibrationTargets,
+                      t_block_light: float, t_allow_light: float, t_anomaly_allow: float) -> dict[str, float]:
+    """Heavy-stage thresholds for the rows a given light stage leaves undecided."""
+    stat = targets.capacity_statistic
+    to_heavy = (light < t_block_light) & ~((light <= t_allow_light) & (anomaly <= t_anomaly_allow))
+    t_block_heavy = block_threshold(heavy[to_heavy], y[to_heavy], targets.block_precision, targets.min_block_rows)
+    not_blocked = to_heavy & (heavy < t_block_heavy)
+
+    anomaly_budget = targets.anomaly_review_share * targets.review_capacity
+    candidates = np.unique(anomaly[not_blocked & (anomaly >= targets.anomaly_review_min)])
+    t_anomaly_review = _lowest_fitting(
+        candidates,
+        lambda t: _volume(not_blocked & (anomaly >= t), customer_id, day, n_days, stat) <= anomaly_budget,
+    )
+    anomaly_review = not_blocked & (anomaly >= t_anomaly_review)
+
+    heavy_candidates = np.unique(heavy[not_blocked])
+    t_review = _lowest_fitting(
+        heavy_candidates,
+        lambda t: _volume(anomaly_review | (not_blocked & (heavy >= t)), customer_id, day, n_days, stat)
+        <= targets.review_capacity,
+    )
+    return {"t_block_heavy": t_block_heavy, "t_review": min(t_review, t_block_heavy),
+            "t_anomaly_review": t_anomaly_review}
+
+
+def policy_report(
+    light: np.ndarray,
+    anomaly: np.ndarray,
+    heavy: np.ndarray,
+    y: np.ndarray,
+    customer_id: np.ndarray,
+    timestamp: np.ndarray,
+    thresholds: Thresholds,
+    use_anomaly: bool = True,
+) -> dict[str, float]:
+    """Validation figures of the policy (rules excluded): volumes, precisions, fraud caught, review cards/day."""
+    y = np.asarray(y).astype(bool)
+    decision, stage = apply_policy(light, anomaly, heavy, thresholds, use_anomaly=use_anomaly)
+    day, n_days = _day_index(timestamp)
+    n, n_fraud = y.size, int(y.sum())
+
+    def precision(mask: np.ndarray) -> float:
+        return float(y[mask].mean()) if mask.any() else float("nan")
+
+    block = decision == Decision.BLOCK
+    review = decision == Decision.REVIEW
+    allow = decision == Decision.ALLOW
+    light_block = block & (stage == Stage.LIGHT)
+    heavy_block = block & (stage == Stage.HEAVY)
+    cards = daily_cards(review, customer_id, day, n_days)
+    return {
+        "rows": float(n),
+        "frauds": float(n_fraud),
+        "days": float(n_days),
+        "share_to_heavy": float((stage == Stage.HEAVY).mean()) if n else float("nan"),
+        "block_rows": float(block.sum()),
+        "review_rows": float(review.sum()),
+        "allow_rows": float(allow.sum()),
+        "block_precision_light": precision(light_block),
+        "block_precision_heavy": precision(heavy_block),
+        "block_precision": precision(block),
+        "review_precision": precision(review),
+        "fraud_blocked_share": float((block & y).sum() / n_fraud) if n_fraud else float("nan"),
+        "fraud_reviewed_share": float((review & y).sum() / n_fraud) if n_fraud else float("nan"),
+        "fraud_allowed_share": float((allow & y).sum() / n_fraud) if n_fraud else float("nan"),
+        "fraud_allowed_by_light_share": float((allow & y & (stage == Stage.LIGHT)).sum() / n_fraud)
+        if n_fraud else float("nan"),
+        "review_cards_per_day_mean": float(cards.mean()),
+        "review_cards_per_day_max": float(cards.max()),
+    }

@@ -1,0 +1,149 @@
+"""The cascade's decision policy: pure, vectorized routing of score arrays to decisions.
+
+Order, row by row:
+
+1. A final rule (block or allow list, maximum amount) decides: stage RULES.
+2. Light stage: BLOCK when ``light >= t_block_light``; ALLOW when ``light <= t_allow_light`` and
+   ``anomaly <= t_anomaly_allow``.  Stage LIGHT.
+3. The rest goes to the heavy model: BLOCK when ``heavy >= t_block_heavy``; REVIEW when ``heavy >= t_review`` or
+   ``anomaly >= t_anomaly_review``; else ALLOW.  Stage HEAVY.
+4. A row the burst rule escalated and the models would ALLOW becomes REVIEW (stage RULES).
+
+With ``use_anomaly=False`` the anomaly conditions are dropped: the light ALLOW needs only ``light <=
+t_allow_light`` and REVIEW needs ``heavy >= t_review``.  A threshold above 1 never fires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from fraudstream.detectors.cascade.types import Decision, Stage
+
+#: Value of a threshold that must never fire (scores live in [0, 1]).
+NEVER = 2.0
+#: Marker for rows the light stage leaves to the heavy model.
+PENDING = -1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds, all on [0, 1] scores (a value above 1 disables the rule it drives)."""
+
+    t_block_light: float = NEVER
+    t_allow_light: float = -1.0
+    t_anomaly_allow: float = 1.0
+    t_block_heavy: float = NEVER
+    t_review: float = NEVER
+    t_anomaly_review: float = NEVER
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Thresholds":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"thresholds: unknown key(s) {sorted(unknown)}")
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class LightRouting:
+    """Outcome of steps 1-2: ``decision`` is :data:`PENDING` where the heavy model must run (``to_heavy``)."""
+
+    decision: np.ndarray  # int8
+    stage: np.ndarray  # int8
+    to_heavy: np.ndarray  # bool
+
+
+def route_light(
+    light: np.ndarray,
+    anomaly: np.ndarray,
+    thresholds: Thresholds,
+    rule_decision: np.ndarray | None = None,
+    use_anomaly: bool = True,
+) -> LightRouting:
+    """Steps 1-2 of the policy.  ``rule_decision`` holds a Decision or -1 (no final rule) per row."""
+    n = light.shape[0]
+    decision = np.full(n, PENDING, dtype=np.int8)
+    stage = np.full(n, Stage.HEAVY, dtype=np.int8)
+    by_rule = np.zeros(n, dtype=bool) if rule_decision is None else rule_decision >= 0
+    if by_rule.any():
+        decision[by_rule] = rule_decision[by_rule]
+        stage[by_rule] = Stage.RULES
+    block = ~by_rule & (light >= thresholds.t_block_light)
+    allow = light <= thresholds.t_allow_light
+    if use_anomaly:
+        allow &= anomaly <= thresholds.t_anomaly_allow
+    allow &= ~by_rule & ~block
+    decision[block] = Decision.BLOCK
+    decision[allow] = Decision.ALLOW
+    stage[block | allow] = Stage.LIGHT
+    return LightRouting(decision=decision, stage=stage, to_heavy=decision == PENDING)
+
+
+def route_heavy(heavy: np.ndarray, anomaly: np.ndarray, thresholds: Thresholds, use_anomaly: bool = True) -> np.ndarray:
+    """Step 3 for the rows sent to the heavy model: Decision values (int8)."""
+    review = heavy >= thresholds.t_review
+    if use_anomaly:
+        review |= anomaly >= thresholds.t_anomaly_review
+    decision = np.where(review, np.int8(Decision.REVIEW), np.int8(Decision.ALLOW)).astype(np.int8)
+    decision[heavy >= thresholds.t_block_heavy] = Decision.BLOCK
+    return decision
+
+
+def apply_policy(
+    light: np.ndarray,
+    anomaly: np.ndarray,
+    heavy: np.ndarray,
+    thresholds: Thresholds,
+    rule_decision: np.ndarray | None = None,
+    escalate: np.ndarray | None = None,
+    use_anomaly: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole policy on full score arrays (``heavy`` may be nan where not needed): (decision, stage) int8."""
+    routing = route_light(light, anomaly, thresholds, rule_decision, use_anomaly)
+    decision, stage = routing.decision.copy(), routing.stage.copy()
+    rows = routing.to_heavy
+    decision[rows] = route_heavy(heavy[rows], anomaly[rows], thresholds, use_anomaly)
+    if escalate is not None:
+        bump = escalate & (decision == Decision.ALLOW) & (stage != Stage.RULES)
+        decision[bump] = Decision.REVIEW
+        stage[bump] = Stage.RULES
+    return decision, stage
+
+
+def threshold_reasons(
+    decision: np.ndarray,
+    stage: np.ndarray,
+    light: np.ndarray,
+    anomaly: np.ndarray,
+    heavy: np.ndarray,
+    thresholds: Thresholds,
+    use_anomaly: bool = True,
+) -> list[str]:
+    """Per row, the threshold that settled a model decision (empty string for rule decisions)."""
+    t = thresholds
+    out = [""] * decision.shape[0]
+    for i in np.flatnonzero(stage != Stage.RULES):
+        d, lt, an, hv = int(decision[i]), light[i], anomaly[i], heavy[i]
+        if stage[i] == Stage.LIGHT:
+            if d == Decision.BLOCK:
+                out[i] = f"light_block:{lt:.3f}>={t.t_block_light:.3f}"
+            elif use_anomaly:
+                out[i] = f"light_allow:{lt:.3f}<={t.t_allow_light:.3f},anomaly:{an:.3f}<={t.t_anomaly_allow:.3f}"
+            else:
+                out[i] = f"light_allow:{lt:.3f}<={t.t_allow_light:.3f}"
+        elif d == Decision.BLOCK:
+            out[i] = f"heavy_block:{hv:.3f}>={t.t_block_heavy:.3f}"
+        elif d == Decision.REVIEW:
+            if hv >= t.t_review:
+                out[i] = f"heavy_review:{hv:.3f}>={t.t_review:.3f}"
+            else:
+                out[i] = f"anomaly_review:{an:.3f}>={t.t_anomaly_review:.3f}"
+        else:
+            out[i] = f"heavy_allow:{hv:.3f}<{min(t.t_review, t.t_block_heavy):.3f}"
+    return out

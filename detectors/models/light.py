@@ -1,0 +1,248 @@
+"""The light stage: a small gradient-boosted tree model with a probability calibration.
+
+Also holds what the heavy stage shares with it: :class:`ProbabilityCalibrator` (isotonic or Platt mapping of
+raw scores to fraud probabilities, fitted on validation rows) and :class:`BoostedTreeModel` (XGBoost training with
+a deliberate class-imbalance treatment, whole-batch ``inplace_predict`` scoring, per-feature contributions,
+save/load as XGBoost JSON plus a small metadata JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+#: Class-imbalance treatments: none, weight the fraud class by n_neg / n_pos, or keep a random share of negatives.
+IMBALANCE_CHOICES = ("none", "scale_pos_weight", "downsample")
+CALIBRATION_CHOICES = ("isotonic", "platt")
+#: Smallest probability Platt scaling works with (avoids log(0)).
+_EPS = 1e-7
+
+
+class ProbabilityCalibrator:
+    """Maps raw model scores in [0, 1] to calibrated fraud probabilities, monotone non-decreasing.
+
+    Parameters
+    ----------
+    method : ``"isotonic"`` (piecewise-linear through isotonic-regression knots) or ``"platt"`` (logistic on the
+        raw score's logit).
+    """
+
+    def __init__(self, method: str = "isotonic") -> None:
+        if method not in CALIBRATION_CHOICES:
+            raise ValueError(f"calibration method: expected one of {CALIBRATION_CHOICES}, got {method!r}")
+        self.method = method
+        self.knots_x: np.ndarray | None = None
+        self.knots_y: np.ndarray | None = None
+        self.coef: tuple[float, float] | None = None
+
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> "ProbabilityCalibrator":
+        raw = np.asarray(raw, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if self.method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
+            self.knots_x = np.asarray(iso.X_thresholds_, dtype=np.float64)
+            self.knots_y = np.asarray(iso.y_thresholds_, dtype=np.float64)
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            logit = _logit(raw).reshape(-1, 1)
+            lr = LogisticRegression(C=1e6).fit(logit, y.astype(int))
+            self.coef = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+        return self
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (float64, same shape as ``raw``)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.method == "isotonic":
+            if self.knots_x is None:
+                raise RuntimeError("calibrator is not fitted")
+            return np.interp(raw, self.knots_x, self.knots_y)
+        if self.coef is None:
+            raise RuntimeError("calibrator is not fitted")
+        a, b = self.coef
+        return 1.0 / (1.0 + np.exp(-(a * _logit(raw) + b)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "knots_x": None if self.knots_x is None else self.knots_x.tolist(),
+            "knots_y": None if self.knots_y is None else self.knots_y.tolist(),
+            "coef": None if self.coef is None else list(self.coef),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProbabilityCalibrator":
+        out = cls(data["method"])
+        if data.get("knots_x") is not None:
+            out.knots_x = np.asarray(data["knots_x"], dtype=np.float64)
+            out.knots_y = np.asarray(data["knots_y"], dtype=np.float64)
+        if data.get("coef") is not None:
+            out.coef = (float(data["coef"][0]), float(data["coef"][1]))
+        return out
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _EPS, 1.0 - _EPS)
+    return np.log(p / (1.0 - p))
+
+
+class BoostedTreeModel:
+    """XGBoost binary classifier with an imbalance treatment and an optional probability calibration.
+
+    Parameters
+    ----------
+    n_estimators, max_depth, learning_rate, min_child_weight, subsample, colsample_bytree : XGBoost parameters.
+    imbalance : one of :data:`IMBALANCE_CHOICES`.
+    negatives_per_positive : kept negatives per positive when ``imbalance="downsample"``.
+    calibration : method of the :class:`ProbabilityCalibrator` fitted by :meth:`calibrate`.
+    seed : random seed (down-sampling and XGBoost).
+    n_jobs : XGBoost threads.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        max_depth: int = 4,
+        learning_rate: float = 0.1,
+        min_child_weight: float = 1.0,
+        subsample: float = 1.0,
+        colsample_bytree: float = 1.0,
+        imbalance: str = "none",
+        negatives_per_positive: float = 20.0,
+        calibration: str = "isotonic",
+        seed: int = 0,
+        n_jobs: int = 2,
+    ) -> None:
+        if imbalance not in IMBALANCE_CHOICES:
+            raise ValueError(f"imbalance: expected one of {IMBALANCE_CHOICES}, got {imbalance!r}")
+        if calibration not in CALIBRATION_CHOICES:
+            raise ValueError(f"calibration: expected one of {CALIBRATION_CHOICES}, got {calibration!r}")
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.min_child_weight = min_child_weight
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.imbalance = imbalance
+        self.negatives_per_positive = negatives_per_positive
+        self.calibration = calibration
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.booster_: xgb.Booster | None = None
+        self.calibrator_: ProbabilityCalibrator | None = None
+        self.feature_names_: list[str] | None = None
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "n_estimators": self.n_estimators, "max_depth": self.max_depth, "learning_rate": self.learning_rate,
+            "min_child_weight": self.min_child_weight, "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree, "imbalance": self.imbalance,
+            "negatives_per_positive": self.negatives_per_positive, "calibration": self.calibration,
+            "seed": self.seed, "n_jobs": self.n_jobs,
+        }
+
+    def _xgb_params(self, y: np.ndarray) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "objective": "binary:logistic", "tree_method": "hist", "max_depth": self.max_depth,
+            "eta": self.learning_rate, "min_child_weight": self.min_child_weight, "seed": self.seed,
+            "subsample": self.subsample, "colsample_bytree": self.colsample_bytree,
+            "nthread": self.n_jobs, "eval_metric": "aucpr",
+        }
+        if self.imbalance == "scale_pos_weight":
+            n_pos = max(int(y.sum()), 1)
+            params["scale_pos_weight"] = float((y.size - n_pos) / n_pos)
+        return params
+
+    def fit(self, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None = None) -> "BoostedTreeModel":
+        """Train on ``X`` (rows x features, float) and labels ``y`` (0/1); resets any calibration."""
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y).astype(np.int8)
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+        if y.min(initial=1) == y.max(initial=0):
+            raise ValueError("training labels hold a single class; need both fraud and legitimate rows")
+        if self.imbalance == "downsample":
+            rng = np.random.default_rng(self.seed)
+            pos = np.flatnonzero(y == 1)
+            neg = np.flatnonzero(y == 0)
+            keep = min(neg.size, int(round(pos.size * self.negatives_per_positive)))
+            rows = np.sort(np.concatenate([pos, rng.choice(neg, size=keep, replace=False)]))
+            X, y = X[rows], y[rows]
+        dtrain = xgb.QuantileDMatrix(X, label=y, feature_names=feature_names)
+        self.booster_ = xgb.train(self._xgb_params(y), dtrain, num_boost_round=self.n_estimators)
+        self.feature_names_ = list(feature_names) if feature_names is not None else None
+        self.calibrator_ = None
+        return self
+
+    def raw_score(self, X: np.ndarray) -> np.ndarray:
+        """Uncalibrated model probability per row (whole batch in one ``inplace_predict``)."""
+        if self.booster_ is None:
+            raise RuntimeError("model is not fitted")
+        if X.shape[0] == 0:
+            return np.zeros(0, dtype=np.float64)
+        return np.asarray(self.booster_.inplace_predict(np.asarray(X, dtype=np.float64)), dtype=np.float64)
+
+    def calibrate(self, X: np.ndarray, y: np.ndarray) -> "BoostedTreeModel":
+        """Fit the probability calibration on held-out rows (the validation period)."""
+        self.calibrator_ = ProbabilityCalibrator(self.calibration).fit(self.raw_score(X), y)
+        return self
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated fraud probability per row in [0, 1] (raw probability when not calibrated)."""
+        raw = self.raw_score(X)
+        return raw if self.calibrator_ is None else np.clip(self.calibrator_.transform(raw), 0.0, 1.0)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to the margin (rows x features, bias column dropped), via ``pred_contribs``."""
+        if self.booster_ is None:
+            raise RuntimeError("model is not fitted")
+        if X.shape[0] == 0:
+            return np.zeros((0, X.shape[1]), dtype=np.float64)
+        data = xgb.DMatrix(np.asarray(X, dtype=np.float64), feature_names=self.feature_names_)
+        contribs = self.booster_.predict(data, pred_contribs=True)
+        return np.asarray(contribs, dtype=np.float64)[:, :-1]
+
+    # ---- persistence -----------------------------------------------------------------------------------------
+    def save(self, directory: str | Path, name: str) -> list[Path]:
+        """Write ``<name>.json`` (XGBoost model) and ``<name>_meta.json`` (parameters, calibration)."""
+        if self.booster_ is None:
+            raise RuntimeError("model is not fitted")
+        directory = Path(directory)
+        model_path = directory / f"{name}.json"
+        meta_path = directory / f"{name}_meta.json"
+        self.booster_.save_model(str(model_path))
+        meta = {
+            "class": type(self).__name__,
+            "params": self.get_params(),
+            "feature_names": self.feature_names_,
+            "calibrator": None if self.calibrator_ is None else self.calibrator_.to_dict(),
+        }
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        return [model_path, meta_path]
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str) -> "BoostedTreeModel":
+        directory = Path(directory)
+        meta = json.loads((directory / f"{name}_meta.json").read_text())
+        model = cls(**meta["params"])
+        booster = xgb.Booster()
+        booster.load_model(str(directory / f"{name}.json"))
+        booster.set_param({"nthread": model.n_jobs})
+        model.booster_ = booster
+        model.feature_names_ = meta.get("feature_names")
+        if meta.get("calibrator") is not None:
+            model.calibrator_ = ProbabilityCalibrator.from_dict(meta["calibrator"])
+        return model
+
+
+class LightModel(BoostedTreeModel):
+    """The cascade's first model: small and fast (defaults: 100 trees of depth 4, all rows and columns)."""
+
+    def __init__(self, n_estimators: int = 100, max_depth: int = 4, learning_rate: float = 0.1, **params: Any) -> None:
+        super().__init__(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate, **params)

@@ -1,0 +1,92 @@
+"""Thresholds chosen on synthetic validation scores meet their constraints."""
+
+import numpy as np
+import pytest
+
+from fraudstream.detectors.cascade.calibration import (
+    CalibrationTargets,
+    block_threshold,
+    choose_thresholds,
+    daily_cards,
+    policy_report,
+)
+from fraudstream.detectors.cascade.policy import NEVER
+
+DAY = 86_400.0
+
+
+def synthetic(seed=0, n=40_000, days=7, fraud_rate=0.02, customers=3000):
+    """Legitimate rows score low; half the frauds are clear to the light model, the rest only to the heavy one."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < fraud_rate).astype(np.int8)
+    clear = (y == 1) & (rng.random(n) < 0.5)
+    hard = (y == 1) & ~clear
+    light = rng.beta(1, 20, n)
+    light[clear] = 0.7 + 0.3 * rng.random(clear.sum())
+    light[hard] = rng.beta(2, 8, hard.sum())
+    heavy = np.clip(0.8 * light + 0.2 * rng.beta(1, 20, n), 0, 1)
+    seen = hard & (rng.random(n) < 0.7)
+    heavy[seen] = 0.5 + 0.5 * rng.random(seen.sum())
+    anomaly = rng.random(n)
+    anomaly[y == 1] = 1 - 0.05 * rng.random(int(y.sum()))
+    timestamp = np.sort(rng.uniform(0, days * DAY, n)) + 1.5e9
+    customer = rng.integers(0, customers, n)
+    return light, anomaly, heavy, y, customer, timestamp
+
+
+def test_block_threshold_is_the_lowest_meeting_the_precision():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    y = np.array([1, 1, 1, 0, 1, 0])
+    t = block_threshold(scores, y, precision=0.75)
+    assert t == 0.5  # 4 of 5 above 0.5 are frauds
+    assert block_threshold(scores, y, precision=0.81) == 0.7
+    assert block_threshold(scores, np.zeros(6), precision=0.5) == NEVER
+
+
+def test_block_threshold_does_not_split_ties():
+    scores = np.array([0.9, 0.5, 0.5, 0.5])
+    y = np.array([1, 1, 0, 0])
+    assert block_threshold(scores, y, precision=0.6) == 0.9
+
+
+@pytest.mark.parametrize("statistic", ["max", "mean"])
+def test_chosen_thresholds_meet_every_constraint(statistic):
+    light, anomaly, heavy, y, customer, ts = synthetic()
+    targets = CalibrationTargets(review_capacity=40, capacity_statistic=statistic, allow_catch_loss=0.02)
+    th = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets)
+    report = policy_report(light, anomaly, heavy, y, customer, ts, th)
+    assert th.t_block_light <= 1.0 and th.t_block_heavy <= 1.0  # both block regions exist on this data
+    assert report["block_precision_light"] >= targets.block_precision
+    assert report["block_precision_heavy"] >= targets.block_precision
+    # the light ALLOW region costs at most allow_catch_loss of the frauds caught without it
+    no_allow = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets, t_allow_light=-1.0)
+    baseline = policy_report(light, anomaly, heavy, y, customer, ts, no_allow)
+    assert baseline["share_to_heavy"] > report["share_to_heavy"]
+
+    def caught(r):
+        return r["fraud_blocked_share"] + r["fraud_reviewed_share"]
+
+    assert caught(report) >= (1 - targets.allow_catch_loss) * caught(baseline) - 1e-12
+    assert th.t_allow_light > 0.0 and report["share_to_heavy"] < 0.5
+    key = "review_cards_per_day_max" if statistic == "max" else "review_cards_per_day_mean"
+    assert report[key] <= targets.review_capacity
+    assert report["review_rows"] > 0
+    assert th.t_review <= th.t_block_heavy
+    assert th.t_anomaly_review >= targets.anomaly_review_min
+
+
+def test_tighter_capacity_gives_fewer_reviews():
+    light, anomaly, heavy, y, customer, ts = synthetic(seed=1)
+    wide = choose_thresholds(light, anomaly, heavy, y, customer, ts, CalibrationTargets(review_capacity=80))
+    narrow = choose_thresholds(light, anomaly, heavy, y, customer, ts, CalibrationTargets(review_capacity=10))
+    r_wide = policy_report(light, anomaly, heavy, y, customer, ts, wide)
+    r_narrow = policy_report(light, anomaly, heavy, y, customer, ts, narrow)
+    assert r_narrow["review_cards_per_day_max"] <= 10 < r_wide["review_cards_per_day_max"]
+    assert narrow.t_review >= wide.t_review
+
+
+def test_daily_cards_counts_distinct_customers_per_day():
+    day = np.array([0, 0, 0, 1, 1])
+    customer = np.array([5, 5, 6, 5, 7])
+    assert daily_cards(np.ones(5, bool), customer, day, 3).tolist() == [2.0, 2.0, 0.0]
+    assert daily_cards(np.zeros(5, bool), customer, day, 3).tolist() == [0.0, 0.0, 0.0]

@@ -1,0 +1,80 @@
+"""Time-based train / validation splits with a gap the size of the label delay.
+
+Layout on the time axis (whole UTC days, half-open intervals)::
+
+    [train_start, train_end) | gap (gap_days) | [valid_start, valid_end)
+
+A training transaction's label is known ``label_delay`` after it; with ``gap_days >= label_delay_days`` every
+training label is known by ``valid_start``, so a model trained on the training period could really have been
+trained by then, and no validation transaction (nor its label) is seen in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from fraudstream.detectors.schema import TX_DATETIME
+
+ONE_DAY = pd.Timedelta(days=1)
+
+
+class SplitError(ValueError):
+    """The data cannot hold the requested periods; the message gives the dates involved."""
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Period boundaries (naive UTC timestamps at midnight; each interval is half-open)."""
+
+    train_start: pd.Timestamp
+    train_end: pd.Timestamp
+    valid_start: pd.Timestamp
+    valid_end: pd.Timestamp
+
+    @property
+    def gap_days(self) -> int:
+        return int((self.valid_start - self.train_end) / ONE_DAY)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "train": f"{self.train_start.date()} .. {(self.train_end - ONE_DAY).date()}",
+            "gap_days": str(self.gap_days),
+            "valid": f"{self.valid_start.date()} .. {(self.valid_end - ONE_DAY).date()}",
+        }
+
+
+def make_split(
+    first_day: pd.Timestamp,
+    end: pd.Timestamp,
+    valid_days: int,
+    gap_days: int,
+    train_days: int | None = None,
+) -> TimeSplit:
+    """Split ``[first_day, end)``: validation is the last ``valid_days`` days, then the gap, then training.
+
+    ``train_days`` limits training to that many days just before the gap (None: everything from ``first_day``).
+    """
+    if valid_days < 1:
+        raise SplitError(f"valid_days must be >= 1, got {valid_days}")
+    if gap_days < 0:
+        raise SplitError(f"gap_days must be >= 0, got {gap_days}")
+    first_day, end = pd.Timestamp(first_day).normalize(), pd.Timestamp(end).normalize()
+    valid_start = end - valid_days * ONE_DAY
+    train_end = valid_start - gap_days * ONE_DAY
+    train_start = first_day if train_days is None else max(first_day, train_end - train_days * ONE_DAY)
+    if train_end <= train_start:
+        raise SplitError(
+            f"no training days: data {first_day.date()} .. {(end - ONE_DAY).date()} minus {valid_days} validation "
+            f"and {gap_days} gap days leaves nothing before {train_end.date()}"
+        )
+    return TimeSplit(train_start, train_end, valid_start, end)
+
+
+def split_frame(frame: pd.DataFrame, split: TimeSplit) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training and validation rows of ``frame`` (by ``TX_DATETIME``); gap rows belong to neither."""
+    ts = frame[TX_DATETIME]
+    train = frame[(ts >= split.train_start) & (ts < split.train_end)]
+    valid = frame[(ts >= split.valid_start) & (ts < split.valid_end)]
+    return train, valid

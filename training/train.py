@@ -1,0 +1,358 @@
+"""Training the cascade: models on a training period, calibration and thresholds on a validation period.
+
+:func:`fit_cascade` takes frames that already carry the feature columns; :func:`train_from_frame` computes the
+features (batch path) on a raw transaction frame, splits it by time with a label-delay gap and fits.
+
+Choices made on validation (and recorded in ``cascade.metrics``):
+
+* class imbalance: ``none`` / ``scale_pos_weight`` / ``downsample``, by the light model's validation average
+  precision (AP);
+* probability calibration: isotonic / Platt, by the Brier score of a calibration fitted on one half of the
+  validation days and measured on the other half (both ways, averaged);
+* anomaly detector: ECOD / IForest / COPOD / HBOS, by validation AP.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from fraudstream.detectors.cascade.calibration import CalibrationTargets, choose_thresholds, policy_report
+from fraudstream.detectors.cascade.cascade import Cascade
+from fraudstream.detectors.cascade.policy import route_light
+from fraudstream.detectors.features.definition import DEFAULT_CONFIG, FeatureConfig
+from fraudstream.detectors.models.anomaly import ANOMALY_METHODS, select_anomaly_model
+from fraudstream.detectors.models.heavy import HeavyModel, heavy_inputs
+from fraudstream.detectors.models.light import CALIBRATION_CHOICES, IMBALANCE_CHOICES, LightModel, ProbabilityCalibrator
+from fraudstream.detectors.rules import DEFAULT_RULES_PATH, RuleConfig, RuleSet
+from fraudstream.detectors.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
+from fraudstream.training.splits import TimeSplit, make_split, split_frame
+
+ENV_PREFIX = "FRAUDSTREAM_TRAIN_"
+AUTO = "auto"
+
+
+class TrainingDataError(ValueError):
+    """Training frames that cannot be used (missing columns, non-finite features, a single class)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings of ``fraudstream train`` and of :func:`fit_cascade`.
+
+    Every field but ``feature_config`` can be set from ``FRAUDSTREAM_TRAIN_<FIELD>`` (see :meth:`from_env`);
+    ``anomaly_methods`` is then a comma-separated list.
+    """
+
+    valid_days: int = 7  # days of the validation period
+    gap_days: int | None = None  # days between training and validation; None = the label delay
+    train_days: int | None = None  # days of training (None = all before the gap)
+    review_capacity: float = 100.0  # analyst capacity (cards a day)
+    capacity_statistic: str = "max"  # "max" or "mean" of the daily review cards
+    block_precision: float = 0.95  # minimum precision of each BLOCK region on validation
+    allow_catch_loss: float = 0.02  # largest share of caught validation frauds the light ALLOW region may cost
+    imbalance: str = AUTO  # "auto" or one of IMBALANCE_CHOICES
+    negatives_per_positive: float = 20.0  # kept negatives per fraud when down-sampling
+    calibration: str = AUTO  # "auto", "isotonic" or "platt"
+    anomaly_methods: tuple[str, ...] = ANOMALY_METHODS
+    anomaly_max_rows: int = 20_000  # legitimate rows the anomaly detector is fitted on
+    light_trees: int = 100
+    light_depth: int = 4
+    heavy_trees: int = 300
+    heavy_depth: int = 6
+    heavy_imbalance: str = "none"  # the heavy model's own treatment ("same" = the light model's choice)
+    stacking_folds: int = 3  # folds of the out-of-fold light scores the heavy model is trained on
+    seed: int = 0
+    n_jobs: int = 2  # threads
+    rules_path: str = ""  # rules JSON file ("" = the shipped default)
+    feature_config: FeatureConfig = field(default=DEFAULT_CONFIG)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "TrainSettings":
+        """Settings from ``FRAUDSTREAM_TRAIN_*`` variables, then explicit overrides (None values ignored)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "feature_config":
+                continue
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw, getattr(cls, f.name, None))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> "TrainSettings":
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def targets(self) -> CalibrationTargets:
+        return CalibrationTargets(
+            block_precision=self.block_precision, review_capacity=self.review_capacity,
+            capacity_statistic=self.capacity_statistic, allow_catch_loss=self.allow_catch_loss,
+        )
+
+    def effective_gap_days(self) -> int:
+        return self.feature_config.label_delay_days if self.gap_days is None else self.gap_days
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    var = ENV_PREFIX + name.upper()
+    try:
+        if name == "anomaly_methods":
+            return tuple(m.strip() for m in raw.split(",") if m.strip())
+        if name in ("gap_days", "train_days"):
+            return None if raw.strip().lower() in ("", "none") else int(raw)
+        if isinstance(default, bool):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ValueError(f"{var}: cannot parse {raw!r}") from None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_from_frame` produced: the cascade, its metrics and the data it saw."""
+
+    cascade: Cascade
+    metrics: dict[str, Any]
+    split: TimeSplit
+    manifest_extras: dict[str, Any]
+
+
+def make_version(now: datetime | None = None) -> str:
+    """A new model version name: UTC time then a random suffix, e.g. ``20240102T030405Z-a1b2c3``."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def _matrix(frame: pd.DataFrame, names: list[str], what: str) -> tuple[np.ndarray, np.ndarray]:
+    missing = [c for c in names + [TX_FRAUD] if c not in frame.columns]
+    if missing:
+        raise TrainingDataError(f"{what} frame: missing column(s) {missing}")
+    X = frame[names].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise TrainingDataError(f"{what} frame: non-finite value in column {names[col]} at row {frame.index[row]}")
+    y = frame[TX_FRAUD].to_numpy()
+    if not np.isin(y, (0, 1)).all():
+        row = int(np.flatnonzero(~np.isin(y, (0, 1)))[0])
+        raise TrainingDataError(f"{what} frame: {TX_FRAUD} must be 0/1, row {frame.index[row]} holds {y[row]!r}")
+    y = y.astype(np.int8)
+    if y.min(initial=1) == y.max(initial=0):
+        raise TrainingDataError(f"{what} frame: {TX_FRAUD} holds a single class ({len(y)} rows); need both")
+    return X, y
+
+
+def _safe_ap(y: np.ndarray, s: np.ndarray) -> float:
+    return float(average_precision_score(y, s)) if 0 < y.sum() < y.size else float("nan")
+
+
+def _safe_auc(y: np.ndarray, s: np.ndarray) -> float:
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < y.size else float("nan")
+
+
+def _light(settings: TrainSettings, imbalance: str, calibration: str = "isotonic") -> LightModel:
+    return LightModel(
+        n_estimators=settings.light_trees, max_depth=settings.light_depth, imbalance=imbalance,
+        negatives_per_positive=settings.negatives_per_positive, calibration=calibration, seed=settings.seed,
+        n_jobs=settings.n_jobs,
+    )
+
+
+def _choose_calibration(raw: np.ndarray, y: np.ndarray, timestamp: np.ndarray) -> tuple[str, dict[str, float]]:
+    """Cross-fitted Brier score of each calibration method on the validation days (halves by time)."""
+    half = timestamp < np.median(timestamp)
+    table: dict[str, float] = {}
+    for method in CALIBRATION_CHOICES:
+        losses = []
+        for fit_rows in (half, ~half):
+            test_rows = ~fit_rows
+            if not (0 < y[fit_rows].sum() < fit_rows.sum()) or not test_rows.any():
+                continue
+            cal = ProbabilityCalibrator(method).fit(raw[fit_rows], y[fit_rows])
+            losses.append(brier_score_loss(y[test_rows], np.clip(cal.transform(raw[test_rows]), 0, 1)))
+        table[method] = float(np.mean(losses)) if losses else float("nan")
+    best = min(CALIBRATION_CHOICES, key=lambda m: table[m] if np.isfinite(table[m]) else np.inf)
+    return best, table
+
+
+def _out_of_fold_light(X: np.ndarray, y: np.ndarray, model: LightModel, folds: int) -> np.ndarray:
+    """Raw light scores of every training row from a light model fitted without that row's block (by time)."""
+    out = np.empty(X.shape[0])
+    blocks = np.array_split(np.arange(X.shape[0]), max(folds, 2))
+    for block in blocks:
+        keep = np.ones(X.shape[0], dtype=bool)
+        keep[block] = False
+        fold_model = LightModel(**model.get_params())
+        if 0 < y[keep].sum() < keep.sum():
+            out[block] = fold_model.fit(X[keep], y[keep]).raw_score(X[block])
+        else:
+            out[block] = model.raw_score(X[block])
+    return out
+
+
+def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSettings | None = None) -> Cascade:
+    """Fit every stage on ``train`` and calibrate on ``valid``.
+
+    Both frames hold handbook columns (at least ``TX_DATETIME``, ``CUSTOMER_ID``, ``TX_FRAUD``) and the feature
+    columns of ``settings.feature_config``; training rows should be in time order (stacking folds are by
+    position).  Returns a cascade whose ``metrics`` hold the validation figures and the choices made.
+    """
+    settings = settings or TrainSettings()
+    names = settings.feature_config.feature_names()
+    X_tr, y_tr = _matrix(train, names, "training")
+    X_va, y_va = _matrix(valid, names, "validation")
+    ts_va = datetime_to_epoch_seconds(valid[TX_DATETIME])
+    cust_va = valid[CUSTOMER_ID].to_numpy(dtype=np.int64)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    # 1. imbalance treatment, by the light model's validation AP
+    choices = IMBALANCE_CHOICES if settings.imbalance == AUTO else (settings.imbalance,)
+    imbalance_table: dict[str, float] = {}
+    fitted: dict[str, LightModel] = {}
+    for choice in choices:
+        fitted[choice] = _light(settings, choice).fit(X_tr, y_tr, names)
+        imbalance_table[choice] = _safe_ap(y_va, fitted[choice].raw_score(X_va))
+    imbalance = max(choices, key=lambda c: imbalance_table[c] if np.isfinite(imbalance_table[c]) else -1.0)
+    light = fitted[imbalance]
+    timings["light_fit_s"] = time.perf_counter() - t0
+
+    # 2. probability calibration of the light model
+    raw_va = light.raw_score(X_va)
+    calibration_table: dict[str, float] = {}
+    if settings.calibration == AUTO:
+        calibration, calibration_table = _choose_calibration(raw_va, y_va, ts_va)
+    else:
+        calibration = settings.calibration
+    light.calibration = calibration
+    light.calibrate(X_va, y_va)
+    light_va = light.score(X_va)
+
+    # 3. anomaly detector, fitted on legitimate training rows
+    t1 = time.perf_counter()
+    anomaly, anomaly_table = select_anomaly_model(
+        X_tr, y_tr, X_va, y_va, tuple(settings.anomaly_methods), settings.anomaly_max_rows, settings.seed,
+        settings.n_jobs,
+    )
+    anomaly_va = anomaly.score(X_va)
+    anomaly_tr = anomaly.score(X_tr)
+    timings["anomaly_s"] = time.perf_counter() - t1
+
+    # 4. heavy model on features + out-of-fold light score + anomaly score
+    t2 = time.perf_counter()
+    oof_raw = _out_of_fold_light(X_tr, y_tr, light, settings.stacking_folds)
+    light_tr = np.clip(light.calibrator_.transform(oof_raw), 0.0, 1.0)
+    heavy = HeavyModel(
+        n_estimators=settings.heavy_trees, max_depth=settings.heavy_depth,
+        imbalance=imbalance if settings.heavy_imbalance == "same" else settings.heavy_imbalance,
+        negatives_per_positive=settings.negatives_per_positive, calibration=calibration, seed=settings.seed,
+        n_jobs=settings.n_jobs,
+    )
+    heavy.fit(heavy_inputs(X_tr, light_tr, anomaly_tr), y_tr, names + ["LIGHT_SCORE", "ANOMALY_SCORE"])
+    heavy_X_va = heavy_inputs(X_va, light_va, anomaly_va)
+    heavy.calibrate(heavy_X_va, y_va)
+    heavy_va = heavy.score(heavy_X_va)
+    timings["heavy_fit_s"] = time.perf_counter() - t2
+
+    # 5. thresholds
+    targets = settings.targets()
+    thresholds = choose_thresholds(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, targets)
+    ambiguous = route_light(light_va, anomaly_va, thresholds).to_heavy
+    report = policy_report(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, thresholds)
+
+    rules_config = RuleConfig.from_json_file(settings.rules_path or DEFAULT_RULES_PATH)
+    timings["total_s"] = time.perf_counter() - t0
+    metrics = {
+        "rows": {"train": int(y_tr.size), "train_frauds": int(y_tr.sum()), "valid": int(y_va.size),
+                 "valid_frauds": int(y_va.sum())},
+        "imbalance": imbalance,
+        "heavy_imbalance": heavy.imbalance,
+        "imbalance_valid_ap": imbalance_table,
+        "calibration": calibration,
+        "calibration_valid_brier": calibration_table,
+        "anomaly_method": anomaly.method,
+        "anomaly_valid": anomaly_table,
+        "valid": {
+            "light_ap": _safe_ap(y_va, light_va), "light_auc": _safe_auc(y_va, light_va),
+            "light_brier": float(brier_score_loss(y_va, light_va)),
+            "heavy_ap": _safe_ap(y_va, heavy_va), "heavy_auc": _safe_auc(y_va, heavy_va),
+            "anomaly_ap": _safe_ap(y_va, anomaly_va), "anomaly_auc": _safe_auc(y_va, anomaly_va),
+        },
+        "ambiguous_valid": {
+            "rows": int(ambiguous.sum()), "frauds": int(y_va[ambiguous].sum()),
+            "light_ap": _safe_ap(y_va[ambiguous], light_va[ambiguous]),
+            "heavy_ap": _safe_ap(y_va[ambiguous], heavy_va[ambiguous]),
+        },
+        "policy_valid": report,
+        "targets": targets.to_dict(),
+        "timings_s": timings,
+    }
+    return Cascade(
+        rules=RuleSet(rules_config, names), light=light, anomaly=anomaly, heavy=heavy, thresholds=thresholds,
+        version=make_version(), feature_names=names, feature_config=settings.feature_config, metrics=metrics,
+    )
+
+
+def with_features(frame: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
+    """``frame`` with the feature columns of ``config`` added (batch path), same index."""
+    from fraudstream.detectors.features.batch import compute_features
+
+    features = compute_features(frame, config)
+    return pd.concat([frame.drop(columns=[c for c in features.columns if c in frame.columns]), features], axis=1)
+
+
+def train_from_frame(
+    frame: pd.DataFrame,
+    settings: TrainSettings | None = None,
+    start: Any = None,
+    end: Any = None,
+) -> TrainResult:
+    """Features, time split ``[start, end)`` (train | gap | valid), fit and calibrate.
+
+    Rows before ``start`` serve only as feature history; rows at or after ``end`` are ignored.  ``start`` and
+    ``end`` default to the first day and the day after the last transaction.
+    """
+    settings = settings or TrainSettings()
+    if TX_FRAUD not in frame.columns:
+        raise TrainingDataError(f"training needs labels: column {TX_FRAUD} is missing")
+    times = frame[TX_DATETIME]
+    end_ts = (times.max().normalize() + pd.Timedelta(days=1)) if end is None else pd.Timestamp(end)
+    start_ts = times.min().normalize() if start is None else pd.Timestamp(start)
+    t0 = time.perf_counter()
+    history = frame[times < end_ts]
+    featured = with_features(history, settings.feature_config)
+    features_s = time.perf_counter() - t0
+    split = make_split(start_ts, end_ts, settings.valid_days, settings.effective_gap_days(), settings.train_days)
+    train, valid = split_frame(featured, split)
+    cascade = fit_cascade(train, valid, settings)
+    cascade.metrics["timings_s"]["features_s"] = features_s
+    cascade.metrics["split"] = split.describe()
+    extras = {
+        "training_data": {
+            "train_start": str(split.train_start), "train_end": str(split.train_end),
+            "valid_start": str(split.valid_start), "valid_end": str(split.valid_end),
+            "gap_days": split.gap_days,
+            "first_transaction": str(train[TX_DATETIME].min()), "last_transaction": str(valid[TX_DATETIME].max()),
+            "rows_train": int(len(train)), "rows_valid": int(len(valid)),
+            "frauds_train": int(train[TX_FRAUD].sum()), "frauds_valid": int(valid[TX_FRAUD].sum()),
+            "rows_history": int(len(history)),
+        },
+        "imbalance": cascade.metrics["imbalance"],
+        "calibration": cascade.metrics["calibration"],
+        "train_settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
+                           ((f.name, getattr(settings, f.name)) for f in fields(settings)) if k != "feature_config"},
+    }
+    return TrainResult(cascade=cascade, metrics=cascade.metrics, split=split, manifest_extras=extras)
