@@ -66,8 +66,8 @@ class TrainSettings:
     anomaly_max_rows: int = 20_000  # legitimate rows the anomaly detector is fitted on
     light_trees: int = 100
     light_depth: int = 4
-    heavy_trees: int = 300
-    heavy_depth: int = 6
+    heavy_trees: int = 400
+    heavy_depth: int = 4
     heavy_imbalance: str = "none"  # the heavy model's own treatment ("same" = the light model's choice)
     stacking_folds: int = 3  # folds of the out-of-fold light scores the heavy model is trained on
     seed: int = 0

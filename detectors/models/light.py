@@ -18,6 +18,8 @@ import xgboost as xgb
 #: Class-imbalance treatments: none, weight the fraud class by n_neg / n_pos, or keep a random share of negatives.
 IMBALANCE_CHOICES = ("none", "scale_pos_weight", "downsample")
 CALIBRATION_CHOICES = ("isotonic", "platt")
+#: Histogram bins per feature (see BoostedTreeModel: fine cut points in the tail of amounts).
+DEFAULT_MAX_BIN = 4096
 #: Smallest probability Platt scaling works with (avoids log(0)).
 _EPS = 1e-7
 
@@ -98,6 +100,9 @@ class BoostedTreeModel:
     Parameters
     ----------
     n_estimators, max_depth, learning_rate, min_child_weight, subsample, colsample_bytree : XGBoost parameters.
+    max_bin : histogram bins per feature.  Fraud hides in the far tail of amounts (e.g. "> 220" is 0.05% of
+        traffic); XGBoost's default of 256 quantile bins leaves no cut point there, 4096 does (validation AP
+        +0.02 to +0.03 in the handbook protocol).
     imbalance : one of :data:`IMBALANCE_CHOICES`.
     negatives_per_positive : kept negatives per positive when ``imbalance="downsample"``.
     calibration : method of the :class:`ProbabilityCalibrator` fitted by :meth:`calibrate`.
@@ -113,6 +118,7 @@ class BoostedTreeModel:
         min_child_weight: float = 1.0,
         subsample: float = 1.0,
         colsample_bytree: float = 1.0,
+        max_bin: int = DEFAULT_MAX_BIN,
         imbalance: str = "none",
         negatives_per_positive: float = 20.0,
         calibration: str = "isotonic",
@@ -129,6 +135,7 @@ class BoostedTreeModel:
         self.min_child_weight = min_child_weight
         self.subsample = subsample
         self.colsample_bytree = colsample_bytree
+        self.max_bin = max_bin
         self.imbalance = imbalance
         self.negatives_per_positive = negatives_per_positive
         self.calibration = calibration
@@ -142,7 +149,7 @@ class BoostedTreeModel:
         return {
             "n_estimators": self.n_estimators, "max_depth": self.max_depth, "learning_rate": self.learning_rate,
             "min_child_weight": self.min_child_weight, "subsample": self.subsample,
-            "colsample_bytree": self.colsample_bytree, "imbalance": self.imbalance,
+            "colsample_bytree": self.colsample_bytree, "max_bin": self.max_bin, "imbalance": self.imbalance,
             "negatives_per_positive": self.negatives_per_positive, "calibration": self.calibration,
             "seed": self.seed, "n_jobs": self.n_jobs,
         }
@@ -152,7 +159,7 @@ class BoostedTreeModel:
             "objective": "binary:logistic", "tree_method": "hist", "max_depth": self.max_depth,
             "eta": self.learning_rate, "min_child_weight": self.min_child_weight, "seed": self.seed,
             "subsample": self.subsample, "colsample_bytree": self.colsample_bytree,
-            "nthread": self.n_jobs, "eval_metric": "aucpr",
+            "nthread": self.n_jobs, "eval_metric": "aucpr", "max_bin": self.max_bin,
         }
         if self.imbalance == "scale_pos_weight":
             n_pos = max(int(y.sum()), 1)
@@ -174,7 +181,7 @@ class BoostedTreeModel:
             keep = min(neg.size, int(round(pos.size * self.negatives_per_positive)))
             rows = np.sort(np.concatenate([pos, rng.choice(neg, size=keep, replace=False)]))
             X, y = X[rows], y[rows]
-        dtrain = xgb.QuantileDMatrix(X, label=y, feature_names=feature_names)
+        dtrain = xgb.QuantileDMatrix(X, label=y, feature_names=feature_names, max_bin=self.max_bin)
         self.booster_ = xgb.train(self._xgb_params(y), dtrain, num_boost_round=self.n_estimators)
         self.feature_names_ = list(feature_names) if feature_names is not None else None
         self.calibrator_ = None
