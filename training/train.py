@@ -28,7 +28,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from fraudstream.detectors.cascade.calibration import CalibrationTargets, choose_thresholds, policy_report
 from fraudstream.detectors.cascade.cascade import Cascade
 from fraudstream.detectors.cascade.policy import route_light
-from fraudstream.detectors.features.definition import DEFAULT_CONFIG, FeatureConfig
+from fraudstream.detectors.features.definition import ANOMALY_FEATURES, DEFAULT_CONFIG, FeatureConfig
 from fraudstream.detectors.models.anomaly import ANOMALY_METHODS, select_anomaly_model
 from fraudstream.detectors.models.heavy import HeavyModel, heavy_inputs
 from fraudstream.detectors.models.light import CALIBRATION_CHOICES, IMBALANCE_CHOICES, LightModel, ProbabilityCalibrator
@@ -64,8 +64,10 @@ class TrainSettings:
     calibration: str = AUTO  # "auto", "isotonic" or "platt"
     anomaly_methods: tuple[str, ...] = ANOMALY_METHODS
     anomaly_max_rows: int = 20_000  # legitimate rows the anomaly detector is fitted on
-    light_trees: int = 100
+    light_trees: int = 300
     light_depth: int = 4
+    light_learning_rate: float = 0.05
+    light_subsample: float = 0.8  # row and column share sampled per tree
     heavy_trees: int = 400
     heavy_depth: int = 4
     heavy_imbalance: str = "none"  # the heavy model's own treatment ("same" = the light model's choice)
@@ -100,6 +102,11 @@ class TrainSettings:
 
     def effective_gap_days(self) -> int:
         return self.feature_config.label_delay_days if self.gap_days is None else self.gap_days
+
+
+def anomaly_columns(feature_names: list[str]) -> tuple[int, ...]:
+    """Indices of the anomaly detector's behavioural features in the model input (all present in the set)."""
+    return tuple(feature_names.index(name) for name in ANOMALY_FEATURES if name in feature_names)
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:
@@ -166,6 +173,8 @@ def _safe_auc(y: np.ndarray, s: np.ndarray) -> float:
 def _light(settings: TrainSettings, imbalance: str, calibration: str = "isotonic") -> LightModel:
     return LightModel(
         n_estimators=settings.light_trees, max_depth=settings.light_depth, imbalance=imbalance,
+        learning_rate=settings.light_learning_rate, subsample=settings.light_subsample,
+        colsample_bytree=settings.light_subsample,
         negatives_per_positive=settings.negatives_per_positive, calibration=calibration, seed=settings.seed,
         n_jobs=settings.n_jobs,
     )
@@ -245,7 +254,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     t1 = time.perf_counter()
     anomaly, anomaly_table = select_anomaly_model(
         X_tr, y_tr, X_va, y_va, tuple(settings.anomaly_methods), settings.anomaly_max_rows, settings.seed,
-        settings.n_jobs,
+        settings.n_jobs, columns=anomaly_columns(settings.feature_config.feature_names()),
     )
     anomaly_va = anomaly.score(X_va)
     anomaly_tr = anomaly.score(X_tr)

@@ -80,6 +80,20 @@ OWN_FEATURES: list[str] = [
     "CUSTOMER_NB_TERMINALS_1DAY_WINDOW",
 ]
 
+#: Features the anomaly detector looks at: the customer's own behaviour (amount, pace, places), not the
+#: label-driven terminal risk, so that it flags behaviour unlike legitimate traffic rather than known fraud
+#: patterns (which the supervised models already cover).
+ANOMALY_FEATURES: list[str] = [
+    "TX_AMOUNT",
+    "TX_DURING_NIGHT",
+    "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
+    "CUSTOMER_AMOUNT_RATIO_HISTORY",
+    "CUSTOMER_TERMINAL_IS_NEW",
+    "CUSTOMER_SECONDS_SINCE_LAST_TX",
+    "CUSTOMER_NB_TX_BURST_WINDOW",
+    "CUSTOMER_NB_TERMINALS_1DAY_WINDOW",
+]
+
 FEATURE_DOCS: dict[str, str] = {
     "TX_AMOUNT": "amount of the transaction (currency units)",
     "TX_DURING_WEEKEND": "1 when the UTC weekday is Saturday or Sunday",

@@ -50,15 +50,19 @@ class AnomalyModel:
     max_train_rows : legitimate rows kept (random subsample) for fitting and for the CDF reference.
     seed : random seed of the subsample and of IForest.
     n_jobs : threads of IForest.
+    columns : indices of the columns of ``X`` the detector looks at (None = all); the cascade passes the
+        behavioural features (``definition.ANOMALY_FEATURES``).
     """
 
-    def __init__(self, method: str = "IForest", max_train_rows: int = 20_000, seed: int = 0, n_jobs: int = 1) -> None:
+    def __init__(self, method: str = "IForest", max_train_rows: int = 20_000, seed: int = 0, n_jobs: int = 1,
+                 columns: tuple[int, ...] | None = None) -> None:
         if method not in ANOMALY_METHODS:
             raise ValueError(f"anomaly method: expected one of {ANOMALY_METHODS}, got {method!r}")
         self.method = method
         self.max_train_rows = max_train_rows
         self.seed = seed
         self.n_jobs = n_jobs
+        self.columns = None if columns is None else tuple(int(c) for c in columns)
         self.detector_: Any = None
         self.sorted_train_columns_: np.ndarray | None = None  # tail methods: training values sorted per column
         self.skew_sign_: np.ndarray | None = None
@@ -66,7 +70,7 @@ class AnomalyModel:
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "AnomalyModel":
         """Fit on the rows of ``X`` with ``y == 0`` (all rows when ``y`` is None), subsampled."""
-        X = np.asarray(X, dtype=np.float64)
+        X = self._select(X)
         if y is not None:
             X = X[np.asarray(y) == 0]
         if X.shape[0] < 2:
@@ -79,14 +83,20 @@ class AnomalyModel:
         if self.method in _TAIL_METHODS:
             self.sorted_train_columns_ = np.sort(X, axis=0)
             self.skew_sign_ = np.sign(_skew(X))
-        self.reference_scores_ = np.sort(self.raw_score(X))
+        self.reference_scores_ = np.sort(self._raw_score_selected(X))
         return self
+
+    def _select(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return X if self.columns is None else X[:, list(self.columns)]
 
     def raw_score(self, X: np.ndarray) -> np.ndarray:
         """The detector's raw outlier score per row (larger = more anomalous), row-independent."""
         if self.detector_ is None:
             raise RuntimeError("anomaly model is not fitted")
-        X = np.asarray(X, dtype=np.float64)
+        return self._raw_score_selected(self._select(X))
+
+    def _raw_score_selected(self, X: np.ndarray) -> np.ndarray:
         if X.shape[0] == 0:
             return np.zeros(0, dtype=np.float64)
         if self.method in _TAIL_METHODS:
@@ -139,6 +149,7 @@ def select_anomaly_model(
     max_train_rows: int = 20_000,
     seed: int = 0,
     n_jobs: int = 1,
+    columns: tuple[int, ...] | None = None,
 ) -> tuple[AnomalyModel, dict[str, dict[str, float]]]:
     """Fit each method on legitimate training rows; keep the best validation average precision.
 
@@ -155,7 +166,8 @@ def select_anomaly_model(
     has_both = 0 < int(np.sum(y_valid)) < len(y_valid)
     for method in methods:
         t0 = time.perf_counter()
-        model = AnomalyModel(method, max_train_rows=max_train_rows, seed=seed, n_jobs=n_jobs).fit(X_train, y_train)
+        model = AnomalyModel(method, max_train_rows=max_train_rows, seed=seed, n_jobs=n_jobs,
+                             columns=columns).fit(X_train, y_train)
         t1 = time.perf_counter()
         scores = model.raw_score(X_valid)
         t2 = time.perf_counter()
