@@ -27,6 +27,14 @@ from typing import Any, Callable
 
 import click
 
+from fraudstream.stream.live_summary import (  # noqa: F401 - re-exported: they lived here before
+    LATENCY_QUANTILE,
+    MetricsSnapshot,
+    format_live_summary,
+    histogram_quantile,
+    parse_worker_metrics,
+)
+
 DEFAULT_DATA = "data/sample.csv.gz"
 DEFAULT_START_DATE = "2018-04-01"
 #: Sample size: small enough to simulate and train in about a minute on 2 cores.
@@ -45,7 +53,6 @@ WORKER_READY_TIMEOUT_S = 180.0
 CHILD_STOP_GRACE_S = 15.0
 #: Timeout (s) of one metrics request.
 METRICS_HTTP_TIMEOUT_S = 2.0
-LATENCY_QUANTILE = 0.99
 #: Waiting for the worker to decide what was sent: poll period (s), give up after no progress for (s).
 DRAIN_POLL_S = 1.0
 DRAIN_IDLE_TIMEOUT_S = 30.0
@@ -81,63 +88,7 @@ def available_port(preferred: int) -> int:
             return free_port()
 
 
-# ---- metrics of the worker -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    """Decisions so far by outcome, their total, and the p99 end-to-end latency (s, nan when unknown)."""
-
-    decisions: dict[str, float]
-    latency_p99_s: float
-    latency_buckets: dict[float, float]
-
-    @property
-    def total(self) -> float:
-        return sum(self.decisions.values())
-
-    def latency_p99_since(self, earlier: "MetricsSnapshot | None") -> float:
-        """p99 latency (s) of the decisions made after ``earlier`` (all of them when None)."""
-        if earlier is None:
-            return self.latency_p99_s
-        delta = [(b, c - earlier.latency_buckets.get(b, 0.0)) for b, c in self.latency_buckets.items()]
-        return histogram_quantile(LATENCY_QUANTILE, delta)
-
-
-def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
-    """Quantile from cumulative ``(upper bound, count)`` buckets, linear within a bucket (as Prometheus does)."""
-    buckets = sorted(buckets)
-    if not buckets or buckets[-1][1] <= 0:
-        return float("nan")
-    rank = q * buckets[-1][1]
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if bound == float("inf"):
-                return lower_bound
-            width = count - lower_count
-            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / width if width else 1.0)
-        lower_bound, lower_count = bound, count
-    return lower_bound
-
-
-def parse_worker_metrics(text: str) -> MetricsSnapshot:
-    """Pick the demo's figures out of the worker's Prometheus text exposition."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from fraudstream.stream.metrics import PREFIX
-
-    decisions: dict[str, float] = {}
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == f"{PREFIX}decisions_total":
-                outcome = str(sample.labels.get("decision", "?")).lower()
-                decisions[outcome] = decisions.get(outcome, 0.0) + sample.value
-            elif sample.name == f"{PREFIX}end_to_end_latency_seconds_bucket":
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return MetricsSnapshot(decisions, histogram_quantile(LATENCY_QUANTILE, list(buckets.items())), buckets)
-
-
+# ---- metrics of the worker (parsed by fraudstream.stream.live_summary) -----------------------------------------
 def fetch_metrics(url: str) -> MetricsSnapshot | None:
     try:
         with urllib.request.urlopen(url, timeout=METRICS_HTTP_TIMEOUT_S) as response:
@@ -274,14 +225,8 @@ class ReplayThread(threading.Thread):
 
 def live_summary(previous: MetricsSnapshot | None, current: MetricsSnapshot | None, interval_s: float,
                  replay: ReplayThread) -> str:
-    if current is None:
-        return f"replayed {replay.sent} tx, {replay.labels_sent} labels; worker metrics unavailable"
-    rate = (current.total - previous.total) / interval_s if previous is not None else 0.0
-    outcomes = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(current.decisions.items())) or "none yet"
-    p99_s = current.latency_p99_since(previous)
-    p99 = f"{p99_s * 1000:,.0f} ms" if p99_s == p99_s else "n/a"
-    return (f"replayed {replay.sent:,} tx, {replay.labels_sent:,} labels | decisions: {outcomes} | "
-            f"{rate:,.0f} tx/s | p99 latency {p99}")
+    """One summary line from two scrapes of the worker's metrics ``interval_s`` apart and the replay's progress."""
+    return format_live_summary(previous, current, interval_s, replay.sent, replay.labels_sent)
 
 
 def wait_until_decided(metrics_url: str, count: int, stop: threading.Event, idle_timeout_s: float) -> bool:

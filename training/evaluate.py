@@ -1,4 +1,4 @@
-"""The handbook's evaluation protocol: prequential folds of train / delay / test weeks, and the report table.
+"""The handbook's evaluation protocol: prequential folds of train / delay / test weeks, fitted and scored.
 
 Each fold has four consecutive periods (days, half-open ``[start, end)``)::
 
@@ -11,13 +11,14 @@ even earlier.  Fold ``i`` is fold 0 shifted back by ``i`` weeks.  Features are c
 event time (labels only count once known), so every fold sees what the live stream would have seen.
 
 When the data holds the novel attack (scenario 4), one more split trains before its first transaction and tests
-from that day on, with and without the anomaly detector.
+from that day on, with and without the anomaly detector.  The result records, their JSON form and the text
+table live in :mod:`fraudstream.training.report` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -35,7 +36,6 @@ from fraudstream.detectors.schema import (
 )
 from fraudstream.training.metrics import (
     DEFAULT_TOP_K,
-    CascadeFigures,
     average_precision,
     card_precision_at_k,
     cascade_figures,
@@ -43,24 +43,20 @@ from fraudstream.training.metrics import (
     distinct_cards_per_day,
     roc_auc,
 )
+from fraudstream.training.report import (  # noqa: F401 - re-exported: callers import them from this module
+    METRICS,
+    MODEL_LABELS,
+    MODELS,
+    NOVEL_SCENARIO,
+    PUBLISHED_XGBOOST,
+    EvaluationReport,
+    FoldResult,
+    NovelAttackResult,
+    format_report,
+)
 
 ENV_PREFIX = "FRAUDSTREAM_"
 DAY = pd.Timedelta(days=1)
-
-#: Scenario number of the novel "card testing" attack in ``TX_FRAUD_SCENARIO``.
-NOVEL_SCENARIO = 4
-
-#: The handbook's published test-set figures of its XGBoost baseline (quoted, not recomputed).
-PUBLISHED_XGBOOST: dict[str, float] = {"auc_roc": 0.869, "average_precision": 0.687, "card_precision_at_k": 0.303}
-
-METRICS: tuple[str, ...] = ("auc_roc", "average_precision", "card_precision_at_k")
-MODELS: tuple[str, ...] = ("light", "heavy", "cascade")
-MODEL_LABELS: dict[str, str] = {
-    "published": "handbook XGBoost (published)",
-    "light": "light model (XGBoost)",
-    "heavy": "heavy model",
-    "cascade": "cascade (risk)",
-}
 
 Progress = Callable[[str], None]
 
@@ -245,91 +241,6 @@ def score_metrics(frame: pd.DataFrame, score: np.ndarray, top_k: int) -> dict[st
     }
 
 
-@dataclass
-class FoldResult:
-    """Metrics of one fold: per model (``light``, ``heavy``, ``cascade``) and the cascade's decision figures."""
-
-    fold: Fold
-    n_test: int
-    n_test_fraud: int
-    metrics: dict[str, dict[str, float]]
-    figures: CascadeFigures
-    choices: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class NovelAttackResult:
-    """Scenario-4 recall (blocked or reviewed) and review volume (cards/day), with and without anomaly detector."""
-
-    first_seen: pd.Timestamp
-    fold: Fold
-    n_scenario: int
-    recall_with_anomaly: float
-    recall_without_anomaly: float
-    review_cards_per_day_with_anomaly: float
-    review_cards_per_day_without_anomaly: float
-
-
-@dataclass
-class EvaluationReport:
-    """Everything one evaluation produced; :func:`format_report` prints it, :meth:`to_json` serializes it."""
-
-    settings: EvaluationSettings
-    folds: list[FoldResult]
-    novel: NovelAttackResult | None = None
-    feature_names: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, dict[str, tuple[float, float]]]:
-        """(mean, std over folds) per model and metric, plus ``figures`` for the cascade figures."""
-        out: dict[str, dict[str, tuple[float, float]]] = {}
-        for model in MODELS:
-            out[model] = {m: _mean_std([f.metrics[model][m] for f in self.folds]) for m in METRICS}
-        names = self.folds[0].figures.as_dict().keys() if self.folds else []
-        out["figures"] = {n: _mean_std([f.figures.as_dict()[n] for f in self.folds]) for n in names}
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        summary = self.summary()
-        data: dict[str, Any] = {
-            "settings": {f.name: getattr(self.settings, f.name) for f in fields(self.settings)},
-            "protocol": {"validation": "week before each training week (labels known before the test week)"},
-            "published_xgboost": PUBLISHED_XGBOOST,
-            "summary": {k: {m: {"mean": _num(a), "std": _num(b)} for m, (a, b) in v.items()}
-                        for k, v in summary.items()},
-            "folds": [
-                {"index": r.fold.index, "periods": r.fold.describe(), "n_test": r.n_test,
-                 "n_test_fraud": r.n_test_fraud,
-                 "metrics": {k: {m: _num(x) for m, x in v.items()} for k, v in r.metrics.items()},
-                 "cascade_figures": {k: _num(x) for k, x in r.figures.as_dict().items()},
-                 "training_choices": r.choices}
-                for r in self.folds
-            ],
-            "feature_names": list(self.feature_names),
-        }
-        if self.novel is not None:
-            n = self.novel
-            data["novel_attack"] = {
-                "first_seen": n.first_seen.isoformat(), "periods": n.fold.describe(), "n_scenario": n.n_scenario,
-                "recall_with_anomaly": _num(n.recall_with_anomaly),
-                "recall_without_anomaly": _num(n.recall_without_anomaly),
-                "review_cards_per_day_with_anomaly": _num(n.review_cards_per_day_with_anomaly),
-                "review_cards_per_day_without_anomaly": _num(n.review_cards_per_day_without_anomaly),
-            }
-        return data
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[~np.isnan(arr)]
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
-
-
 def _train_settings(settings: EvaluationSettings) -> Any:
     from fraudstream.training.train import TrainSettings
 
@@ -438,88 +349,3 @@ def evaluate(frame: pd.DataFrame, settings: EvaluationSettings, progress: Progre
             f"{k} {v}" for k, v in novel_fold.describe().items()))
         report.novel = evaluate_novel_attack(data, novel_fold, novel_first_seen, settings, train_settings)
     return report
-
-
-# ---- report table ------------------------------------------------------------------------------------------
-
-
-def _pm(mean_std: tuple[float, float], fmt: str = "{:.3f}") -> str:
-    mean, std = mean_std
-    if np.isnan(mean):
-        return "n/a"
-    return f"{fmt.format(mean)} +- {fmt.format(std)}"
-
-
-def _align(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in rows]
-
-
-def format_report(report: EvaluationReport) -> str:
-    """The plain-text report: one aligned table of metrics and figures, with footnotes."""
-    s = report.settings
-    summary = report.summary()
-    k = s.top_k
-    test_weeks = ", ".join(r.fold.describe()["test"] for r in report.folds)
-    lines = [
-        f"fraudstream evaluation: {len(report.folds)} prequential folds, train {s.train_days} d, "
-        f"delay {s.delay_days} d, test {s.test_days} d (mean +- std over folds)",
-        f"test weeks: {test_weeks}",
-        "",
-    ]
-    rows = [["model", "AUC ROC", "AP", f"CP@{k}"]]
-    pub = PUBLISHED_XGBOOST
-    rows.append([MODEL_LABELS["published"] + " [1]", f"{pub['auc_roc']:.3f}", f"{pub['average_precision']:.3f}",
-                 f"{pub['card_precision_at_k']:.3f}"])
-    for model in MODELS:
-        rows.append([MODEL_LABELS[model]] + [_pm(summary[model][m]) for m in METRICS])
-    fig = summary["figures"]
-    pct = lambda name: _pm(tuple(100 * x for x in fig[name]), "{:.1f}") + " %"  # noqa: E731
-    rows += [
-        ["", "", "", ""],
-        ["cascade decisions [2]", "", "", "value"],
-        ["  decided by rules", "", "", pct("share_rules")],
-        ["  decided by light model + anomaly detector", "", "", pct("share_light")],
-        ["  decided by heavy model", "", "", pct("share_heavy")],
-        ["  blocked", "", "", pct("share_blocked")],
-        ["  sent to review", "", "", pct("share_reviewed")],
-        ["  block precision", "", "", _pm(fig["block_precision"])],
-        ["  block recall", "", "", _pm(fig["block_recall"])],
-        ["  review volume (cards/day)", "", "", _pm(fig["review_cards_per_day"], "{:.1f}")],
-        ["  frauds caught (blocked or reviewed)", "", "", pct("fraud_caught_share")],
-        ["  fraud amount stopped (currency units)", "", "", _pm(fig["fraud_amount_stopped"], "{:,.0f}")],
-        ["  fraud amount stopped (share)", "", "", pct("fraud_amount_stopped_share")],
-    ]
-    n = report.novel
-    if n is not None:
-        rows += [
-            ["", "", "", ""],
-            [f"novel attack (scenario {NOVEL_SCENARIO}) [3]", "", "recall", "review cards/day"],
-            ["  cascade with anomaly detector", "", _pct1(n.recall_with_anomaly),
-             f"{n.review_cards_per_day_with_anomaly:.1f}"],
-            ["  cascade without anomaly detector", "", _pct1(n.recall_without_anomaly),
-             f"{n.review_cards_per_day_without_anomaly:.1f}"],
-        ]
-    lines += _align(rows)
-    lines += [
-        "",
-        "[1] published figures of the handbook's XGBoost baseline on its own test folds; quoted, not recomputed. "
-        "Light and heavy models rank by their uncalibrated probability (the heavy one on every row), the cascade "
-        "by its risk.",
-        f"[2] thresholds calibrated on the validation week, the week before each training week (its labels are "
-        f"known {s.delay_days} d after each transaction, before the test week starts); review capacity "
-        f"{s.review_capacity} cards/day.",
-    ]
-    if n is not None:
-        d = n.fold.describe()
-        lines.append(
-            f"[3] trained on {d['train']} (validation {d['valid']}), before the first scenario-{NOVEL_SCENARIO} "
-            f"transaction ({n.first_seen}); tested on {d['test']} ({n.n_scenario} scenario-{NOVEL_SCENARIO} "
-            f"transactions); recall = share blocked or reviewed."
-        )
-    return "\n".join(lines)
-
-
-def _pct1(x: float) -> str:
-    return "n/a" if np.isnan(x) else f"{100 * x:.1f} %"

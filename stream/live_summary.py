@@ -1,0 +1,107 @@
+"""The demo's live summary, read from the worker's Prometheus text exposition: pure functions, no HTTP.
+
+From one scrape of ``/metrics`` (:func:`parse_worker_metrics`): decisions so far by outcome and the p99 end-to-end
+latency (s) from the cumulative histogram buckets.  From two scrapes ``interval_s`` apart: decisions per second
+(:func:`decision_rate`, tx/s) and the p99 latency of the decisions made in between
+(:meth:`MetricsSnapshot.latency_p99_since`).  :func:`format_live_summary` puts them on one line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Quantile of the end-to-end latency shown in the live summary.
+LATENCY_QUANTILE = 0.99
+#: Metric names, without the worker's prefix (see ``fraudstream.stream.metrics.PREFIX``).
+DECISIONS_SAMPLE = "decisions_total"
+LATENCY_BUCKET_SAMPLE = "end_to_end_latency_seconds_bucket"
+#: Label of the decisions counter holding the outcome (ALLOW, BLOCK, REVIEW).
+DECISION_LABEL = "decision"
+MS_PER_S = 1000.0
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Decisions so far by outcome, their total, and the p99 end-to-end latency (s, nan when unknown).
+
+    ``latency_buckets`` maps each bucket's upper bound (s, ``inf`` included) to its cumulative count.
+    """
+
+    decisions: dict[str, float]
+    latency_p99_s: float
+    latency_buckets: dict[float, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.decisions.values())
+
+    def latency_p99_since(self, earlier: MetricsSnapshot | None) -> float:
+        """p99 latency (s) of the decisions made after ``earlier`` (all of them when None)."""
+        if earlier is None:
+            return self.latency_p99_s
+        delta = [(b, c - earlier.latency_buckets.get(b, 0.0)) for b, c in self.latency_buckets.items()]
+        return histogram_quantile(LATENCY_QUANTILE, delta)
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Quantile from cumulative ``(upper bound, count)`` buckets, linear within a bucket (as Prometheus does).
+
+    The first bucket starts at 0; a quantile that falls in the ``+Inf`` bucket is the highest finite bound.
+    Returns nan when there are no observations.
+    """
+    buckets = sorted(buckets)
+    if not buckets or buckets[-1][1] <= 0:
+        return float("nan")
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            width = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / width if width else 1.0)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def parse_worker_metrics(text: str) -> MetricsSnapshot:
+    """Pick the demo's figures out of the worker's Prometheus text exposition.
+
+    Decisions are summed over the other labels (cascade stage) per lower-cased outcome; latency buckets are
+    summed per upper bound.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fraudstream.stream.metrics import PREFIX
+
+    decisions: dict[str, float] = {}
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{PREFIX}{DECISIONS_SAMPLE}":
+                outcome = str(sample.labels.get(DECISION_LABEL, "?")).lower()
+                decisions[outcome] = decisions.get(outcome, 0.0) + sample.value
+            elif sample.name == f"{PREFIX}{LATENCY_BUCKET_SAMPLE}":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return MetricsSnapshot(decisions, histogram_quantile(LATENCY_QUANTILE, list(buckets.items())), buckets)
+
+
+def decision_rate(previous: MetricsSnapshot | None, current: MetricsSnapshot, interval_s: float) -> float:
+    """Decisions per second (tx/s) between two scrapes ``interval_s`` apart; 0 without an earlier scrape."""
+    return (current.total - previous.total) / interval_s if previous is not None else 0.0
+
+
+def format_live_summary(previous: MetricsSnapshot | None, current: MetricsSnapshot | None, interval_s: float,
+                        sent: int, labels_sent: int) -> str:
+    """One line: transactions and labels replayed, decisions by outcome, tx/s and p99 latency (ms) since
+    ``previous`` (``current`` None = the metrics could not be read)."""
+    if current is None:
+        return f"replayed {sent} tx, {labels_sent} labels; worker metrics unavailable"
+    rate = decision_rate(previous, current, interval_s)
+    outcomes = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(current.decisions.items())) or "none yet"
+    p99_s = current.latency_p99_since(previous)
+    p99 = f"{p99_s * MS_PER_S:,.0f} ms" if not math.isnan(p99_s) else "n/a"
+    return (f"replayed {sent:,} tx, {labels_sent:,} labels | decisions: {outcomes} | "
+            f"{rate:,.0f} tx/s | p99 latency {p99}")
