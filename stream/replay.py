@@ -11,7 +11,10 @@ Two halves: a pure *plan* (:func:`plan_replay`: which event is sent when, as arr
 With a label delay ``d`` every transaction with a known ``TX_FRAUD`` also yields a :class:`LabelEvent` with
 ``known_at = t + d`` (source ``chargeback``), placed in the stream at event time ``known_at - lead``: it goes out
 just before the first transaction at or after that time, so a worker has it before any transaction that may
-count it.  Labels whose time falls after the last transaction are sent after it.
+count it.  Labels whose time falls after the last transaction are sent after it.  Before a transaction at event
+time ``t`` is sent, every label sent earlier with ``known_at <= t`` has been acknowledged by the broker (the
+producer is flushed when the replay's event time reaches the smallest ``known_at`` sent since the last flush), so
+a worker that catches up with the labels topic before scoring sees every label that may count for it.
 """
 
 from __future__ import annotations
@@ -313,6 +316,7 @@ def replay(frame: Any, settings: StreamSettings, rate: float | None = None, spee
     delay = labels_delay_s or 0.0
     bar = _progress_bar(plan.n_transactions, progress)
     sent = labels = 0
+    unflushed_known_at = float("inf")  # smallest known_at among labels sent since the last flush
     start = time.perf_counter()
     try:
         for j in range(len(kinds)):
@@ -327,6 +331,9 @@ def replay(frame: Any, settings: StreamSettings, rate: float | None = None, spee
                 break
             i = rows[j]
             if kinds[j] == EVENT_TRANSACTION:
+                if times[i] >= unflushed_known_at:
+                    producer.flush(timeout=FLUSH_TIMEOUT_S)
+                    unflushed_known_at = float("inf")
                 payload = _encode_json(dict(zip(TRANSACTION_KEYS, (
                     tx_ids[i], times[i], customers[i], terminals[i], amounts[i])))).encode()
                 future = producer.send(tx_topic, key=str(customers[i]).encode(), value=payload)
@@ -336,6 +343,7 @@ def replay(frame: Any, settings: StreamSettings, rate: float | None = None, spee
                     tx_ids[i], terminals[i], customers[i], times[i], fraud[i] == 1.0,  # type: ignore[index]
                     times[i] + delay, LABEL_SOURCE)))).encode()
                 future = producer.send(label_topic, key=str(terminals[i]).encode(), value=payload)
+                unflushed_known_at = min(unflushed_known_at, times[i] + delay)
                 labels += 1
             future.add_errback(errors)
             if (j + 1) % PROGRESS_EVERY == 0:

@@ -47,6 +47,8 @@ class StreamSettings:
     redis_prefix: str = field(default="fs", metadata={"help": "prefix of every Redis key fraudstream writes"})
     model_poll_s: float = field(default=2.0, metadata={"help": "how often the model directory is checked (s)"})
     log_level: str = field(default="INFO", metadata={"help": "log level"})
+    engine: str = field(default="direct", metadata={
+        "help": "worker's consumer: direct (aiokafka batches, explicit commits) or faust (agent, stream.take)"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "StreamSettings":

@@ -1,0 +1,37 @@
+"""``fraudstream worker``: run the stream worker (a Faust app) with settings from the environment."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from fraudstream.stream.settings import StreamSettings
+
+
+def _environment_help() -> str:
+    rows = "\n".join(f"  {name} = {default}\n      {text}" for name, default, text in StreamSettings.describe())
+    return ("Score transactions from Kafka in micro-batches, keep online features in Redis, write decisions, "
+            "dead letters, review items and metrics.\n\n"
+            "Options override the environment.  Environment variables (default, meaning):\n\n\b\n" + rows)
+
+
+@click.command(name="worker", help=_environment_help())
+@click.option("--model-dir", default=None, help="Model root (follows LATEST) or version directory.")
+@click.option("--kafka", "kafka_bootstrap_servers", default=None, help="Kafka bootstrap servers host:port[,...].")
+@click.option("--redis-url", default=None, help="Redis URL.")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus metrics port (0 = off).")
+@click.option("--web-port", type=int, default=None, help="Faust web port (0 = off).")
+@click.option("--engine", type=click.Choice(["direct", "faust"]), default=None, help="Consumer engine.")
+@click.option("--log-level", default=None, help="Log level (INFO, DEBUG, ...).")
+def command(**options: object) -> None:
+    settings = StreamSettings.from_env(**options)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import faust
+
+    from fraudstream.stream.app import create_app
+
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()

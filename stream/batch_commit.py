@@ -1,0 +1,127 @@
+"""Atomic compare-and-write of one micro-batch's Redis state: one script call, one round trip.
+
+The pipeline reads every key of a batch with one MGET, computes, and then writes everything the batch changed
+(histories, decisions, label offsets, review items) with :class:`BatchCommit`.  The write is one Lua script, run
+atomically by Redis, that first checks the *checked* keys (the shared state the batch was computed from) still
+hold what was read (SHA-1 of the value, or absent) and writes nothing when one changed: the caller then
+recomputes the batch from fresh state.  This is optimistic concurrency like WATCH/MULTI, but linear in the number
+of keys (WATCH of n keys costs O(n^2) in Redis) and without one queued command per key on the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+#: Digest that stands for "the key did not exist when it was read".
+ABSENT_DIGEST = ""
+
+#: KEYS: checked keys, then SET keys, then hash keys, then (when there are members) one sorted-set key.
+#: ARGV: the four counts, then one digest per checked key, then (value, ttl s) per SET key, then per hash key its
+#: field count followed by fields and values, then (score, member) per sorted-set member.
+#: Returns 1 when written, 0 (nothing written) when a checked key changed.
+COMPARE_AND_WRITE_LUA = """
+local n_checked, n_set, n_hash, n_members = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 4
+for i = 1, n_checked do
+  local value = redis.call('GET', KEYS[i])
+  if value then
+    if redis.sha1hex(value) ~= ARGV[a + i] then return 0 end
+  elseif ARGV[a + i] ~= '' then
+    return 0
+  end
+end
+a = a + n_checked
+local k = n_checked
+for i = 1, n_set do
+  redis.call('SET', KEYS[k + i], ARGV[a + 1], 'EX', ARGV[a + 2])
+  a = a + 2
+end
+k = k + n_set
+for i = 1, n_hash do
+  local n = tonumber(ARGV[a + 1])
+  redis.call('HSET', KEYS[k + i], unpack(ARGV, a + 2, a + 1 + 2 * n))
+  a = a + 1 + 2 * n
+end
+k = k + n_hash
+for i = 1, n_members do
+  redis.call('ZADD', KEYS[k + 1], ARGV[a + 1], ARGV[a + 2])
+  a = a + 2
+end
+return 1
+"""
+
+
+def digest(raw: bytes | None) -> str:
+    """What the script compares: SHA-1 hex of the value read, or :data:`ABSENT_DIGEST` for a missing key."""
+    return ABSENT_DIGEST if raw is None else hashlib.sha1(raw).hexdigest()
+
+
+@dataclass
+class BatchWrite:
+    """Everything one batch writes, collected before the single script call.
+
+    checked : key -> digest of the value the batch was computed from.
+    sets : (key, value, ttl s) written with SET ... EX.
+    hashes : (key, field mapping) written with HSET.
+    zset_key, members : sorted set and its (score, member) pairs written with ZADD.
+    """
+
+    checked: dict[str, str] = field(default_factory=dict)
+    sets: list[tuple[str, bytes, int]] = field(default_factory=list)
+    hashes: list[tuple[str, Mapping[str, str]]] = field(default_factory=list)
+    zset_key: str | None = None
+    members: list[tuple[float, str]] = field(default_factory=list)
+
+    def check(self, key: str, raw: bytes | None) -> None:
+        self.checked[key] = digest(raw)
+
+    def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        self.sets.append((key, value, int(ttl_s)))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sets or self.hashes or self.members)
+
+    def script_args(self) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of :data:`COMPARE_AND_WRITE_LUA` for this write."""
+        members = self.members if self.zset_key is not None else []
+        keys: list[str] = list(self.checked)
+        args: list[Any] = [len(self.checked), len(self.sets), len(self.hashes), len(members)]
+        args.extend(self.checked.values())
+        for key, value, ttl in self.sets:
+            keys.append(key)
+            args.append(value)
+            args.append(ttl)
+        for key, mapping in self.hashes:
+            keys.append(key)
+            args.append(len(mapping))
+            for name, value in mapping.items():
+                args.append(name)
+                args.append(value)
+        if members:
+            keys.append(self.zset_key)  # type: ignore[arg-type]
+            for score, member in members:
+                args.append(repr(float(score)))
+                args.append(member)
+        return keys, args
+
+
+class BatchCommit:
+    """Runs :class:`BatchWrite` objects against one Redis client (``redis.asyncio``).
+
+    Parameters
+    ----------
+    redis : client with ``decode_responses=False``.
+    """
+
+    def __init__(self, redis: Any) -> None:
+        self._script = redis.register_script(COMPARE_AND_WRITE_LUA)
+
+    async def __call__(self, write: BatchWrite) -> bool:
+        """Apply the write atomically; False (nothing written) when a checked key changed since it was read."""
+        if write.empty:
+            return True
+        keys, args = write.script_args()
+        return bool(await self._script(keys=keys, args=args))

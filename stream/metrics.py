@@ -1,0 +1,132 @@
+"""Prometheus metrics of the stream worker, in a registry of its own.
+
+Histograms of per-event values (latency, scores) are filled a whole micro-batch at a time with numpy
+(:class:`BatchHistogram`), because calling ``Histogram.observe`` once per event costs more than scoring it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "fraudstream_"
+
+#: End-to-end latency buckets (s): broker arrival of a transaction -> its decision produced.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: Score buckets: scores are probabilities in [0, 1].
+SCORE_BUCKETS = tuple(np.round(np.linspace(0.05, 1.0, 20), 2).tolist())
+#: Micro-batch size buckets (events).
+BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+#: Batch processing time buckets (s).
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class BatchHistogram(Collector):
+    """A histogram (optionally with one label) that takes a whole array of observations at once.
+
+    Parameters
+    ----------
+    name, documentation : metric name (without ``_bucket`` etc.) and help text.
+    buckets : upper bounds, increasing; ``+Inf`` is added.
+    label : name of the one label, or ``None``.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float], label: str | None = None) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self.label = label
+        self._lock = threading.Lock()
+        self._counts: dict[str, np.ndarray] = {}
+        self._sums: dict[str, float] = {}
+
+    def observe_many(self, values: np.ndarray, label_value: str = "") -> None:
+        """Add every finite value of ``values`` (nan values, e.g. a stage that did not run, are skipped)."""
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return
+        # bucket i counts values <= bounds[i]; the last slot is +Inf.
+        slots = np.searchsorted(self.bounds, values, side="left")
+        per_slot = np.bincount(slots, minlength=self.bounds.size + 1)
+        with self._lock:
+            counts = self._counts.setdefault(label_value, np.zeros(self.bounds.size + 1, dtype=np.int64))
+            counts += per_slot
+            self._sums[label_value] = self._sums.get(label_value, 0.0) + float(values.sum())
+
+    def count(self, label_value: str = "") -> int:
+        with self._lock:
+            counts = self._counts.get(label_value)
+            return 0 if counts is None else int(counts.sum())
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        labels = [self.label] if self.label else None
+        family = HistogramMetricFamily(self.name, self.documentation, labels=labels)
+        with self._lock:
+            snapshot = {k: (v.copy(), self._sums[k]) for k, v in self._counts.items()}
+        for label_value, (counts, total) in snapshot.items():
+            cumulative = np.cumsum(counts)
+            buckets = [(repr(float(b)), int(c)) for b, c in zip(self.bounds, cumulative[:-1])]
+            buckets.append(("+Inf", int(cumulative[-1])))
+            family.add_metric([label_value] if labels else [], buckets, total)
+        yield family
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=[self.label] if self.label else None)
+
+
+class WorkerMetrics:
+    """Every metric of the worker, registered in ``self.registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(f"{PREFIX}decisions_total", "Decisions made, by decision and cascade stage",
+                                 ["decision", "stage"], registry=r)
+        self.dlq = Counter(f"{PREFIX}dlq_total", "Events sent to the dead-letter topic, by reason", ["reason"],
+                           registry=r)
+        self.duplicates = Counter(f"{PREFIX}duplicates_total",
+                                  "Re-delivered transactions answered with their stored decision", registry=r)
+        self.labels = Counter(f"{PREFIX}labels_total", "Label events learned into terminal state", registry=r)
+        self.duplicate_labels = Counter(f"{PREFIX}duplicate_labels_total", "Re-delivered label events skipped",
+                                        registry=r)
+        self.batch_errors = Counter(f"{PREFIX}batch_errors_total", "Micro-batches that failed and were retried",
+                                    registry=r)
+        self.state_conflicts = Counter(f"{PREFIX}state_conflicts_total",
+                                       "Batches recomputed because shared state changed under them", registry=r)
+        self.model_reloads = Counter(f"{PREFIX}model_reloads_total", "Model reload attempts, by outcome",
+                                     ["outcome"], registry=r)
+        self.review_items = Counter(f"{PREFIX}review_items_total", "Items written to the review queue", registry=r)
+        self.consumer_lag = Gauge(f"{PREFIX}consumer_lag_messages", "Messages not yet processed, per partition",
+                                  ["topic", "partition"], registry=r)
+        self.model_info = Gauge(f"{PREFIX}model_info", "The model version in use (value 1)", ["version"],
+                                registry=r)
+        self.batch_size = Histogram(f"{PREFIX}batch_size_events", "Events per micro-batch",
+                                    buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batch_seconds = Histogram(f"{PREFIX}batch_processing_seconds",
+                                       "Time to process one micro-batch, fetch excluded (s)",
+                                       buckets=BATCH_SECONDS_BUCKETS, registry=r)
+        self.latency = BatchHistogram(f"{PREFIX}end_to_end_latency_seconds",
+                                      "Kafka record timestamp of a transaction -> its decision delivered (s)",
+                                      LATENCY_BUCKETS_S)
+        self.scores = BatchHistogram(f"{PREFIX}score", "Scores of decided transactions, by score kind",
+                                     SCORE_BUCKETS, label="kind")
+        r.register(self.latency)
+        r.register(self.scores)
+        self._model_version: str | None = None
+
+    def set_model_version(self, version: str) -> None:
+        if self._model_version is not None and self._model_version != version:
+            self.model_info.remove(self._model_version)
+        self._model_version = version
+        self.model_info.labels(version=version).set(1)
+
+    def serve(self, port: int) -> None:
+        """Expose the registry over HTTP on ``port`` (0 = do nothing)."""
+        if port:
+            start_http_server(port, registry=self.registry)

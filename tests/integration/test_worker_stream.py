@@ -1,0 +1,279 @@
+"""The stream worker as a subprocess (``fraudstream worker``) against the real broker and Redis.
+
+A small model is trained once; a few thousand simulated transactions with their labels are replayed; decisions
+are read back from the ``decisions`` topic and compared with ``fraudstream score`` (the batch path) run on the
+same rows written to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+pytestmark = pytest.mark.integration
+
+N_ROWS = 3000
+REPLAY_RATE_TX_S = 500.0
+STARTUP_TIMEOUT_S = 90.0
+READY_LINE = "partitions assigned:"  # stream.app.PARTITIONS_ASSIGNED_LOG
+
+
+def score_with_cli(rows, root: Path, workdir: Path) -> dict[int, tuple[str, float]]:
+    """``fraudstream score`` on exactly these rows: {transaction id: (decision, risk)}."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from fraudstream.cli.main import cli
+
+    data, out = workdir / "replayed.parquet", workdir / "scores.parquet"
+    rows.to_parquet(data, index=False)
+    start = rows["TX_DATETIME"].min()
+    end = rows["TX_DATETIME"].max() + pd.Timedelta(seconds=1)
+    result = CliRunner().invoke(cli, ["score", str(data), "--model", str(root), "--from", str(start),
+                                      "--to", str(end), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(out)
+    assert len(scores) == len(rows)
+    return {int(t): (str(d), float(r)) for t, d, r in zip(scores["TRANSACTION_ID"], scores["DECISION"],
+                                                           scores["RISK"])}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(model root, the replayed rows in time order, expected {id: (decision name, risk)}, model version)."""
+    from fraudstream.detectors.bundle import load_bundle, save_bundle
+    from fraudstream.training.simulator import SimulationConfig, simulate
+    from fraudstream.training.train import TrainSettings, train_from_frame
+
+    frame = simulate(SimulationConfig(n_customers=100, n_terminals=200, nb_days=30, seed=11))
+    result = train_from_frame(frame, TrainSettings(light_trees=20, heavy_trees=20, heavy_depth=3,
+                                                   anomaly_methods=("IForest",), anomaly_max_rows=2000,
+                                                   stacking_folds=2))
+    root = tmp_path_factory.mktemp("models")
+    save_bundle(result.cascade, root, result.manifest_extras)
+    rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(N_ROWS).reset_index(drop=True)
+    expected = score_with_cli(rows, root, tmp_path_factory.mktemp("scores"))
+    return root, rows, expected, load_bundle(root).version
+
+
+class Worker:
+    """One ``fraudstream worker`` subprocess with its log file."""
+
+    def __init__(self, settings, model_dir: Path, log_path: Path, metrics_port: int = 0) -> None:
+        env = dict(os.environ)
+        for f, value in vars(settings).items():
+            env[f"FRAUDSTREAM_{f.upper()}"] = str(value)
+        env.update(FRAUDSTREAM_MODEL_DIR=str(model_dir), FRAUDSTREAM_METRICS_PORT=str(metrics_port),
+                   FRAUDSTREAM_WEB_PORT="0", FRAUDSTREAM_MODEL_POLL_S="0.5")
+        self.log_path = log_path
+        self.log = open(log_path, "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "fraudstream.cli.main", "worker"], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, count: int = 1) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while self.text().count(READY_LINE) < count:
+            assert self.proc.poll() is None, f"worker exited:\n{self.text()[-3000:]}"
+            assert time.monotonic() < deadline, f"worker not ready:\n{self.text()[-3000:]}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+def metric_samples(port: int, name: str) -> dict[str, float]:
+    """Samples of one metric of a worker's /metrics page: label text -> value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, value = line[len(name):].rsplit(" ", 1)
+            out[labels] = float(value)
+    return out
+
+
+def assigned_partitions(port: int, topic: str) -> set[str]:
+    """Partitions of ``topic`` a worker reports a consumer lag for (its current assignment)."""
+    return {labels for labels in metric_samples(port, "fraudstream_consumer_lag_messages")
+            if f'topic="{topic}"' in labels}
+
+
+def decisions_by_id(records) -> dict[int, set[bytes]]:
+    out: dict[int, set[bytes]] = {}
+    for rec in records:
+        data = json.loads(rec.value)
+        out.setdefault(data["transaction_id"], set()).add(rec.value)
+    return out
+
+
+def wait_for_all(read_topic, topic: str, ids: set[int], timeout_s: float = 90.0):
+    """Read the topic until every id has a decision (or timeout); returns the records."""
+    deadline = time.monotonic() + timeout_s
+    records = []
+    while time.monotonic() < deadline:
+        records = read_topic(topic, len(ids), timeout_s=5)
+        if ids <= set(decisions_by_id(records)):
+            return records
+        time.sleep(0.5)
+    return records
+
+
+def assert_parity(by_id: dict[int, set[bytes]], expected, version):
+    assert set(by_id) == set(expected), f"missing {len(set(expected) - set(by_id))}, extra {len(set(by_id) - set(expected))}"
+    wrong = []
+    for tid, values in by_id.items():
+        assert len(values) == 1, f"transaction {tid} has {len(values)} distinct decisions"
+        data = json.loads(next(iter(values)))
+        if data["decision"] != expected[tid][0] or abs(data["risk"] - expected[tid][1]) >= 1e-6:
+            wrong.append((tid, expected[tid], data))
+        assert data["model_version"] == version
+    assert not wrong, f"{len(wrong)} decisions differ from the batch path, e.g. {wrong[:3]}"
+
+
+def review_ids(redis_url: str, prefix: str) -> set[int]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {int(m) for m in client.zrange(f"{prefix}:review:pending", 0, -1)}
+    finally:
+        client.close()
+
+
+def send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for value in values:
+        producer.send(topic, value=value, key=b"bad")
+    producer.flush()
+    producer.close()
+
+
+def test_worker_decides_every_transaction_like_the_batch_path_and_dead_letters_bad_events(
+        trained, unique_topics, redis_url, read_topic, tmp_path):
+    from fraudstream.stream.embedded import free_port
+    from fraudstream.stream.replay import replay
+
+    root, rows, expected, version = trained
+    settings = unique_topics.settings(redis_url=redis_url)
+    port = free_port()
+    worker = Worker(settings, root, tmp_path / "worker.log", metrics_port=port)
+    try:
+        worker.wait_ready()
+        bad = [b"{not json", json.dumps({"transaction_id": 5, "timestamp": 1.0, "customer_id": 1,
+                                         "terminal_id": 2}).encode(),
+               json.dumps({"transaction_id": 6, "timestamp": 1.0, "customer_id": 1, "terminal_id": 2,
+                           "amount": -4.0}).encode()]
+        send_raw(unique_topics.bootstrap, unique_topics.transactions, bad)
+        delay = 7 * 86_400.0
+        summary = replay(rows, settings, rate=REPLAY_RATE_TX_S, labels_delay_s=delay, progress=False)
+        assert summary.sent == N_ROWS and summary.errors == 0
+        records = wait_for_all(read_topic, unique_topics.decisions, set(expected))
+        by_id = decisions_by_id(records)
+        assert_parity(by_id, expected, version)
+        assert len(records) == N_ROWS, "a transaction was decided more than once"
+
+        letters = [json.loads(r.value) for r in read_topic(unique_topics.dlq, 3)]
+        assert sorted(d["reason_code"] for d in letters) == ["invalid_field", "invalid_json", "missing_field"]
+        assert {d["field"] for d in letters} == {None, "amount"}
+        import base64
+        assert sorted(base64.b64decode(d["original_b64"]) for d in letters) == sorted(bad)
+        assert worker.proc.poll() is None, "the worker died on bad input"
+
+        reviews = {t for t, (d, _) in expected.items() if d == "REVIEW"}
+        assert review_ids(redis_url, settings.redis_prefix) == reviews
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("fraudstream_decisions_total{"))
+        assert total == N_ROWS
+        assert 'fraudstream_dlq_total{reason="invalid_json"} 1.0' in text
+        assert f'fraudstream_model_info{{version="{version}"}} 1.0' in text
+    finally:
+        worker.stop()
+
+
+def test_kill_9_in_the_middle_loses_and_duplicates_nothing(trained, unique_topics, redis_url, read_topic, tmp_path):
+    import threading
+
+    from fraudstream.stream.replay import replay
+
+    root, rows, expected, version = trained
+    settings = unique_topics.settings(redis_url=redis_url)
+    log_path = tmp_path / "worker.log"
+    worker = Worker(settings, root, log_path)
+    sender = None
+    try:
+        worker.wait_ready()
+        sender = threading.Thread(target=replay, args=(rows, settings),
+                                  kwargs=dict(rate=REPLAY_RATE_TX_S, labels_delay_s=7 * 86_400.0, progress=False))
+        sender.start()
+        time.sleep(N_ROWS / REPLAY_RATE_TX_S / 2)
+        worker.proc.kill()  # SIGKILL: no clean shutdown, no final commit
+        worker.proc.wait(10)
+        worker.log.close()
+        killed_at = len(decisions_by_id(read_topic(unique_topics.decisions, 1, timeout_s=3)))
+        assert 0 < killed_at < N_ROWS, "the kill did not land in the middle of the stream"
+        worker = Worker(settings, root, log_path)
+        worker.wait_ready(count=2)
+        sender.join()
+        records = wait_for_all(read_topic, unique_topics.decisions, set(expected))
+        assert_parity(decisions_by_id(records), expected, version)
+        reviews = {t for t, (d, _) in expected.items() if d == "REVIEW"}
+        assert review_ids(redis_url, settings.redis_prefix) == reviews
+    finally:
+        if sender is not None:
+            sender.join()
+        worker.stop()
+
+
+def test_two_workers_in_one_group_split_partitions_and_change_no_decision(
+        trained, unique_topics, redis_url, read_topic, tmp_path):
+    from fraudstream.stream.embedded import free_port
+    from fraudstream.stream.replay import replay
+
+    root, rows, expected, version = trained
+    settings = unique_topics.settings(redis_url=redis_url)
+    ports = [free_port(), free_port()]
+    first = Worker(settings, root, tmp_path / "first.log", metrics_port=ports[0])
+    second = None
+    try:
+        first.wait_ready()
+        second = Worker(settings, root, tmp_path / "second.log", metrics_port=ports[1])
+        second.wait_ready()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while first.text().count(READY_LINE) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first worker's partitions are re-assigned when the second joins
+        replay(rows, settings, rate=REPLAY_RATE_TX_S, labels_delay_s=7 * 86_400.0, progress=False)
+        records = wait_for_all(read_topic, unique_topics.decisions, set(expected))
+        assert_parity(decisions_by_id(records), expected, version)
+
+        decided = [sum(metric_samples(port, "fraudstream_decisions_total").values()) for port in ports]
+        assert all(n > 0 for n in decided) and sum(decided) == N_ROWS, decided
+        tx_first, tx_second = (assigned_partitions(port, unique_topics.transactions) for port in ports)
+        assert tx_first and tx_second and not tx_first & tx_second, (tx_first, tx_second)
+        assert len(tx_first | tx_second) == settings.partitions
+        labels_first, labels_second = (assigned_partitions(port, unique_topics.labels) for port in ports)
+        assert len(labels_first) == len(labels_second) == settings.partitions, "every worker reads every label"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

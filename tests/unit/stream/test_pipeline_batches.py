@@ -1,0 +1,155 @@
+"""BatchPipeline against a real Redis (embedded redis-server) and a small trained cascade.
+
+Checks: decisions equal the batch path (features + one cascade call) for the same rows, duplicates re-emit the
+stored decision and do not change state, REVIEW decisions have review items, and labels are learned once.
+"""
+
+import asyncio
+import json
+import uuid
+
+import numpy as np
+import pytest
+
+from fraudstream.detectors.schema import TX_FRAUD, Transaction, TransactionBatch, LabelEvent
+from fraudstream.stream.decisions import DecisionRecord
+from fraudstream.stream.metrics import WorkerMetrics
+from fraudstream.stream.model_watch import ActiveModel
+from fraudstream.stream.pipeline import BatchPipeline, RawEvent
+from fraudstream.stream.settings import StreamSettings
+
+TX_TOPIC, LABEL_TOPIC = "tx", "labels"
+N_ROWS = 1500
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    from fraudstream.stream.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    from fraudstream.detectors.bundle import save_bundle
+    from fraudstream.training.simulator import SimulationConfig, simulate
+    from fraudstream.training.train import TrainSettings, train_from_frame
+
+    frame = simulate(SimulationConfig(n_customers=60, n_terminals=120, nb_days=30, seed=5))
+    result = train_from_frame(frame, TrainSettings(light_trees=20, heavy_trees=20, heavy_depth=3,
+                                                   anomaly_methods=("IForest",), anomaly_max_rows=2000,
+                                                   stacking_folds=2))
+    root = tmp_path_factory.mktemp("models")
+    save_bundle(result.cascade, root, result.manifest_extras)
+    return root, frame
+
+
+def expected_decisions(model: ActiveModel, frame):
+    """The batch path on the same rows: batch features, one cascade call."""
+    from fraudstream.training.train import with_features
+
+    config = model.bundle.feature_config
+    featured = with_features(frame, config)
+    X = featured[config.feature_names()].to_numpy(dtype=np.float64)
+    result = model.bundle.cascade.score(X, TransactionBatch.from_frame(frame))
+    return {int(t): (int(d), float(r)) for t, d, r in zip(frame["TRANSACTION_ID"], result.decision, result.risk)}
+
+
+def events_of(frame, with_labels: bool, delay_s: float):
+    """Raw transaction events in time order, each preceded by the labels known by its time."""
+    batch = TransactionBatch.from_frame(frame)
+    fraud = frame[TX_FRAUD].to_numpy()
+    events, label_queue = [], []
+    for i in range(len(batch)):
+        t = float(batch.timestamp[i])
+        while with_labels and label_queue and label_queue[0].known_at <= t:
+            events.append(RawEvent(LABEL_TOPIC, 0, len(events), 0, label_queue.pop(0).to_json()))
+        tx = Transaction(int(batch.transaction_id[i]), t, int(batch.customer_id[i]), int(batch.terminal_id[i]),
+                         float(batch.amount[i]))
+        events.append(RawEvent(TX_TOPIC, 0, len(events), 1_700_000_000_000, tx.to_json()))
+        label_queue.append(LabelEvent(tx.transaction_id, tx.terminal_id, tx.customer_id, t, bool(fraud[i]),
+                                      t + delay_s))
+    return events
+
+
+def make_pipeline(redis_url, root, metrics=None):
+    import redis.asyncio as aioredis
+
+    settings = StreamSettings(redis_url=redis_url, transactions_topic=TX_TOPIC, labels_topic=LABEL_TOPIC,
+                              redis_prefix=f"p{uuid.uuid4().hex[:8]}")
+    model = ActiveModel.load(root)
+    client = aioredis.from_url(redis_url)
+    return BatchPipeline(settings, client, lambda: model, metrics), model, client
+
+
+async def run_batches(pipeline, events, size):
+    outs = []
+    for start in range(0, len(events), size):
+        outs.append(await pipeline.process(events[start:start + size]))
+    return outs
+
+
+def test_stream_decisions_equal_the_batch_path_and_duplicates_are_answered_from_the_store(redis_server, small_model):
+    root, frame = small_model
+    rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(N_ROWS).reset_index(drop=True)
+    metrics = WorkerMetrics()
+    pipeline, model, client = make_pipeline(redis_server.url, root, metrics)
+    delay = model.bundle.feature_config.label_delay_s
+    events = events_of(rows, with_labels=True, delay_s=delay)
+
+    async def scenario():
+        first = await run_batches(pipeline, events, 257)
+        again = await run_batches(pipeline, events[:600], 100)  # re-delivery of the start
+        review = await pipeline.review.pending(client, limit=10_000)
+        await client.aclose()
+        return first, again, review
+
+    first, again, review = asyncio.run(scenario())
+    decided = {}
+    for out in first:
+        for key, raw in out.decisions:
+            record = DecisionRecord.from_json(raw)
+            assert record.transaction_id not in decided, "a transaction decided twice"
+            decided[record.transaction_id] = record
+    expected = expected_decisions(model, rows)
+    assert set(decided) == set(expected)
+    for tid, (decision, risk) in expected.items():
+        assert decided[tid].decision == ["ALLOW", "BLOCK", "REVIEW"][decision], tid
+        assert abs(decided[tid].risk - risk) < 1e-6, tid
+        assert decided[tid].model_version == model.version
+    assert sum(o.labels_learned for o in first) > 0
+
+    replayed = [raw for out in again for _, raw in out.decisions]
+    assert sum(o.duplicates for o in again) == len(replayed) > 0
+    assert sum(len(o.new_records) for o in again) == 0 and sum(o.labels_learned for o in again) == 0
+    for raw in replayed:
+        rec = DecisionRecord.from_json(raw)
+        assert raw == decided[rec.transaction_id].to_json()
+    review_ids = {tid for tid, _ in review}
+    assert review_ids == {t for t, r in decided.items() if r.decision == "REVIEW"}
+    assert metrics.duplicates._value.get() == len(replayed)
+
+
+def test_duplicates_inside_one_batch_and_bad_events_do_not_stop_the_batch(redis_server, small_model):
+    root, frame = small_model
+    rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(50).reset_index(drop=True)
+    pipeline, model, client = make_pipeline(redis_server.url, root)
+    events = events_of(rows, with_labels=False, delay_s=0)
+    bad = RawEvent(TX_TOPIC, 0, 999, 0, b'{"transaction_id": 1}')
+    mixed = events[:10] + [bad] + events[:5] + events[10:]
+
+    async def scenario():
+        out = await pipeline.process(mixed)
+        await client.aclose()
+        return out
+
+    out = asyncio.run(scenario())
+    assert len(out.decisions) == len(events) + 5
+    assert out.duplicates == 5 and len(out.new_records) == len(events)
+    assert [k for k, _ in out.decisions[10:15]] == [k for k, _ in out.decisions[:5]]
+    assert [v for _, v in out.decisions[10:15]] == [v for _, v in out.decisions[:5]]
+    assert len(out.dlq) == 1 and json.loads(out.dlq[0][1])["field"] == "timestamp"
+    expected = expected_decisions(model, rows)
+    for rec in out.new_records:
+        assert abs(rec.risk - expected[rec.transaction_id][1]) < 1e-6
