@@ -297,6 +297,14 @@ def _customer_features(columns: _InputColumns, times: _TimeRanks, config: Featur
     ratio = np.where(history_count > 0, amount / np.maximum(history_mean, AMOUNT_RATIO_MIN_MEAN), 1.0)
     features["CUSTOMER_AMOUNT_RATIO_HISTORY"] = _scatter(groups.order, ratio)
 
+    # Baseline window (t - history, t - recent]: ends before t, or (recent 0) at this row, like the terminal windows.
+    baseline_stop = np.minimum(groups.first_after(_shifted_back(config.recent_days * DAY_S)), position + 1)
+    baseline_count = np.maximum(baseline_stop - history_start, 0)
+    baseline_mean = (groups.range_sum(amount_cumsum, history_start, baseline_stop)
+                     / np.maximum(baseline_count, 1))
+    baseline_ratio = np.where(baseline_count > 0, amount / np.maximum(baseline_mean, AMOUNT_RATIO_MIN_MEAN), 1.0)
+    features["CUSTOMER_AMOUNT_RATIO_BASELINE"] = _scatter(groups.order, baseline_ratio)
+
     previous = np.maximum(position - 1, 0)
     has_previous = (position > groups.group_start) & (t[previous] > t - history_s)
     since_last = np.where(has_previous, t - t[previous], history_s)
@@ -346,14 +354,25 @@ def _terminal_features(columns: _InputColumns, times: _TimeRanks, config: Featur
     delay_s = config.label_delay_s
     # Rows up to window_end, and never past this row itself (ties at t when the delay is 0).
     stop = np.minimum(groups.first_after(_shifted_back(delay_s)), groups.position + 1)
-    fraud_prefix = np.concatenate([[0], np.cumsum(columns.fraud[groups.order])])
+    fraud = columns.fraud[groups.order]
+    fraud_prefix = np.concatenate([[0], np.cumsum(fraud)])
     features: dict[str, np.ndarray] = {}
+    starts: dict[int, np.ndarray] = {}
     for days in config.terminal_windows_days:
         window_s = days * DAY_S
-        start = groups.first_after(_shifted_back(delay_s, window_s))
+        start = starts[days] = groups.first_after(_shifted_back(delay_s, window_s))
         count = np.maximum(stop - start, 0)
         frauds = np.where(count > 0, fraud_prefix[stop] - fraud_prefix[np.minimum(start, stop)], 0)
         risk = np.where(count > 0, frauds / np.maximum(count, 1), 0.0)
         features[f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW"] = _scatter(groups.order, count.astype(np.float64))
         features[f"TERMINAL_ID_RISK_{days}DAY_WINDOW"] = _scatter(groups.order, risk)
+
+    # Earliest fraud in the longest window: the first fraud row at or after the window start, if before its stop.
+    episode_start = starts[max(config.terminal_windows_days)]
+    fraud_rows = np.flatnonzero(fraud)
+    next_fraud = np.append(fraud_rows, fraud.shape[0])[np.searchsorted(fraud_rows, episode_start, side="left")]
+    has_fraud = next_fraud < stop
+    first_fraud_time = groups.timestamp[np.where(has_fraud, next_fraud, 0)]
+    age = np.where(has_fraud, groups.timestamp - first_fraud_time, config.terminal_retention_s)
+    features["TERMINAL_FRAUD_EPISODE_AGE"] = _scatter(groups.order, age)
     return features

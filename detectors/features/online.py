@@ -79,6 +79,8 @@ class IncrementalFeatures:
         self._customer_windows_s = [days * DAY_S for days in config.customer_windows_days]
         self._terminal_windows_s = [days * DAY_S for days in config.terminal_windows_days]
         self._history_s = config.history_days * DAY_S
+        self._recent_s = config.recent_days * DAY_S
+        self._episode_window_s = max(config.terminal_windows_days) * DAY_S
         self._label_delay_s = config.label_delay_s
         self._customer_retention_s = config.customer_retention_s + STATE_TRIM_SLACK_S
         self._terminal_retention_s = config.terminal_retention_s + STATE_TRIM_SLACK_S
@@ -123,7 +125,8 @@ class IncrementalFeatures:
             terminal = _get_or_create(terminals, terminal_id, TerminalHistory)
             position = key_position(customer.timestamps, customer.transaction_ids, timestamp, transaction_id)
             customer_windows, own = self._customer_features(customer, position, timestamp, amount, terminal_id)
-            rows.append(customer_windows + self._terminal_features(terminal, timestamp, transaction_id) + own)
+            terminal_windows, episode_age = self._terminal_features(terminal, timestamp, transaction_id)
+            rows.append(customer_windows + terminal_windows + own + [episode_age])  # OWN_FEATURES order
             if transaction_id not in customer.transaction_ids:
                 customer.insert(position, timestamp, transaction_id, amount, terminal_id)
                 customer.trim(customer.timestamps[-1] - self._customer_retention_s)
@@ -173,10 +176,26 @@ class IncrementalFeatures:
         day_start = bisect_right(timestamps, timestamp - DISTINCT_TERMINALS_WINDOW_S, 0, position)
         distinct = set(terminal_ids[day_start:position])
         distinct.add(terminal_id)
-        return windows, [ratio, is_new, since_last, burst, len(distinct)]
+        return windows, [ratio, is_new, since_last, burst, len(distinct),
+                         self._baseline_ratio(customer, position, timestamp, amount)]
 
-    def _terminal_features(self, terminal: TerminalHistory, timestamp: float, transaction_id: int) -> list[float]:
-        """Terminal count and risk per window: transactions in ``(t - d - w, t - d]``, frauds known at ``t``."""
+    def _baseline_ratio(self, customer: CustomerHistory, position: int, timestamp: float, amount: float) -> float:
+        """Amount / mean amount in ``(t - history, t - recent]`` (this event included only when recent is 0)."""
+        timestamps, amounts = customer.timestamps, customer.amounts
+        window_end = timestamp - self._recent_s
+        start = bisect_right(timestamps, timestamp - self._history_s, 0, position)
+        stop = bisect_right(timestamps, window_end, start, position)
+        total, count = sum(amounts[start:stop]), stop - start
+        if window_end >= timestamp:  # recent is 0: the window ends at this event
+            total, count = total + amount, count + 1
+        return amount / max(total / count, AMOUNT_RATIO_MIN_MEAN) if count else 1.0
+
+    def _terminal_features(self, terminal: TerminalHistory, timestamp: float,
+                           transaction_id: int) -> tuple[list[float], float]:
+        """Terminal count and risk per window, and the fraud episode age (s).
+
+        Windows hold the transactions in ``(t - d - w, t - d]`` and the fraud labels known at ``t``.
+        """
         window_end = timestamp - self._label_delay_s
         includes_self = window_end >= timestamp  # only when the label delay is 0
         timestamps, transaction_ids = terminal.timestamps, terminal.transaction_ids
@@ -204,4 +223,12 @@ class IncrementalFeatures:
                 frauds = sum(1 for k in range(fraud_start, fraud_stop) if known_at[k] <= timestamp)
             features.append(count)
             features.append(frauds / count if count else 0.0)
-        return features
+
+        episode_age = self.config.terminal_retention_s
+        if fraud_stop:
+            fraud_start = bisect_right(fraud_timestamps, window_end - self._episode_window_s, 0, fraud_stop)
+            for k in range(fraud_start, fraud_stop):  # earliest fraud of the window known at t
+                if all_known or known_at[k] <= timestamp:
+                    episode_age = timestamp - fraud_timestamps[k]
+                    break
+        return features, episode_age

@@ -24,7 +24,11 @@ CASES = {
     "default": (FeatureConfig(), None),
     # short windows (state trimmed often), no label delay, times floored to 15 min: many ties at one time
     "short_ties_no_delay": (FeatureConfig(customer_windows_days=(1, 3), terminal_windows_days=(1, 2),
-                                          label_delay_days=0, burst_window_s=1800.0, history_days=5), "15min"),
+                                          label_delay_days=0, burst_window_s=1800.0, history_days=5,
+                                          recent_days=2), "15min"),
+    # windows ending at t - 1 day fall on the 15-min grid (ties at the edges); the baseline ends at t
+    "ties_at_window_ends_no_recent": (FeatureConfig(customer_windows_days=(1, 3), terminal_windows_days=(1, 4),
+                                                    label_delay_days=1, history_days=6, recent_days=0), "15min"),
 }
 
 
@@ -102,4 +106,7 @@ def test_incremental_features_equal_batch_features(simulated, case):
     assert expected[:, names.index(f"TERMINAL_ID_RISK_{longest}DAY_WINDOW")].max() > 0
     assert expected[:, names.index(f"CUSTOMER_ID_NB_TX_{max(config.customer_windows_days)}DAY_WINDOW")].max() > 5
     assert (expected[:, names.index("CUSTOMER_TERMINAL_IS_NEW")] == 0).any()
+    assert (expected[:, names.index("CUSTOMER_AMOUNT_RATIO_BASELINE")] != 1.0).mean() > 0.5
+    episode_age = expected[:, names.index("TERMINAL_FRAUD_EPISODE_AGE")]
+    assert (episode_age < config.terminal_retention_s).sum() > 50
 

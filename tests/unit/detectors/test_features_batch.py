@@ -68,6 +68,13 @@ def reference_features(frame, config):
         row["CUSTOMER_SECONDS_SINCE_LAST_TX"] = t - t_all[previous].max() if previous.any() else history
         row["CUSTOMER_NB_TX_BURST_WINDOW"] = (mine & up_to_self & (t_all > t - config.burst_window_s)).sum()
         row["CUSTOMER_NB_TERMINALS_1DAY_WINDOW"] = len(set(term[mine & up_to_self & (t_all > t - DAY_S)]))
+        baseline = mine & up_to_self & (t_all > t - history) & (t_all <= t - config.recent_days * DAY_S)
+        row["CUSTOMER_AMOUNT_RATIO_BASELINE"] = (amount[i] / max(amount[baseline].mean(), AMOUNT_RATIO_MIN_MEAN)
+                                                 if baseline.any() else 1.0)
+        longest = max(config.terminal_windows_days) * DAY_S
+        frauds = ((term == term[i]) & up_to_self & (t_all > t - d - longest) & (t_all <= t - d)
+                  & (t_all + d <= t) & (fraud == 1))
+        row["TERMINAL_FRAUD_EPISODE_AGE"] = t - t_all[frauds].min() if frauds.any() else config.terminal_retention_s
         rows.append(row)
     names = [n for n in config.feature_names() if n not in ("TX_DURING_WEEKEND", "TX_DURING_NIGHT")]
     return pd.DataFrame(rows, index=frame.index)[names].astype(np.float64)
@@ -86,7 +93,9 @@ def random_frame(seed, n=400, days=40):
 CONFIGS = {
     "default": FeatureConfig(),
     "short_no_delay": FeatureConfig(customer_windows_days=(1, 2), terminal_windows_days=(1, 3), label_delay_days=0,
-                                    burst_window_s=900.0, history_days=3),
+                                    burst_window_s=900.0, history_days=3, recent_days=1),
+    "no_recent_days": FeatureConfig(terminal_windows_days=(1, 5), label_delay_days=2, history_days=10,
+                                    recent_days=0),
 }
 
 
@@ -251,3 +260,70 @@ def test_iso_strings_are_accepted_as_times():
     frame = make_frame([(1, 0, 1, 1, 1.0, 0), (2, 3600, 1, 1, 2.0, 0)])
     as_text = frame.assign(**{TX_DATETIME: frame[TX_DATETIME].dt.strftime("%Y-%m-%dT%H:%M:%S")})
     pd.testing.assert_frame_equal(compute_features(as_text), compute_features(frame))
+
+
+def test_baseline_ratio_window_leaves_out_the_recent_days():
+    config = FeatureConfig()  # baseline window (t - 30 days, t - 14 days]
+    frame = make_frame([
+        (1, 0, 5, 1, 10.0, 0),
+        (2, 16 * DAY_S, 5, 1, 100.0, 0),  # exactly t - 14 days for transaction 4: in (closed upper edge)
+        (3, 20 * DAY_S, 5, 1, 1000.0, 0),  # recent for transaction 4: out of its baseline
+        (4, 30 * DAY_S, 5, 1, 50.0, 0),  # transaction 1 is exactly 30 days before: out (open lower edge)
+        (5, 30 * DAY_S - 1, 5, 1, 20.0, 0),  # baseline (-1 s, 16 days - 1 s]: transaction 1 only
+    ])
+    f = compute_features(frame, config).set_index(frame[TRANSACTION_ID])
+    assert f.loc[1, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == 1.0  # no history at all
+    assert f.loc[2, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == 10.0
+    assert f.loc[3, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == 100.0
+    assert f.loc[4, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == 0.5
+    assert f.loc[5, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == 2.0
+    # the history ratio does see the recent inflated amount
+    assert f.loc[4, "CUSTOMER_AMOUNT_RATIO_HISTORY"] == pytest.approx(50.0 / ((100.0 + 1000.0 + 20.0) / 3))
+
+
+def test_baseline_ratio_is_one_when_only_recent_transactions_exist_and_floors_zero_means():
+    frame = make_frame([(1, 0, 5, 1, 0.0, 0), (2, 2 * DAY_S, 5, 1, 7.0, 0), (3, 15 * DAY_S, 5, 1, 3.0, 0)])
+    f = compute_features(frame).set_index(frame[TRANSACTION_ID])
+    assert f.loc[2, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == 1.0  # transaction 1 is within the recent 14 days
+    assert f.loc[3, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == 3.0 / AMOUNT_RATIO_MIN_MEAN  # baseline: the zero amount
+
+
+def test_baseline_without_recent_days_holds_this_transaction_and_earlier_ties():
+    config = FeatureConfig(recent_days=0)
+    frame = make_frame([(20, 100, 5, 1, 10.0, 0), (10, 100, 5, 1, 30.0, 0), (30, 0, 5, 2, 20.0, 0)])
+    f = compute_features(frame, config).set_index(frame[TRANSACTION_ID])
+    assert f.loc[30, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == 1.0
+    assert f.loc[10, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == pytest.approx(30.0 / 25.0)
+    assert f.loc[20, "CUSTOMER_AMOUNT_RATIO_BASELINE"] == pytest.approx(10.0 / 20.0)
+
+
+def test_fraud_episode_age_counts_from_the_earliest_known_fraud_in_the_delayed_window():
+    config = FeatureConfig()  # delayed 30-day window (t - 37 days, t - 7 days]
+    delay, longest = config.label_delay_s, 30 * DAY_S
+    frame = make_frame([
+        (1, 0, 1, 9, 10.0, 1),
+        (2, DAY_S, 2, 9, 10.0, 1),
+        (3, 2 * DAY_S, 3, 9, 10.0, 0),
+        (4, delay - 1, 4, 9, 10.0, 0),  # label of 1 not known yet (and 1 is after the window's end)
+        (5, delay, 5, 9, 10.0, 0),  # 1 is at the window's end and its label is known now
+        (6, delay + longest, 6, 9, 10.0, 0),  # 1 is exactly at the open start: the episode starts with 2
+        (7, delay + longest + DAY_S, 7, 9, 10.0, 0),  # no fraud left in the window
+        (8, delay, 8, 4, 10.0, 0),  # another terminal, no history
+    ])
+    f = compute_features(frame, config).set_index(frame[TRANSACTION_ID])["TERMINAL_FRAUD_EPISODE_AGE"]
+    assert f.loc[1] == config.terminal_retention_s
+    assert f.loc[4] == config.terminal_retention_s
+    assert f.loc[5] == delay
+    assert f.loc[6] == delay + longest - DAY_S
+    assert f.loc[7] == config.terminal_retention_s
+    assert f.loc[8] == config.terminal_retention_s
+
+
+def test_fraud_episode_age_without_delay_follows_transaction_id_at_ties():
+    config = FeatureConfig(label_delay_days=0)
+    frame = make_frame([(2, 50, 1, 9, 1.0, 1), (1, 50, 2, 9, 1.0, 0), (3, 50, 3, 9, 1.0, 0), (4, 80, 4, 9, 1.0, 0)])
+    f = compute_features(frame, config).set_index(frame[TRANSACTION_ID])["TERMINAL_FRAUD_EPISODE_AGE"]
+    assert f.loc[1] == config.terminal_retention_s  # the fraud at the same time comes after it
+    assert f.loc[2] == 0.0
+    assert f.loc[3] == 0.0
+    assert f.loc[4] == 30.0

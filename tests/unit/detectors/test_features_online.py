@@ -200,3 +200,54 @@ def test_unusable_batch_values_are_rejected_with_field_and_transaction():
                              batch.amount)
     with pytest.raises(ValueError, match="customer_id"):
         IncrementalFeatures().transform(short, {}, {})
+
+
+def test_baseline_ratio_leaves_out_the_recent_days():
+    out = IncrementalFeatures().transform(make_batch([
+        (1, 0, 5, 9, 10.0),
+        (2, 16 * DAY_S, 5, 9, 100.0),  # exactly t - 14 days for transaction 4: in (closed upper edge)
+        (3, 20 * DAY_S, 5, 9, 1000.0),  # recent for transaction 4
+        (5, 30 * DAY_S - 1, 5, 9, 20.0),  # baseline (-1 s, 16 days - 1 s]: transaction 1 only
+        (4, 30 * DAY_S, 5, 9, 50.0),  # transaction 1 is exactly 30 days before: out (open lower edge)
+    ]), {}, {})
+    assert out[:, COL["CUSTOMER_AMOUNT_RATIO_BASELINE"]].tolist() == [1.0, 10.0, 100.0, 2.0, 0.5]
+
+
+def test_baseline_without_recent_days_holds_this_event_and_earlier_ties():
+    config = FeatureConfig(recent_days=0)
+    col = config.feature_names().index("CUSTOMER_AMOUNT_RATIO_BASELINE")
+    out = IncrementalFeatures(config).transform(
+        make_batch([(30, 0, 5, 2, 20.0), (10, 100, 5, 1, 30.0), (20, 100, 5, 1, 10.0)]), {}, {})
+    assert out[:, col].tolist() == [1.0, pytest.approx(30.0 / 25.0), pytest.approx(10.0 / 20.0)]
+
+
+def test_fraud_episode_age_uses_known_labels_only():
+    delay = CONFIG.label_delay_s
+    features = IncrementalFeatures()
+    customers, terminals = {}, {}
+    first = features.transform(make_batch([(1, 0, 5, 9, 10.0), (2, 10, 6, 9, 10.0)]), customers, terminals)
+    assert first[:, COL["TERMINAL_FRAUD_EPISODE_AGE"]].tolist() == [CONFIG.terminal_retention_s] * 2
+    features.learn_labels([label(1, 0, 9, True, delay + 20), label(2, 10, 9, True, delay)], terminals)
+    age = []
+    for transaction_id, seconds in ((3, delay + 10), (4, delay + 20)):
+        out = features.transform(make_batch([(transaction_id, seconds, 7, 9, 1.0)]), customers, terminals)
+        age.append(out[0, COL["TERMINAL_FRAUD_EPISODE_AGE"]])
+    assert age == [delay, delay + 20]  # the label of 1 is not known at delay + 10 s, then it is
+    features.learn_labels([label(1, 0, 9, False, delay + 21)], terminals)  # a correction: 1 was legitimate
+    out = features.transform(make_batch([(5, delay + 21, 8, 9, 1.0), (6, delay + 21, 8, 4, 1.0)]), customers,
+                             terminals)
+    assert out[:, COL["TERMINAL_FRAUD_EPISODE_AGE"]].tolist() == [delay + 11, CONFIG.terminal_retention_s]
+
+
+def test_fraud_episode_age_window_edges():
+    delay, longest = CONFIG.label_delay_s, 30 * DAY_S
+    features = IncrementalFeatures()
+    customers, terminals = {}, {}
+    features.transform(make_batch([(1, 0, 5, 9, 10.0), (2, DAY_S, 6, 9, 10.0)]), customers, terminals)
+    features.learn_labels([label(1, 0, 9, True, delay), label(2, DAY_S, 9, True, delay)], terminals)
+    out = features.transform(make_batch([(3, delay - 1, 7, 9, 1.0), (4, delay, 7, 9, 1.0),
+                                         (5, delay + longest, 7, 9, 1.0), (6, delay + longest + DAY_S, 7, 9, 1.0)]),
+                             customers, terminals)
+    retention = CONFIG.terminal_retention_s
+    assert out[:, COL["TERMINAL_FRAUD_EPISODE_AGE"]].tolist() == [retention, delay, delay + longest - DAY_S,
+                                                                  retention]
