@@ -56,6 +56,10 @@ METRICS_HTTP_TIMEOUT_S = 2.0
 #: Waiting for the worker to decide what was sent: poll period (s), give up after no progress for (s).
 DRAIN_POLL_S = 1.0
 DRAIN_IDLE_TIMEOUT_S = 30.0
+#: Longest wait (s) for the replay thread to notice a stop; it is a daemon thread, so the demo exits anyway.
+REPLAY_STOP_TIMEOUT_S = 10.0
+#: Longest wait (s) for the replay's producer to deliver what it holds when it closes.
+PRODUCER_CLOSE_TIMEOUT_S = 5.0
 DAY = "D"
 
 
@@ -217,7 +221,7 @@ class ReplayThread(threading.Thread):
         except BaseException as exc:  # reported by the main thread
             self.error = exc
         finally:
-            producer.close()
+            producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
 
     def _progress(self, sent: int, labels: int) -> None:
         self.sent, self.labels_sent = sent, labels
@@ -304,7 +308,7 @@ def run_demo(options: DemoOptions, settings: Any, stack: ExitStack) -> None:
 
     replayer = ReplayThread(frame, settings, options, replay_start,
                             lambda n, stop: wait_until_decided(metrics_url, n, stop, DRAIN_IDLE_TIMEOUT_S))
-    stack.callback(replayer.join)
+    stack.callback(replayer.join, REPLAY_STOP_TIMEOUT_S)
     stack.callback(replayer.stop.set)
     say(f"replaying from {replay_start:%Y-%m-%d} at {options.rate:g} tx/s after a {options.warmup_days}-day "
         f"warm-up as fast as possible; labels {LABELS_DELAY} after each transaction")

@@ -126,6 +126,8 @@ FAST_TRAINING_ENV = {
 }
 #: Longest wait (s) for the demo to simulate, train, start everything and replay.
 DEMO_START_TIMEOUT_S = 300.0
+#: Longest wait (s) for the demo to stop everything after Ctrl-C (worker grace 15 s, broker and Redis a few s).
+DEMO_STOP_TIMEOUT_S = 90.0
 
 
 def test_demo_ctrl_c_stops_everything_it_started(tmp_path):
@@ -167,7 +169,13 @@ def test_demo_ctrl_c_stops_everything_it_started(tmp_path):
         assert {"kafka", "redis", "worker"} <= set(started), "".join(lines)
         assert all(pid_alive(int(pid)) for pid in started.values())
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(timeout=90) == 0, "".join(lines)
+        try:
+            code = demo.wait(timeout=DEMO_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                           for p in sorted((tmp_path / "logs").glob("*.log")))
+            pytest.fail(f"demo still running {DEMO_STOP_TIMEOUT_S:g} s after Ctrl-C:\n{''.join(lines)}\n{logs}")
+        assert code == 0, "".join(lines)
         reader.join(timeout=10)
         leftovers = {name: pid for name, pid in started.items() if not wait_gone(int(pid))}
         assert not leftovers, f"still running after Ctrl-C: {leftovers}\n" + "".join(lines)
