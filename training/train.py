@@ -9,7 +9,8 @@ Choices made on validation (and recorded in ``cascade.metrics``):
   precision (AP);
 * probability calibration: isotonic / Platt, by the Brier score of a calibration fitted on one half of the
   validation days and measured on the other half (both ways, averaged);
-* anomaly detector: ECOD / IForest / COPOD / HBOS, by validation AP.
+* anomaly detector: ECOD / IForest / COPOD / HBOS, by validation AP among those whose one-row scoring call
+  takes at most ``anomaly_max_call_ms`` (the stream scores small micro-batches; call times are recorded).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fraudstream.detectors.cascade.calibration import CalibrationTargets, choose
 from fraudstream.detectors.cascade.cascade import Cascade
 from fraudstream.detectors.cascade.policy import route_light
 from fraudstream.detectors.features.definition import ANOMALY_FEATURES, DEFAULT_CONFIG, FeatureConfig
-from fraudstream.detectors.models.anomaly import ANOMALY_METHODS, select_anomaly_model
+from fraudstream.detectors.models.anomaly import ANOMALY_METHODS, DEFAULT_MAX_CALL_MS, select_anomaly_model
 from fraudstream.detectors.models.heavy import HeavyModel, heavy_inputs
 from fraudstream.detectors.models.light import CALIBRATION_CHOICES, IMBALANCE_CHOICES, LightModel, ProbabilityCalibrator
 from fraudstream.detectors.rules import DEFAULT_RULES_PATH, RuleConfig, RuleSet
@@ -64,6 +65,7 @@ class TrainSettings:
     calibration: str = AUTO  # "auto", "isotonic" or "platt"
     anomaly_methods: tuple[str, ...] = ANOMALY_METHODS
     anomaly_max_rows: int = 20_000  # legitimate rows the anomaly detector is fitted on
+    anomaly_max_call_ms: float = DEFAULT_MAX_CALL_MS  # budget of one anomaly scoring call on one row (ms); inf = none
     light_trees: int = 300
     light_depth: int = 4
     light_learning_rate: float = 0.05
@@ -255,6 +257,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     anomaly, anomaly_table = select_anomaly_model(
         X_tr, y_tr, X_va, y_va, tuple(settings.anomaly_methods), settings.anomaly_max_rows, settings.seed,
         settings.n_jobs, columns=anomaly_columns(settings.feature_config.feature_names()),
+        max_call_ms=settings.anomaly_max_call_ms,
     )
     anomaly_va = anomaly.score(X_va)
     anomaly_tr = anomaly.score(X_tr)

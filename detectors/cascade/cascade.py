@@ -20,6 +20,7 @@ whatever batch it is in.
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 
@@ -39,6 +40,22 @@ from fraudstream.detectors.schema import TransactionBatch
 
 #: Feature contributions listed per BLOCK / REVIEW row.
 TOP_CONTRIBUTIONS = 3
+#: Keys of the per-stage timings :meth:`Cascade.score` can report (seconds).
+TIMING_STAGES = ("rules", "light", "anomaly", "heavy", "policy", "reasons")
+
+
+class _StageClock:
+    """Adds the seconds elapsed since the previous lap to ``timings[stage]`` (no-op when ``timings`` is None)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter() if timings is not None else 0.0
+
+    def lap(self, stage: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+            self.last = now
 
 
 class Cascade:
@@ -102,8 +119,12 @@ class Cascade:
         heavy = self.heavy.score(heavy_inputs(X, light, anomaly))
         return {"light": light, "anomaly": anomaly, "heavy": heavy}
 
-    def score(self, X: np.ndarray, batch: TransactionBatch) -> CascadeResult:
-        """Decide every row of a micro-batch."""
+    def score(self, X: np.ndarray, batch: TransactionBatch, timings: dict[str, float] | None = None) -> CascadeResult:
+        """Decide every row of a micro-batch.
+
+        ``timings``, when given, receives the seconds spent per stage (keys :data:`TIMING_STAGES`, added to).
+        """
+        clock = _StageClock(timings)
         X = np.asarray(X, dtype=np.float64)
         n = len(batch)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
@@ -112,8 +133,11 @@ class Cascade:
             raise ValueError(f"X has {X.shape[0]} rows but the batch has {n} transactions")
         th = self.thresholds
         outcome = self.rules.evaluate(X, batch)
+        clock.lap("rules")
         light = self.light.score(X)
+        clock.lap("light")
         anomaly = self.anomaly.score(X)
+        clock.lap("anomaly")
         routing = route_light(light, anomaly, th, outcome.decision, self.use_anomaly)
         decision, stage = routing.decision.copy(), routing.stage.copy()
         heavy = np.full(n, np.nan)
@@ -121,22 +145,29 @@ class Cascade:
         heavy_X = None
         if rows.size:
             heavy_X = heavy_inputs(X[rows], light[rows], anomaly[rows])
+            clock.lap("policy")
             heavy[rows] = self.heavy.score(heavy_X)
+            clock.lap("heavy")
             decision[rows] = route_heavy(heavy[rows], anomaly[rows], th, self.use_anomaly)
+        clock.lap("policy")
         reasons_threshold = threshold_reasons(decision, stage, light, anomaly, heavy, th, self.use_anomaly)
+        clock.lap("reasons")
         bump = outcome.escalate & (decision == Decision.ALLOW) & (stage != Stage.RULES)
         decision[bump] = Decision.REVIEW
         stage[bump] = Stage.RULES
 
         risk = np.where(np.isnan(heavy), light, heavy)
         risk[(stage == Stage.RULES) & (decision == Decision.BLOCK)] = 1.0
+        clock.lap("policy")
 
-        reasons = [
-            tuple(r for r in (*outcome.reasons[i], reasons_threshold[i]) if r) for i in range(n)
-        ]
+        reasons: list[tuple[str, ...]] = [(r,) if r else () for r in reasons_threshold]
+        for i, fired in enumerate(outcome.reasons):
+            if fired:
+                reasons[i] = tuple(r for r in (*fired, reasons_threshold[i]) if r)
         flagged = np.flatnonzero((decision == Decision.BLOCK) | (decision == Decision.REVIEW))
         if flagged.size:
             self._add_contributions(X, light, anomaly, heavy, heavy_X, rows, flagged, reasons)
+        clock.lap("reasons")
         return CascadeResult(
             decision=decision.astype(np.int8), stage=stage.astype(np.int8), risk=risk, light_score=light,
             anomaly_score=anomaly, heavy_score=heavy, reasons=reasons, model_version=self.version,

@@ -125,25 +125,37 @@ def threshold_reasons(
     thresholds: Thresholds,
     use_anomaly: bool = True,
 ) -> list[str]:
-    """Per row, the threshold that settled a model decision (empty string for rule decisions)."""
+    """Per row, the threshold that settled a model decision (empty string for rule decisions).
+
+    Vectorized by kind of reason: one string format per row, no per-row branching in Python.
+    """
     t = thresholds
     out = [""] * decision.shape[0]
-    for i in np.flatnonzero(stage != Stage.RULES):
-        d, lt, an, hv = int(decision[i]), light[i], anomaly[i], heavy[i]
-        if stage[i] == Stage.LIGHT:
-            if d == Decision.BLOCK:
-                out[i] = f"light_block:{lt:.3f}>={t.t_block_light:.3f}"
-            elif use_anomaly:
-                out[i] = f"light_allow:{lt:.3f}<={t.t_allow_light:.3f},anomaly:{an:.3f}<={t.t_anomaly_allow:.3f}"
-            else:
-                out[i] = f"light_allow:{lt:.3f}<={t.t_allow_light:.3f}"
-        elif d == Decision.BLOCK:
-            out[i] = f"heavy_block:{hv:.3f}>={t.t_block_heavy:.3f}"
-        elif d == Decision.REVIEW:
-            if hv >= t.t_review:
-                out[i] = f"heavy_review:{hv:.3f}>={t.t_review:.3f}"
-            else:
-                out[i] = f"anomaly_review:{an:.3f}>={t.t_anomaly_review:.3f}"
-        else:
-            out[i] = f"heavy_allow:{hv:.3f}<{min(t.t_review, t.t_block_heavy):.3f}"
+    by_light = stage == Stage.LIGHT
+    by_heavy = stage == Stage.HEAVY
+    block = decision == Decision.BLOCK
+    review = decision == Decision.REVIEW
+    heavy_review = heavy >= t.t_review  # False where the heavy model did not run (nan)
+    _fill(out, by_light & block, "light_block:{0:.3f}>=" + f"{t.t_block_light:.3f}", light)
+    if use_anomaly:
+        _fill(out, by_light & ~block, "light_allow:{0:.3f}<=" + f"{t.t_allow_light:.3f}" + ",anomaly:{1:.3f}<="
+              + f"{t.t_anomaly_allow:.3f}", light, anomaly)
+    else:
+        _fill(out, by_light & ~block, "light_allow:{0:.3f}<=" + f"{t.t_allow_light:.3f}", light)
+    _fill(out, by_heavy & block, "heavy_block:{0:.3f}>=" + f"{t.t_block_heavy:.3f}", heavy)
+    _fill(out, by_heavy & review & heavy_review, "heavy_review:{0:.3f}>=" + f"{t.t_review:.3f}", heavy)
+    _fill(out, by_heavy & review & ~heavy_review, "anomaly_review:{0:.3f}>=" + f"{t.t_anomaly_review:.3f}",
+          anomaly)
+    _fill(out, by_heavy & ~block & ~review, "heavy_allow:{0:.3f}<" + f"{min(t.t_review, t.t_block_heavy):.3f}",
+          heavy)
     return out
+
+
+def _fill(out: list[str], rows: np.ndarray, template: str, *values: np.ndarray) -> None:
+    """``out[i] = template.format(values[0][i], ...)`` for every row ``i`` where ``rows`` is True."""
+    index = np.flatnonzero(rows)
+    if not index.size:
+        return
+    columns = [v[index].tolist() for v in values]
+    for i, args in zip(index.tolist(), zip(*columns)):
+        out[i] = template.format(*args)
