@@ -8,14 +8,18 @@ letters, await their delivery, retry the same batch on an unexpected error.  Off
 Engines (``FRAUDSTREAM_ENGINE``):
 
 ``direct`` (default)
-    :class:`BatchConsumer`, a service of the app, consumes transactions with an aiokafka consumer group
-    (``getmany``: a batch is whatever arrived, up to ``batch_size``), commits each batch's offsets explicitly
-    after delivery, and on a rebalance lets the batch in flight finish and commit before partitions are given up.
+    :class:`BatchConsumer`, a service of the app, consumes transactions with an aiokafka consumer group into
+    per-partition buffers and releases as a batch (up to ``batch_size``) what the event-time watermark allows
+    (:mod:`~fraudstream.stream.alignment`: nothing more than a small slack later than the earliest pending record
+    of any transaction partition, this worker's or another's), commits each batch's offsets explicitly after
+    delivery, publishes its partitions' progress in Redis for the other workers, and on a rebalance lets the
+    batch in flight finish and commit before partitions are given up.
     Faust's own consumer is not started (Faust still runs the worker: services, signals, logging, web).
 ``faust``
     a Faust agent with ``stream.take_events(batch_size, within=batch_wait_s)`` on raw bytes of the transactions
     topic; Faust acks a batch after ``handle`` returned and commits acked offsets on its own interval.  Slower
-    (Faust's per-event cost).
+    (Faust's per-event cost), and without event-time alignment: fit for real-time traffic only, not for
+    catching up a backlog.
 
 Labels are not part of the group in either engine: every worker reads all label partitions itself
 (:class:`~fraudstream.stream.label_feed.LabelFeed`) and, before each batch of transactions, catches up with
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import tempfile
 import time
 from collections import defaultdict
@@ -43,7 +48,11 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
+from redis.exceptions import RedisError
 
+from fraudstream.stream.alignment import (
+    DEFAULT_EVENT_TIME_SLACK_S, EventTimeAligner, PartitionProgress, event_time_of, foreign_floor, progress_key,
+)
 from fraudstream.stream.label_feed import LabelFeed
 from fraudstream.stream.metrics import WorkerMetrics
 from fraudstream.stream.model_watch import ActiveModel, ModelWatcher
@@ -73,6 +82,13 @@ PARTITIONS_ASSIGNED_LOG = "partitions assigned:"
 #: When a fetch returns a full batch (the worker is behind), the next batch may be this many times larger: fixed
 #: per-batch costs (round trips, commits) are then shared by more events.
 LAGGING_BATCH_FACTOR = 4
+#: Warn when partitions with backlog return no records (and hold the others back) for this long (s).
+HOLD_WARNING_S = 30.0
+#: Expiry (s) of a partition's published progress, so entries of workers long gone do not linger (a partition
+#: without an entry and with records holds the others back until its owner publishes).
+PROGRESS_TTL_S = 60.0
+#: Unchanged progress is written again this often (s), before it expires.
+PROGRESS_REFRESH_S = 10.0
 
 
 def bootstrap_list(settings: StreamSettings) -> list[str]:
@@ -216,15 +232,17 @@ class _FinishBatchOnRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.service.batch_lock:
+            self.service.rebalances += 1
             for tp in revoked:
                 self.service.forget_partition(tp)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.service.rebalances += 1
         log.info("%s %s", PARTITIONS_ASSIGNED_LOG, sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 
 class BatchConsumer(Service):
-    """The ``direct`` engine: aiokafka group consumer, one micro-batch per ``getmany``, explicit commits."""
+    """The ``direct`` engine: aiokafka group consumer, micro-batches released by event time, explicit commits."""
 
     def __init__(self, runtime: WorkerRuntime, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -233,9 +251,16 @@ class BatchConsumer(Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.batch_lock = asyncio.Lock()
         self._committed: dict[TopicPartition, int] = {}
+        self.aligner: EventTimeAligner[TopicPartition, Any] = EventTimeAligner(DEFAULT_EVENT_TIME_SLACK_S)
+        self._published: dict[str, bytes] = {}  # progress key -> value last written
+        self._published_at = -math.inf  # monotonic time (s) of the last full refresh
+        #: revocations and assignments so far; a round that saw one start in the middle releases nothing.
+        self.rebalances = 0
 
     def forget_partition(self, tp: TopicPartition) -> None:
         self._committed.pop(tp, None)
+        self.aligner.forget(tp)
+        self._published.pop(progress_key(self.settings.redis_prefix, tp.topic, tp.partition), None)
         try:
             self.runtime.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         except KeyError:
@@ -261,57 +286,152 @@ class BatchConsumer(Service):
     async def _consume(self) -> None:
         s = self.settings
         timeout_ms = max(1, int(s.batch_wait_s * MS_PER_S))
-        max_records = s.batch_size
+        held_since: float | None = None
+        wait = True
         while not self.should_stop:
             consumer = self.consumer
             if consumer is None:
                 await asyncio.sleep(s.batch_wait_s)
                 continue
-            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-            if not fetched:
-                await self._update_lag()
-                continue
-            fetched_count = sum(len(records) for records in fetched.values())
-            fetched = self._align_partitions(consumer, fetched)
-            max_records = s.batch_size * LAGGING_BATCH_FACTOR if fetched_count >= max_records else s.batch_size
+            await self._fetch(consumer, timeout_ms if wait else 0)
+            rebalances = self.rebalances
+            positions = await self._positions(consumer)
+            floors = await self._foreign_floors(consumer)
             async with self.batch_lock:
-                assigned = consumer.assignment()
-                events = [RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key)
-                          for tp, records in fetched.items() if tp in assigned for r in records]
-                if not events:
+                if rebalances != self.rebalances:  # positions and floors may describe the old assignment
+                    wait = False
                     continue
-                if not await self.runtime.handle(events):
-                    return
-                await self._commit({tp: records[-1].offset + 1 for tp, records in fetched.items() if tp in assigned})
+                assigned = consumer.assignment()
+                self.aligner.retain(assigned)
+                at_end = {tp: highwater is not None and position is not None and position >= highwater
+                          for tp, (position, highwater) in positions.items() if tp in assigned}
+                limit = s.batch_size * LAGGING_BATCH_FACTOR if self.aligner.total_buffered > s.batch_size \
+                    else s.batch_size
+                released = self.aligner.take(at_end, limit, floors)
+                # wait in the next fetch unless more can be released at once
+                starving = self.aligner.starving(at_end)
+                wait = not released or bool(starving) or not self.aligner.total_buffered
+                held_since = self._note_hold(starving, held_since)
+                if released:
+                    events = [RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key)
+                              for records in released.values() for r in records]
+                    if not await self.runtime.handle(events):
+                        return
+                    await self._commit({tp: records[-1].offset + 1 for tp, records in released.items()})
+                await self._publish_progress(positions, at_end)
             await self._update_lag()
 
-    @staticmethod
-    def _align_partitions(consumer: AIOKafkaConsumer, fetched: dict) -> dict:
-        """Keep a backlog batch aligned in time across partitions.
-
-        When partitions are behind, one fetch may bring far more of one partition than of another; scoring it
-        would let that partition run ahead (in event time) of the others, and terminal features read the other
-        partitions' transactions.  Records later (Kafka timestamp) than the earliest last record of the
-        partitions that still have more to read are left for the next batch (the partition is sought back).
-        """
-        if len(fetched) < 2:
-            return fetched
-        behind = [records[-1].timestamp for tp, records in fetched.items()
-                  if records and (consumer.highwater(tp) or 0) > records[-1].offset + 1]
-        if not behind:
-            return fetched
-        cutoff = min(behind)
-        aligned = {}
+    async def _fetch(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> None:
+        """One ``getmany`` into the aligner's buffers, for the partitions whose buffer is not full."""
+        cap = self.settings.batch_size * LAGGING_BATCH_FACTOR
+        assigned = consumer.assignment()
+        fetchable = [tp for tp in assigned if self.aligner.buffered(tp) < cap]
+        if not fetchable:
+            await asyncio.sleep(timeout_ms / MS_PER_S)  # held back by another worker's partitions
+            return
+        if len(fetchable) == len(assigned):
+            fetchable = []  # getmany() without partitions: every assigned one
+        fetched = await consumer.getmany(*fetchable, timeout_ms=timeout_ms, max_records=cap)
+        assigned = consumer.assignment()
         for tp, records in fetched.items():
-            count = 0
-            while count < len(records) and records[count].timestamp <= cutoff:
-                count += 1
-            keep = records[:count]
-            if len(keep) < len(records):
-                consumer.seek(tp, records[len(keep)].offset)
-            if keep:
-                aligned[tp] = keep
-        return aligned
+            if tp in assigned and records:
+                self.aligner.add(tp, records, [event_time_of(r.value) for r in records])
+
+    @staticmethod
+    async def _positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, tuple[int | None, int | None]]:
+        """Per assigned partition: (position: next offset to fetch, highwater: broker's end at the last fetch).
+
+        Either is None when not known yet (the partition was not fetched since it was assigned).
+        """
+        out: dict[TopicPartition, tuple[int | None, int | None]] = {}
+        for tp in consumer.assignment():
+            if tp not in consumer.assignment():  # revoked while an earlier position was awaited
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                out[tp] = (None, None)
+                continue
+            try:
+                out[tp] = (await consumer.position(tp), highwater)
+            except IllegalStateError:  # revoked meanwhile
+                continue
+        return out
+
+    async def _foreign_floors(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, float]:
+        """Lower bounds of the next pending event time of the transaction partitions other workers own.
+
+        End offsets are asked before the owners' published progress is read (see ``alignment.foreign_floor``).
+        On a broker or Redis error every such partition holds this worker back for one round.
+        """
+        s = self.settings
+        topic = s.transactions_topic
+        assigned = consumer.assignment()
+        others = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+                  if TopicPartition(topic, p) not in assigned]
+        if not others:
+            return {}
+        try:
+            ends = await consumer.end_offsets(others)
+            raws = await self.runtime.redis.mget([progress_key(s.redis_prefix, topic, tp.partition)
+                                                  for tp in others])
+        except (KafkaError, RedisError, OSError, TimeoutError) as exc:  # be conservative this round
+            log.warning("event-time alignment: progress of partitions %s not read (%r); holding back",
+                        [tp.partition for tp in others], exc)
+            return {tp: -math.inf for tp in others}
+        floors = {}
+        for tp, raw in zip(others, raws):
+            floor = foreign_floor(PartitionProgress.decode(raw), ends.get(tp, 0))
+            if floor is not None:
+                floors[tp] = floor
+        return floors
+
+    async def _publish_progress(self, positions: dict[TopicPartition, tuple[int | None, int | None]],
+                                at_end: dict[TopicPartition, bool]) -> None:
+        """Publish how far each assigned partition is processed, for the workers that own the other partitions.
+
+        Written after the batch's state is in Redis; unchanged values are refreshed every
+        :data:`PROGRESS_REFRESH_S`.
+        """
+        s = self.settings
+        now = time.monotonic()
+        refresh = now - self._published_at > PROGRESS_REFRESH_S
+        changed: dict[str, bytes] = {}
+        for tp in at_end:
+            first = self.aligner.first(tp)
+            next_offset = first.offset if first is not None else positions[tp][0]
+            if next_offset is None:
+                continue
+            key = progress_key(s.redis_prefix, tp.topic, tp.partition)
+            value = PartitionProgress(next_offset, self.aligner.head(tp), self.aligner.released_to(tp)).encode()
+            if refresh or self._published.get(key) != value:
+                changed[key] = value
+        if not changed:
+            return
+        try:
+            pipe = self.runtime.redis.pipeline(transaction=False)
+            for key, value in changed.items():
+                pipe.set(key, value, px=int(PROGRESS_TTL_S * MS_PER_S))
+            await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:  # the others keep their older (lower) view
+            log.warning("event-time alignment: progress not published (%r)", exc)
+            return
+        self._published.update(changed)
+        if refresh:
+            self._published_at = now
+
+    def _note_hold(self, starving: list[TopicPartition], held_since: float | None) -> float | None:
+        """Warn once when partitions with backlog but no fetched records hold the others back for long."""
+        if not starving:
+            return None
+        now = time.monotonic()
+        if held_since is None:
+            return now
+        if now - held_since > HOLD_WARNING_S:
+            log.warning("event-time alignment: partitions %s have backlog but returned no records for %.0f s; "
+                        "the other partitions wait for them", sorted(f"{tp.topic}/{tp.partition}" for tp in starving),
+                        now - held_since)
+            return now
+        return held_since
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -331,6 +451,8 @@ class BatchConsumer(Service):
             for tp, lag in labels.lag().items():
                 self.runtime.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
         for tp in consumer.assignment():
+            if tp not in consumer.assignment():  # revoked while an earlier partition's offset was awaited
+                continue
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue

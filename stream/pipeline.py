@@ -17,8 +17,9 @@ Per batch (:meth:`BatchPipeline.process`):
    terminal), nothing is written and the batch is recomputed from fresh state, so no update is lost.
 
 Terminal features look at transactions at least the label delay (7 days) old, from every partition; they equal the
-batch path as long as no partition lags another by more than that much event time (true in real time; a replay
-of a backlog is safe too, since one batch is ordered by event time).
+batch path as long as no partition lags another by more than that much event time (nor by more than the terminal
+state's trim margin).  The caller keeps partitions aligned in event time (:mod:`fraudstream.stream.alignment`);
+within one batch, transactions are scored in event-time order.
 
 The pipeline returns the messages to produce; the caller produces them, awaits delivery and only then commits
 offsets (at-least-once; re-deliveries are answered from the stored decisions).

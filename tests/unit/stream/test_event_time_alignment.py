@@ -1,0 +1,219 @@
+"""The event-time watermark of the stream worker's partitions (pure rule, no broker)."""
+
+import json
+import math
+import random
+
+import pytest
+from fraudstream.stream.alignment import (
+    EventTimeAligner,
+    PartitionProgress,
+    event_time_of,
+    foreign_floor,
+    progress_key,
+)
+
+DAY_S = 86_400.0
+SLACK_S = 3_600.0
+
+
+def add(aligner, key, times):
+    """Buffer records named (key, position in the buffer) with the given event times."""
+    start = aligner.buffered(key)
+    aligner.add(key, [(key, start + i) for i in range(len(times))], list(times))
+
+
+def test_records_beyond_the_slack_over_the_earliest_head_stay_buffered():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [0.0, 1_000.0, 2 * DAY_S])
+    add(aligner, "b", [500.0, 3_000.0, 4_000.0])
+    at_end = {"a": True, "b": True}
+    assert aligner.watermark(at_end) == 0.0 + SLACK_S
+    taken = aligner.take(at_end, max_records=100)
+    assert taken == {"a": [("a", 0), ("a", 1)], "b": [("b", 0), ("b", 1)]}
+    assert aligner.buffered("a") == 1 and aligner.buffered("b") == 1
+    # next round: the earliest head is now b's 4000 s, so a's record two days later still waits
+    assert aligner.take(at_end, max_records=100) == {"b": [("b", 2)]}
+    assert aligner.take(at_end, max_records=100) == {"a": [("a", 2)]}
+
+
+def test_a_partition_with_backlog_that_returned_nothing_holds_every_other_partition_back():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [0.0, 10 * DAY_S])
+    at_end = {"a": False, "b": False}  # b has records on the broker, none fetched yet
+    assert aligner.watermark(at_end) == -math.inf
+    assert aligner.starving(at_end) == ["b"]
+    assert aligner.take(at_end, max_records=100) == {}
+    add(aligner, "b", [DAY_S])
+    assert aligner.starving(at_end) == []
+    assert aligner.take(at_end, max_records=100) == {"a": [("a", 0)]}
+    assert aligner.take(at_end, max_records=100) == {"b": [("b", 0)]}
+
+
+def test_a_partition_that_returned_nothing_holds_the_others_at_its_last_released_event_time():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [0.0])
+    add(aligner, "b", [100.0])
+    assert aligner.take({"a": True, "b": True}, max_records=10) == {"a": [("a", 0)], "b": [("b", 0)]}
+    add(aligner, "a", [DAY_S, DAY_S + SLACK_S, 3 * DAY_S])
+    at_end = {"a": False, "b": False}  # b has backlog again, this fetch brought none of it
+    assert aligner.released_to("b") == 100.0
+    assert aligner.watermark(at_end) == 100.0 + SLACK_S
+    assert aligner.take(at_end, max_records=10) == {}
+    add(aligner, "b", [DAY_S + 10.0])
+    assert aligner.take(at_end, max_records=10) == {"a": [("a", 0), ("a", 1)], "b": [("b", 0)]}
+
+
+def test_a_partition_at_its_end_does_not_hold_the_others_back():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [0.0, 30 * DAY_S])
+    at_end = {"a": True, "b": True}  # b: nothing buffered, nothing on the broker
+    assert aligner.take(at_end, max_records=100) == {"a": [("a", 0)]}
+    assert aligner.take(at_end, max_records=100) == {"a": [("a", 1)]}
+    assert aligner.watermark(at_end) == math.inf
+
+
+def test_unreadable_records_never_wait_and_keep_their_place():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [None, 5 * DAY_S, None])
+    add(aligner, "b", [0.0])
+    at_end = {"a": True, "b": True}
+    assert aligner.take(at_end, max_records=100) == {"a": [("a", 0)], "b": [("b", 0)]}
+    assert aligner.take(at_end, max_records=100) == {"a": [("a", 1), ("a", 2)]}
+
+
+def test_a_batch_cut_by_max_records_takes_the_earliest_event_times_as_buffer_prefixes():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [0.0, 10.0, 20.0, 30.0])
+    add(aligner, "b", [5.0, 15.0, 25.0])
+    at_end = {"a": True, "b": True}
+    assert aligner.take(at_end, max_records=4) == {"a": [("a", 0), ("a", 1)], "b": [("b", 0), ("b", 1)]}
+    assert aligner.take(at_end, max_records=4) == {"a": [("a", 2), ("a", 3)], "b": [("b", 2)]}
+
+
+def test_unassigned_partitions_are_not_released_and_forgotten_buffers_are_dropped():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [0.0])
+    add(aligner, "b", [0.0])
+    assert aligner.take({"a": True}, max_records=10) == {"a": [("a", 0)]}
+    aligner.retain(["a"])
+    assert aligner.buffered("b") == 0 and aligner.total_buffered == 0
+
+
+def test_random_interleavings_never_release_a_record_more_than_the_slack_after_a_pending_one():
+    """Simulated fetches that return data for random subsets of partitions, as aiokafka's getmany may."""
+    rng = random.Random(7)
+    partitions = ["p0", "p1", "p2"]
+    streams = {p: sorted(rng.uniform(0, 30 * DAY_S) for _ in range(300)) for p in partitions}
+    fetched = {p: 0 for p in partitions}
+    done = {p: 0 for p in partitions}
+    aligner = EventTimeAligner(SLACK_S)
+    total = sum(len(s) for s in streams.values())
+    while sum(done.values()) < total:
+        for p in partitions:
+            if rng.random() < 0.4 and fetched[p] < len(streams[p]):
+                chunk = streams[p][fetched[p]:fetched[p] + rng.randint(1, 40)]
+                aligner.add(p, chunk, chunk)
+                fetched[p] += len(chunk)
+        at_end = {p: fetched[p] == len(streams[p]) for p in partitions}
+        # earliest event time not processed yet, buffered or still on the broker
+        earliest = min(streams[p][done[p]] for p in partitions if done[p] < len(streams[p]))
+        released = aligner.take(at_end, max_records=rng.randint(1, 60))
+        for p, records in released.items():
+            assert records == streams[p][done[p]:done[p] + len(records)], "not a prefix in offset order"
+            assert max(records) <= earliest + SLACK_S
+            done[p] += len(records)
+    assert aligner.total_buffered == 0
+
+
+@pytest.mark.parametrize("value, expected", [
+    (json.dumps({"timestamp": 12.5}).encode(), 12.5),
+    (json.dumps({"timestamp": "1970-01-01T00:01:00Z"}).encode(), 60.0),
+    (b"{not json", None),
+    (json.dumps({"amount": 1}).encode(), None),
+    (None, None),
+])
+def test_event_time_of_reads_the_wire_timestamp_or_gives_none(value, expected):
+    assert event_time_of(value) == expected
+
+
+def test_invalid_arguments_are_rejected_with_the_name_of_the_argument():
+    with pytest.raises(ValueError, match="slack_s"):
+        EventTimeAligner(-1.0)
+    aligner = EventTimeAligner(SLACK_S)
+    with pytest.raises(ValueError, match="max_records"):
+        aligner.take({}, max_records=0)
+    with pytest.raises(ValueError, match="event times"):
+        aligner.add("a", [1, 2], [0.0])
+
+
+def test_other_workers_partitions_hold_this_one_back_through_their_floors():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [0.0, 2 * DAY_S])
+    at_end = {"a": True}
+    assert aligner.take(at_end, max_records=10, floors={"c": -math.inf}) == {}
+    assert aligner.take(at_end, max_records=10, floors={"c": DAY_S}) == {"a": [("a", 0)]}
+    assert aligner.take(at_end, max_records=10, floors={"c": DAY_S}) == {}
+    assert aligner.take(at_end, max_records=10, floors={"c": 2 * DAY_S - SLACK_S}) == {"a": [("a", 1)]}
+
+
+@pytest.mark.parametrize("progress, end_offset, expected", [
+    (None, 0, None),  # empty partition: nothing pending
+    (None, 5, -math.inf),  # records and no published progress: unknown
+    (PartitionProgress(5, None, 10.0), 5, None),  # processed up to the end
+    (PartitionProgress(3, 20.0, 10.0), 5, 20.0),  # the owner's buffered head
+    (PartitionProgress(3, None, 10.0), 5, 10.0),  # not fetched by the owner: its latest processed time
+    (PartitionProgress(0, None, None), 5, -math.inf),  # nothing known
+])
+def test_foreign_floor_is_a_lower_bound_of_the_next_pending_event_time(progress, end_offset, expected):
+    assert foreign_floor(progress, end_offset) == expected
+
+
+def test_partition_progress_round_trips_and_unreadable_values_decode_to_none():
+    progress = PartitionProgress(42, 1.5, None)
+    assert PartitionProgress.decode(progress.encode()) == progress
+    assert PartitionProgress.decode(None) is None
+    assert PartitionProgress.decode(b"garbage") is None
+    assert progress_key("fs", "transactions", 2) == "fs:progress:transactions:2"
+
+
+def test_two_workers_sharing_progress_keep_every_partition_within_the_slack_and_finish():
+    """Two aligners (workers) with their own partitions of one backlog, exchanging :class:`PartitionProgress`
+    through a shared mapping (the store) that each publishes only now and then (stale views)."""
+    rng = random.Random(11)
+    streams = {p: sorted(rng.uniform(0, 30 * DAY_S) for _ in range(rng.randint(100, 400))) for p in range(3)}
+    owners = {0: [0, 2], 1: [1]}  # worker -> its partitions
+    aligners = {w: EventTimeAligner(SLACK_S) for w in owners}
+    fetched = {p: 0 for p in streams}
+    done = {p: 0 for p in streams}
+    store: dict[str, bytes] = {}
+    total = sum(len(s) for s in streams.values())
+    for _ in range(100_000):
+        if sum(done.values()) == total:
+            break
+        w = rng.choice(list(owners))
+        aligner = aligners[w]
+        for p in owners[w]:
+            if rng.random() < 0.5 and fetched[p] < len(streams[p]):
+                chunk = streams[p][fetched[p]:fetched[p] + rng.randint(1, 30)]
+                aligner.add(p, chunk, chunk)
+                fetched[p] += len(chunk)
+        at_end = {p: fetched[p] == len(streams[p]) for p in owners[w]}
+        floors = {}
+        for q, stream in streams.items():
+            if q not in owners[w]:
+                floor = foreign_floor(PartitionProgress.decode(store.get(progress_key("fs", "tx", q))),
+                                      len(stream))
+                if floor is not None:
+                    floors[q] = floor
+        earliest = min(streams[p][done[p]] for p in streams if done[p] < len(streams[p]))
+        released = aligner.take(at_end, max_records=rng.randint(1, 50), floors=floors)
+        for p, records in released.items():
+            assert records == streams[p][done[p]:done[p] + len(records)]
+            assert max(records) <= earliest + SLACK_S, "a partition ran ahead of another worker's"
+            done[p] += len(records)
+        if rng.random() < 0.5:
+            for p in owners[w]:
+                store[progress_key("fs", "tx", p)] = PartitionProgress(
+                    done[p], aligner.head(p), aligner.released_to(p)).encode()
+    assert done == {p: len(s) for p, s in streams.items()}, "the workers stopped making progress"
