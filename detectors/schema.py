@@ -99,8 +99,10 @@ def _amount_field(data: Mapping[str, Any], field: str = "amount") -> float:
 
 
 def _decode_object(raw: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
-    if isinstance(raw, Mapping):
-        return raw
+    if not isinstance(raw, (bytes, bytearray, str)):  # cheaper than an ABC check on the hot path
+        if isinstance(raw, Mapping):
+            return raw
+        raise InvalidEvent(f"expected JSON bytes or a mapping, got {type(raw).__name__}")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

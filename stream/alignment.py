@@ -1,4 +1,4 @@
-"""Event-time alignment of the transaction partitions: a watermark over their next unprocessed records.
+"""Event-time alignment of the transaction partitions: a watermark over what they may still deliver.
 
 Why: a terminal's features count the transactions at that terminal in ``(t - d - w, t - d]`` (``d`` the label
 delay, 7 days), from *every* partition (transactions are keyed by customer).  A partition that runs more than
@@ -7,16 +7,21 @@ partition that falls behind is limited too: terminal state is trimmed behind the
 with a margin of ``online.STATE_TRIM_SLACK_S`` (1 day), so a transaction more than that behind may find its
 window already trimmed.  Both bounds hold when the partitions stay within a small event-time skew of each other.
 
-The rule (:class:`EventTimeAligner`), per worker, over its assigned partitions:
+The rule (:class:`EventTimeAligner`), per worker, over its assigned partitions, relies on each partition being in
+event-time order and on each released batch being scored in event-time order (the pipeline sorts it):
 
-* each partition's *head* is the event time of its next unprocessed record (the first buffered record with a
-  readable event time);
-* a partition at its end (nothing fetched beyond what is buffered: position >= highwater) with nothing buffered
-  has no head and holds nothing back; a partition with backlog but nothing buffered (a fetch returned no data
-  for it, or it was not fetched yet) counts with the latest event time released from it (its next record is not
-  earlier), or ``-inf`` (holding every partition back until it is fetched) when nothing was released yet;
-* the watermark is ``min(heads) + slack``; only records at or below it are processed, in event-time order;
-  later records stay buffered for the next round and offsets are committed only up to what was processed.
+* each partition's *floor* is a lower bound of the event time of anything it may still deliver after its
+  buffer: the event time of its last buffered record (later records are not earlier); a partition with nothing
+  buffered that is at its end (position >= highwater) has no floor and holds nothing back; one with backlog but
+  nothing buffered (a fetch returned no data for it, or it was not fetched yet) counts with the latest event time
+  released from it, or ``-inf`` (holding every partition back until it is fetched) when nothing was released yet;
+* the watermark is ``min(floors) + slack``; buffered records at or below it are released earliest event time
+  first (up to the batch size), each partition's as a prefix of its buffer in offset order; the rest stays
+  buffered for the next round and offsets are committed only up to what was processed.
+
+So every record still pending after a batch (buffered: not earlier than the batch's latest, by the merge; not
+fetched yet: not earlier than its partition's floor) is at most ``slack`` earlier than anything the batch scored.
+A worker that owns every partition thus works through a fetched backlog in full batches.
 
 Records without a readable event time (bad JSON, missing field: they become dead letters and touch no state)
 never wait; records behind one of them in the same partition keep their place.
@@ -30,7 +35,8 @@ bounds, so they only delay; the owners keep publishing, so the workers do not wa
 
 Guarantee (each partition in event-time order, as a producer keyed by customer that sends in time order makes it;
 every worker runs this rule): no transaction is scored more than ``slack`` after a transaction of any partition
-that is still pending.  With ``slack`` below the label delay and the trim margin, features equal the batch path.
+that is still pending when its batch is released.  With ``slack`` below the label delay and the trim margin,
+features equal the batch path.
 
 Not guaranteed: a partition that receives records much older than what it already holds (a producer that is
 itself days behind) does not hold the others back, since only what the broker holds is aligned; a partition
@@ -41,6 +47,7 @@ appears.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 from collections import deque
@@ -129,6 +136,13 @@ class EventTimeAligner(Generic[K, R]):
                 return event_time
         return None
 
+    def tail(self, key: K) -> float | None:
+        """Event time of the partition's last buffered record that has one (None: nothing such buffered)."""
+        for event_time, _ in reversed(self._buffers.get(key, ())):
+            if event_time is not None:
+                return event_time
+        return None
+
     def watermark(self, at_end: Mapping[K, bool], floors: Mapping[Any, float] | None = None) -> float:
         """Latest event time (s) that may be released now.
 
@@ -138,18 +152,19 @@ class EventTimeAligner(Generic[K, R]):
         floors : lower bounds of the next pending event time of partitions this aligner does not hold (other
             workers' partitions, see :func:`foreign_floor`); ``-inf`` holds everything back.
 
-        A partition with backlog but nothing buffered counts with the latest event time released from it (its
-        next record is not earlier, partitions being in event-time order), or ``-inf`` when nothing was released
-        since it was assigned.  Returns ``+inf`` when nothing is pending anywhere.
+        Each assigned partition counts with its last buffered event time (what it delivers later is not
+        earlier); one with backlog but nothing buffered with the latest event time released from it, or ``-inf``
+        when nothing was released since it was assigned; one at its end with nothing buffered not at all.
+        Returns ``+inf`` when nothing bounds the release.
         """
-        heads = list(floors.values()) if floors else []
+        bounds = list(floors.values()) if floors else []
         for key, ended in at_end.items():
-            head = self.head(key)
-            if head is None and not ended:
-                head = self._released_to.get(key, -math.inf)
-            if head is not None:
-                heads.append(head)
-        return min(heads) + self.slack_s if heads else math.inf
+            bound = self.tail(key)
+            if bound is None and not ended:
+                bound = self._released_to.get(key, -math.inf)
+            if bound is not None:
+                bounds.append(bound)
+        return min(bounds) + self.slack_s if bounds else math.inf
 
     def starving(self, at_end: Mapping[K, bool]) -> list[K]:
         """Partitions that may hold the others back for want of records: backlog, no event time buffered."""
@@ -169,7 +184,8 @@ class EventTimeAligner(Generic[K, R]):
         for key in at_end:
             prefix: list[tuple[float, int, K]] = []
             effective = -math.inf  # an unreadable record goes with the record before it
-            for position, (event_time, _) in enumerate(self._buffers.get(key, ())):
+            # no more than max_records of one partition can be released
+            for position, (event_time, _) in enumerate(itertools.islice(self._buffers.get(key, ()), max_records)):
                 if event_time is not None:
                     if event_time > limit:
                         break
@@ -178,7 +194,10 @@ class EventTimeAligner(Generic[K, R]):
             if prefix:
                 prefixes.append(prefix)
         counts: dict[K, int] = {}
-        for taken, (_, _, key) in enumerate(heapq.merge(*prefixes, key=lambda item: item[0])):
+        if len(prefixes) == 1:  # one partition to release from: its prefix, already cut at max_records
+            counts[prefixes[0][0][2]] = len(prefixes[0])
+        for taken, (_, _, key) in enumerate(heapq.merge(*prefixes, key=lambda item: item[0])
+                                            if len(prefixes) > 1 else ()):
             if taken >= max_records:
                 break
             counts[key] = counts.get(key, 0) + 1
