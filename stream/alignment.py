@@ -55,6 +55,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import orjson
+
 from fraudstream.detectors.schema import InvalidEvent, parse_timestamp
 
 K = TypeVar("K", bound=Hashable)
@@ -72,7 +74,7 @@ def event_time_of(value: bytes | None) -> float | None:
     if value is None:
         return None
     try:
-        data = json.loads(value)
+        data = orjson.loads(value)
         timestamp = parse_timestamp(data[EVENT_TIME_KEY])
     except (ValueError, TypeError, KeyError, InvalidEvent):  # the pipeline reports it; alignment does not wait
         return None
