@@ -363,7 +363,10 @@ def command(data: Path, model_dir: str | None, rate: float, train_days: int, war
                           exit_after_replay=exit_after_replay, train_days=train_days, warmup_days=warmup_days,
                           log_dir=log_dir or Path(tempfile.mkdtemp(prefix="fraudstream-demo-")))
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Install both explicitly: a process started in the background by a non-interactive shell inherits SIGINT
+    # ignored, and Python then keeps it ignored; the demo must still stop cleanly on Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         with ExitStack() as stack:
             try:
