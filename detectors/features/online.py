@@ -84,6 +84,18 @@ class IncrementalFeatures:
         self._label_delay_s = config.label_delay_s
         self._customer_retention_s = config.customer_retention_s + STATE_TRIM_SLACK_S
         self._terminal_retention_s = config.terminal_retention_s + STATE_TRIM_SLACK_S
+        # Look-back lengths (s) of the customer's windows, longest first; features sharing a length share one
+        # search per event, and each search starts where the longer window's ended.
+        lookbacks_s = sorted({*self._customer_windows_s, self._history_s, config.burst_window_s,
+                              DISTINCT_TERMINALS_WINDOW_S}, reverse=True)
+        self._customer_lookbacks_s = lookbacks_s
+        self._customer_window_slots = [lookbacks_s.index(window_s) for window_s in self._customer_windows_s]
+        self._history_slot = lookbacks_s.index(self._history_s)
+        self._burst_slot = lookbacks_s.index(config.burst_window_s)
+        self._day_slot = lookbacks_s.index(DISTINCT_TERMINALS_WINDOW_S)
+        # rows from column 3 on: customer windows, terminal windows (filled in second), own features
+        self._terminal_offset = 2 * len(config.customer_windows_days)
+        self._terminal_placeholders = [None] * (2 * len(config.terminal_windows_days))
         layout = ["TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
         for days in config.customer_windows_days:
             layout += [f"CUSTOMER_ID_NB_TX_{days}DAY_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{days}DAY_WINDOW"]
@@ -118,20 +130,26 @@ class IncrementalFeatures:
         out[:, 1] = weekend_flags(batch.timestamp)
         out[:, 2] = night_flags(batch.timestamp, self.config.night_end_hour)
         rows = []
+        customer_features, terminal_features = self._customer_features, self._terminal_features
+        customer_retention_s, terminal_retention_s = self._customer_retention_s, self._terminal_retention_s
         for timestamp, transaction_id, customer_id, terminal_id, amount in zip(
                 batch.timestamp.tolist(), batch.transaction_id.tolist(), batch.customer_id.tolist(),
                 batch.terminal_id.tolist(), batch.amount.tolist()):
-            customer = _get_or_create(customers, customer_id, CustomerHistory)
-            terminal = _get_or_create(terminals, terminal_id, TerminalHistory)
+            customer = customers.get(customer_id)
+            if customer is None:
+                customer = customers[customer_id] = CustomerHistory()
+            terminal = terminals.get(terminal_id)
+            if terminal is None:
+                terminal = terminals[terminal_id] = TerminalHistory()
             position = key_position(customer.timestamps, customer.transaction_ids, timestamp, transaction_id)
-            customer_windows, own = self._customer_features(customer, position, timestamp, amount, terminal_id)
-            terminal_windows, episode_age = self._terminal_features(terminal, timestamp, transaction_id)
-            rows.append(customer_windows + terminal_windows + own + [episode_age])  # OWN_FEATURES order
-            if transaction_id not in customer.transaction_ids:
+            row = customer_features(customer, position, timestamp, amount, terminal_id)
+            terminal_features(terminal, timestamp, transaction_id, row)
+            rows.append(row)
+            if not customer.has_transaction(transaction_id):
                 customer.insert(position, timestamp, transaction_id, amount, terminal_id)
-                customer.trim(customer.timestamps[-1] - self._customer_retention_s)
+                customer.trim(customer.timestamps[-1] - customer_retention_s)
                 terminal.insert(timestamp, transaction_id)
-                terminal.trim(terminal.timestamps[-1] - self._terminal_retention_s)
+                terminal.trim(terminal.timestamps[-1] - terminal_retention_s)
         out[:, 3:] = rows
         return out
 
@@ -149,50 +167,66 @@ class IncrementalFeatures:
                 terminal.trim(terminal.timestamps[-1] - self._terminal_retention_s)
 
     def _customer_features(self, customer: CustomerHistory, position: int, timestamp: float, amount: float,
-                           terminal_id: int) -> tuple[list[float], list[float]]:
-        """Customer window features and the own features, from the ``position`` transactions before the event."""
+                           terminal_id: int) -> list[float]:
+        """The event's feature row from column 3 on, with the customer's features filled in and placeholders
+        (``None``) for the terminal windows, from the ``position`` transactions before the event."""
         timestamps, amounts, terminal_ids = customer.timestamps, customer.amounts, customer.terminal_ids
-        windows: list[float] = []
-        for window_s in self._customer_windows_s:
-            start = bisect_right(timestamps, timestamp - window_s, 0, position)
+        starts = []  # index of the first transaction after t - lookback, per look-back length
+        start = 0
+        for lookback_s in self._customer_lookbacks_s:
+            start = bisect_right(timestamps, timestamp - lookback_s, start, position)
+            starts.append(start)
+        row: list = []
+        window_sums = {}  # start -> sum of amounts[start:position], reused when another window starts there
+        for slot in self._customer_window_slots:
+            start = starts[slot]
             count = position - start + 1
-            windows.append(count)
-            windows.append((sum(amounts[start:position]) + amount) / count)
+            window_sum = window_sums.get(start)
+            if window_sum is None:
+                window_sum = window_sums[start] = sum(amounts[start:position])
+            row.append(count)
+            row.append((window_sum + amount) / count)
+        row += self._terminal_placeholders
 
         history_s = self._history_s
-        start = bisect_right(timestamps, timestamp - history_s, 0, position)
+        history_start = start = starts[self._history_slot]
         stop = bisect_left(timestamps, timestamp, start, position)  # strictly earlier times only
         if stop > start:
-            mean = sum(amounts[start:stop]) / (stop - start)
-            ratio = amount / max(mean, AMOUNT_RATIO_MIN_MEAN)
-            is_new = 0.0 if terminal_id in terminal_ids[start:stop] else 1.0
+            earlier_sum = window_sums.get(start) if stop == position else None
+            if earlier_sum is None:
+                earlier_sum = sum(amounts[start:stop])
+            ratio = amount / max(earlier_sum / (stop - start), AMOUNT_RATIO_MIN_MEAN)
+            is_new = 0.0 if customer.used_terminal(terminal_id, start, stop) else 1.0
         else:
             ratio, is_new = 1.0, 1.0
         if position and timestamps[position - 1] > timestamp - history_s:
             since_last = timestamp - timestamps[position - 1]
         else:
             since_last = history_s
-        burst = position - bisect_right(timestamps, timestamp - self.config.burst_window_s, 0, position) + 1
-        day_start = bisect_right(timestamps, timestamp - DISTINCT_TERMINALS_WINDOW_S, 0, position)
+        burst = position - starts[self._burst_slot] + 1
+        day_start = starts[self._day_slot]
         distinct = set(terminal_ids[day_start:position])
         distinct.add(terminal_id)
-        return windows, [ratio, is_new, since_last, burst, len(distinct),
-                         self._baseline_ratio(customer, position, timestamp, amount)]
+        row += (ratio, is_new, since_last, burst, len(distinct),
+                self._baseline_ratio(customer, history_start, position, timestamp, amount))
+        return row
 
-    def _baseline_ratio(self, customer: CustomerHistory, position: int, timestamp: float, amount: float) -> float:
-        """Amount / mean amount in ``(t - history, t - recent]`` (this event included only when recent is 0)."""
+    def _baseline_ratio(self, customer: CustomerHistory, start: int, position: int, timestamp: float,
+                        amount: float) -> float:
+        """Amount / mean amount in ``(t - history, t - recent]`` (this event included only when recent is 0);
+        ``start`` is the index of the first transaction after ``t - history``."""
         timestamps, amounts = customer.timestamps, customer.amounts
         window_end = timestamp - self._recent_s
-        start = bisect_right(timestamps, timestamp - self._history_s, 0, position)
         stop = bisect_right(timestamps, window_end, start, position)
         total, count = sum(amounts[start:stop]), stop - start
         if window_end >= timestamp:  # recent is 0: the window ends at this event
             total, count = total + amount, count + 1
         return amount / max(total / count, AMOUNT_RATIO_MIN_MEAN) if count else 1.0
 
-    def _terminal_features(self, terminal: TerminalHistory, timestamp: float,
-                           transaction_id: int) -> tuple[list[float], float]:
-        """Terminal count and risk per window, and the fraud episode age (s).
+    def _terminal_features(self, terminal: TerminalHistory, timestamp: float, transaction_id: int,
+                           row: list) -> None:
+        """Terminal count and risk per window into ``row``'s placeholders, then the fraud episode age (s) at its
+        end.
 
         Windows hold the transactions in ``(t - d - w, t - d]`` and the fraud labels known at ``t``.
         """
@@ -210,7 +244,7 @@ class IncrementalFeatures:
                     fraud_ids[fraud_stop - 1] > transaction_id:
                 fraud_stop -= 1
         all_known = terminal.max_known_at <= timestamp
-        features: list[float] = []
+        column = self._terminal_offset
         for window_s in self._terminal_windows_s:
             window_start = window_end - window_s
             count = stop - bisect_right(timestamps, window_start, 0, stop) + includes_self
@@ -221,8 +255,9 @@ class IncrementalFeatures:
             else:
                 fraud_start = bisect_right(fraud_timestamps, window_start, 0, fraud_stop)
                 frauds = sum(1 for k in range(fraud_start, fraud_stop) if known_at[k] <= timestamp)
-            features.append(count)
-            features.append(frauds / count if count else 0.0)
+            row[column] = count
+            row[column + 1] = frauds / count if count else 0.0
+            column += 2
 
         episode_age = self.config.terminal_retention_s
         if fraud_stop:
@@ -231,4 +266,4 @@ class IncrementalFeatures:
                 if all_known or known_at[k] <= timestamp:
                     episode_age = timestamp - fraud_timestamps[k]
                     break
-        return features, episode_age
+        row.append(episode_age)

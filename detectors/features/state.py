@@ -1,68 +1,108 @@
 """Per-entity state of the online features: recent transactions of one customer and of one terminal.
 
-:class:`CustomerHistory` and :class:`TerminalHistory` are a few parallel Python lists sorted by (timestamp,
-transaction id) and searched with ``bisect``.  Both serialise to a compact little-endian binary layout
-(``to_bytes`` / ``from_bytes``: a 4-byte magic, the list lengths as uint32, then each list as float64 or int64
-values) so that the stream can keep them in a key-value store.  The features computed from them are in
+:class:`CustomerHistory` and :class:`TerminalHistory` are a few parallel columns sorted by (timestamp,
+transaction id) and searched with ``bisect``.  The columns are ``array.array`` of float64 (``d``) or int64 (``q``)
+rather than lists: a history read from the store and written back after a few events then costs one copy of
+its bytes each way, not one Python object per value.  Both serialise to a compact little-endian binary layout
+(``to_bytes`` / ``from_bytes``: a 4-byte magic, the column lengths as uint32, then each column as float64 or
+int64 values) so that the stream can keep them in a key-value store.  The features computed from them are in
 :mod:`fraudstream.detectors.features.online`.
 """
 
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from bisect import bisect_right
-from typing import Sequence
+from typing import Iterable, Sequence
 
 _ITEM_BYTES = 8  # every stored value is a little-endian float64 ("d") or int64 ("q")
 _CUSTOMER_HEADER = struct.Struct("<4sI")  # magic, number of transactions
 _CUSTOMER_MAGIC = b"FSC1"
 _TERMINAL_HEADER = struct.Struct("<4sII")  # magic, number of transactions, number of fraud labels
 _TERMINAL_MAGIC = b"FST1"
+_BIG_ENDIAN_HOST = sys.byteorder == "big"  # the layout is little-endian; ``array`` uses the host order
 
 
-def key_position(timestamps: list[float], transaction_ids: list[int], timestamp: float, transaction_id: int) -> int:
-    """Number of entries before ``(timestamp, transaction_id)`` in (timestamp, id) order (lists sorted so)."""
+def key_position(timestamps: Sequence[float], transaction_ids: Sequence[int], timestamp: float,
+                 transaction_id: int) -> int:
+    """Number of entries before ``(timestamp, transaction_id)`` in (timestamp, id) order (columns sorted so)."""
     position = bisect_right(timestamps, timestamp)
     while position and timestamps[position - 1] == timestamp and transaction_ids[position - 1] >= transaction_id:
         position -= 1
     return position
 
 
-def _pack(header: bytes, codes: str, columns: Sequence[list]) -> bytes:
-    """``header``, then each column as little-endian values of its type code (``d`` float64, ``q`` int64)."""
-    layout = "".join(f"{len(column)}{code}" for code, column in zip(codes, columns))
-    return header + struct.pack(f"<{layout}", *[value for column in columns for value in column])
+def _contains(values: array, value: int, start: int = 0, stop: int | None = None) -> bool:
+    """Whether ``values[start:stop]`` (an int64 array) holds ``value``.
+
+    A byte search, cheaper than ``value in values`` (which makes a Python int of every element); a match counts
+    only when it starts at an element boundary.
+    """
+    stop = len(values) if stop is None else min(stop, len(values))
+    if start >= stop:
+        return False
+    data = values.tobytes()
+    key = value.to_bytes(_ITEM_BYTES, sys.byteorder, signed=True)
+    end = stop * _ITEM_BYTES
+    found = data.find(key, start * _ITEM_BYTES, end)
+    while found >= 0:
+        if not found % _ITEM_BYTES:
+            return True
+        found = data.find(key, found + 1, end)
+    return False
 
 
-class _Reader:
-    """Reads consecutive little-endian columns from one buffer, checking the total size first."""
+def _pack(header: bytes, columns: Sequence[array]) -> bytes:
+    """``header``, then each column's values little-endian (the columns are ``d`` float64 or ``q`` int64 arrays)."""
+    if _BIG_ENDIAN_HOST:
+        columns = [array(column.typecode, column) for column in columns]
+        for column in columns:
+            column.byteswap()
+    return b"".join([header, *[column.tobytes() for column in columns]])
 
-    def __init__(self, data: bytes, header: struct.Struct, magic: bytes, what: str) -> None:
-        if len(data) < header.size:
-            raise ValueError(f"{what}: {len(data)} bytes, shorter than its {header.size}-byte header")
-        fields = header.unpack_from(data)
-        if fields[0] != magic:
-            raise ValueError(f"{what}: bad magic {fields[0]!r}, expected {magic!r}")
-        self.counts = fields[1:]
-        self._data = data
-        self._offset = header.size
-        self._what = what
 
-    def expect_items(self, items: int) -> None:
-        expected = self._offset + items * _ITEM_BYTES
-        if len(self._data) != expected:
-            raise ValueError(f"{self._what}: {len(self._data)} bytes, expected {expected} for counts {self.counts}")
+def _header(data: bytes, header: struct.Struct, magic: bytes, what: str) -> tuple:
+    """The header fields after the magic, once the magic is checked."""
+    if len(data) < header.size:
+        raise ValueError(f"{what}: {len(data)} bytes, shorter than its {header.size}-byte header")
+    fields = header.unpack_from(data)
+    if fields[0] != magic:
+        raise ValueError(f"{what}: bad magic {fields[0]!r}, expected {magic!r}")
+    return fields[1:]
 
-    def read(self, count: int, code: str) -> list:
-        values = list(struct.unpack_from(f"<{count}{code}", self._data, self._offset))
-        self._offset += count * _ITEM_BYTES
-        return values
+
+def _size_error(what: str, size: int, expected: int, counts: tuple) -> ValueError:
+    return ValueError(f"{what}: {size} bytes, expected {expected} for counts {counts}")
+
+
+def _column(data: bytes, start: int, count: int, code: str) -> array:
+    """``count`` little-endian values of type ``code`` (``d`` float64, ``q`` int64) from byte ``start`` of ``data``.
+
+    The values stay in an ``array`` (one copy of the bytes, no Python object per value): most of them are never
+    looked at before the history is written back.
+    """
+    values = array(code, data[start:start + count * _ITEM_BYTES])
+    if _BIG_ENDIAN_HOST:
+        values.byteswap()
+    return values
+
+
+def _floats(values: Iterable[float] | None) -> array:
+    """A float64 column holding ``values`` (empty for None)."""
+    return array("d", values if values is not None else ())
+
+
+def _ints(values: Iterable[int] | None) -> array:
+    """An int64 column holding ``values`` (empty for None)."""
+    return array("q", values if values is not None else ())
 
 
 class CustomerHistory:
     """Recent transactions of one customer, sorted by (timestamp, transaction id).
 
-    Attributes (parallel lists; change them only through the methods)
+    Attributes (parallel arrays; change them only through the methods)
     ----------
     timestamps : epoch seconds.
     transaction_ids, terminal_ids : ints.
@@ -71,14 +111,14 @@ class CustomerHistory:
 
     __slots__ = ("timestamps", "transaction_ids", "amounts", "terminal_ids")
 
-    def __init__(self, timestamps: list[float] | None = None, transaction_ids: list[int] | None = None,
-                 amounts: list[float] | None = None, terminal_ids: list[int] | None = None) -> None:
-        self.timestamps = timestamps if timestamps is not None else []
-        self.transaction_ids = transaction_ids if transaction_ids is not None else []
-        self.amounts = amounts if amounts is not None else []
-        self.terminal_ids = terminal_ids if terminal_ids is not None else []
+    def __init__(self, timestamps: Iterable[float] | None = None, transaction_ids: Iterable[int] | None = None,
+                 amounts: Iterable[float] | None = None, terminal_ids: Iterable[int] | None = None) -> None:
+        self.timestamps = _floats(timestamps)
+        self.transaction_ids = _ints(transaction_ids)
+        self.amounts = _floats(amounts)
+        self.terminal_ids = _ints(terminal_ids)
         if not len(self.timestamps) == len(self.transaction_ids) == len(self.amounts) == len(self.terminal_ids):
-            raise ValueError("CustomerHistory: the four lists must have the same length")
+            raise ValueError("CustomerHistory: the four columns must have the same length")
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -91,6 +131,14 @@ class CustomerHistory:
 
     def __repr__(self) -> str:
         return f"CustomerHistory({len(self)} transactions)"
+
+    def has_transaction(self, transaction_id: int) -> bool:
+        """Whether a transaction with this id is in the history."""
+        return _contains(self.transaction_ids, transaction_id)
+
+    def used_terminal(self, terminal_id: int, start: int, stop: int) -> bool:
+        """Whether one of the transactions at positions ``start`` to ``stop - 1`` was at this terminal."""
+        return _contains(self.terminal_ids, terminal_id, start, stop)
 
     def insert(self, position: int, timestamp: float, transaction_id: int, amount: float, terminal_id: int) -> None:
         """Insert a transaction at ``position`` (its place in (timestamp, id) order, see ``key_position``)."""
@@ -113,16 +161,22 @@ class CustomerHistory:
 
     def to_bytes(self) -> bytes:
         """Compact binary form: header, then timestamps (f8), ids (i8), amounts (f8), terminal ids (i8)."""
-        return _pack(_CUSTOMER_HEADER.pack(_CUSTOMER_MAGIC, len(self.timestamps)), "dqdq",
+        return _pack(_CUSTOMER_HEADER.pack(_CUSTOMER_MAGIC, len(self.timestamps)),
                      (self.timestamps, self.transaction_ids, self.amounts, self.terminal_ids))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CustomerHistory":
         """Inverse of :meth:`to_bytes`; raises ``ValueError`` on a truncated or foreign buffer."""
-        reader = _Reader(data, _CUSTOMER_HEADER, _CUSTOMER_MAGIC, "customer history")
-        (n,) = reader.counts
-        reader.expect_items(4 * n)
-        return cls(reader.read(n, "d"), reader.read(n, "q"), reader.read(n, "d"), reader.read(n, "q"))
+        (n,) = _header(data, _CUSTOMER_HEADER, _CUSTOMER_MAGIC, "customer history")
+        start, size = _CUSTOMER_HEADER.size, n * _ITEM_BYTES
+        if len(data) != start + 4 * size:
+            raise _size_error("customer history", len(data), start + 4 * size, (n,))
+        history = cls.__new__(cls)  # the size check above stands for the constructor's length check
+        history.timestamps = _column(data, start, n, "d")
+        history.transaction_ids = _column(data, start + size, n, "q")
+        history.amounts = _column(data, start + 2 * size, n, "d")
+        history.terminal_ids = _column(data, start + 3 * size, n, "q")
+        return history
 
 
 class TerminalHistory:
@@ -131,7 +185,7 @@ class TerminalHistory:
     Only fraud labels are stored: a legitimate label counts as 0 in every feature, so it just removes an earlier
     fraud label of the same transaction (the latest label received wins).
 
-    Attributes (parallel lists sorted by (timestamp, transaction id); change them only through the methods)
+    Attributes (parallel arrays sorted by (timestamp, transaction id); change them only through the methods)
     ----------
     timestamps, transaction_ids : the terminal's transactions.
     fraud_timestamps, fraud_transaction_ids, fraud_known_at : fraud labels, by their transaction's time and id,
@@ -141,18 +195,18 @@ class TerminalHistory:
     __slots__ = ("timestamps", "transaction_ids", "fraud_timestamps", "fraud_transaction_ids", "fraud_known_at",
                  "max_known_at")
 
-    def __init__(self, timestamps: list[float] | None = None, transaction_ids: list[int] | None = None,
-                 fraud_timestamps: list[float] | None = None, fraud_transaction_ids: list[int] | None = None,
-                 fraud_known_at: list[float] | None = None) -> None:
-        self.timestamps = timestamps if timestamps is not None else []
-        self.transaction_ids = transaction_ids if transaction_ids is not None else []
-        self.fraud_timestamps = fraud_timestamps if fraud_timestamps is not None else []
-        self.fraud_transaction_ids = fraud_transaction_ids if fraud_transaction_ids is not None else []
-        self.fraud_known_at = fraud_known_at if fraud_known_at is not None else []
+    def __init__(self, timestamps: Iterable[float] | None = None, transaction_ids: Iterable[int] | None = None,
+                 fraud_timestamps: Iterable[float] | None = None, fraud_transaction_ids: Iterable[int] | None = None,
+                 fraud_known_at: Iterable[float] | None = None) -> None:
+        self.timestamps = _floats(timestamps)
+        self.transaction_ids = _ints(transaction_ids)
+        self.fraud_timestamps = _floats(fraud_timestamps)
+        self.fraud_transaction_ids = _ints(fraud_transaction_ids)
+        self.fraud_known_at = _floats(fraud_known_at)
         if len(self.timestamps) != len(self.transaction_ids):
             raise ValueError("TerminalHistory: timestamps and transaction_ids must have the same length")
         if not len(self.fraud_timestamps) == len(self.fraud_transaction_ids) == len(self.fraud_known_at):
-            raise ValueError("TerminalHistory: the three fraud label lists must have the same length")
+            raise ValueError("TerminalHistory: the three fraud label columns must have the same length")
         #: Upper bound (s) of ``fraud_known_at``: when it is <= t every stored label is known at t.
         self.max_known_at = max(self.fraud_known_at, default=float("-inf"))
 
@@ -217,14 +271,22 @@ class TerminalHistory:
     def to_bytes(self) -> bytes:
         """Compact binary form: header, timestamps (f8), ids (i8), then label timestamps, ids, known_at."""
         return _pack(_TERMINAL_HEADER.pack(_TERMINAL_MAGIC, len(self.timestamps), len(self.fraud_timestamps)),
-                     "dqdqd", (self.timestamps, self.transaction_ids, self.fraud_timestamps,
+                     (self.timestamps, self.transaction_ids, self.fraud_timestamps,
                                self.fraud_transaction_ids, self.fraud_known_at))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "TerminalHistory":
         """Inverse of :meth:`to_bytes`; raises ``ValueError`` on a truncated or foreign buffer."""
-        reader = _Reader(data, _TERMINAL_HEADER, _TERMINAL_MAGIC, "terminal history")
-        n, m = reader.counts
-        reader.expect_items(2 * n + 3 * m)
-        return cls(reader.read(n, "d"), reader.read(n, "q"), reader.read(m, "d"), reader.read(m, "q"),
-                   reader.read(m, "d"))
+        n, m = _header(data, _TERMINAL_HEADER, _TERMINAL_MAGIC, "terminal history")
+        start, size, label_size = _TERMINAL_HEADER.size, n * _ITEM_BYTES, m * _ITEM_BYTES
+        if len(data) != start + 2 * size + 3 * label_size:
+            raise _size_error("terminal history", len(data), start + 2 * size + 3 * label_size, (n, m))
+        history = cls.__new__(cls)  # the size check above stands for the constructor's length checks
+        history.timestamps = _column(data, start, n, "d")
+        history.transaction_ids = _column(data, start + size, n, "q")
+        start += 2 * size
+        history.fraud_timestamps = _column(data, start, m, "d")
+        history.fraud_transaction_ids = _column(data, start + label_size, m, "q")
+        history.fraud_known_at = known_at = _column(data, start + 2 * label_size, m, "d")
+        history.max_known_at = max(known_at) if known_at else float("-inf")
+        return history

@@ -1,5 +1,7 @@
 """Incremental features: state round trips, duplicates, label timing, trimming, hand-made windows."""
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,29 @@ def test_histories_round_trip_through_bytes():
     assert len(customer.to_bytes()) < 16 + 2 * 32
 
 
+def test_state_bytes_keep_the_documented_little_endian_layout():
+    """State written before the columns became arrays (struct-packed lists) still decodes, and vice versa."""
+    customer = CustomerHistory([T0, T0 + 0.25], [3, -2**62], [1.5, 0.0], [7, 8])
+    expected = struct.pack("<4sI2d2q2d2q", b"FSC1", 2, T0, T0 + 0.25, 3, -2**62, 1.5, 0.0, 7, 8)
+    assert customer.to_bytes() == expected
+    assert CustomerHistory.from_bytes(expected) == customer
+    terminal = TerminalHistory([T0, T0 + 1], [3, 4], [T0], [3], [T0 + 99.5])
+    expected = struct.pack("<4sII2d2qdqd", b"FST1", 2, 1, T0, T0 + 1, 3, 4, T0, 3, T0 + 99.5)
+    assert terminal.to_bytes() == expected
+    restored = TerminalHistory.from_bytes(expected)
+    assert restored == terminal and restored.max_known_at == T0 + 99.5
+    assert TerminalHistory.from_bytes(TerminalHistory([T0], [5]).to_bytes()).max_known_at == float("-inf")
+
+
+def test_has_transaction_matches_whole_ids_only():
+    ids = [0x0100000000000000, 1, -7, 2**63 - 1]
+    customer = CustomerHistory([T0] * len(ids), ids, [1.0] * len(ids), [0] * len(ids))
+    straddling = int.from_bytes(customer.to_bytes()[8 + 32 + 4:8 + 32 + 12], "little", signed=True)
+    for candidate in ids + [straddling, 2, -1, 0]:
+        assert customer.has_transaction(candidate) == (candidate in ids), candidate
+    assert not CustomerHistory().has_transaction(1)
+
+
 @pytest.mark.parametrize("corrupt", [lambda b: b[:-1], lambda b: b"XXXX" + b[4:], lambda b: b[:3]])
 def test_corrupt_state_bytes_are_rejected(corrupt):
     customer = CustomerHistory([T0], [1], [2.0], [3])
@@ -61,7 +86,7 @@ def test_new_entities_are_created_in_the_mappings():
     out = IncrementalFeatures().transform(make_batch([(1, 0, 5, 9, 10.0), (2, 60, 5, 8, 30.0)]), customers, terminals)
     assert out.shape == (2, len(NAMES)) and out.dtype == np.float64
     assert set(customers) == {5} and set(terminals) == {8, 9}
-    assert customers[5].transaction_ids == [1, 2]
+    assert list(customers[5].transaction_ids) == [1, 2]
     assert out[1, COL["CUSTOMER_ID_NB_TX_1DAY_WINDOW"]] == 2
     assert out[1, COL["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"]] == 20.0
     assert out[1, COL["CUSTOMER_SECONDS_SINCE_LAST_TX"]] == 60.0
@@ -94,8 +119,8 @@ def test_redelivered_transactions_are_not_counted_twice():
     assert snapshot(customers, terminals) == state
     within = features.transform(make_batch([(4, 200, 5, 9, 1.0), (4, 200, 5, 9, 1.0)]), customers, terminals)
     np.testing.assert_array_equal(within[0], within[1])
-    assert customers[5].transaction_ids == [1, 2, 4]
-    assert terminals[9].transaction_ids == [1, 2, 3, 4]
+    assert list(customers[5].transaction_ids) == [1, 2, 4]
+    assert list(terminals[9].transaction_ids) == [1, 2, 3, 4]
 
 
 def test_late_event_sees_only_earlier_transactions_and_is_inserted_in_place():
@@ -105,7 +130,7 @@ def test_late_event_sees_only_earlier_transactions_and_is_inserted_in_place():
     late = features.transform(make_batch([(2, 100, 5, 8, 20.0)]), customers, {})
     assert late[0, COL["CUSTOMER_ID_NB_TX_1DAY_WINDOW"]] == 2
     assert late[0, COL["CUSTOMER_SECONDS_SINCE_LAST_TX"]] == 100.0
-    assert customers[5].transaction_ids == [1, 2, 3]
+    assert list(customers[5].transaction_ids) == [1, 2, 3]
 
 
 def test_terminal_risk_counts_labels_known_by_the_transaction_time_only():
@@ -164,14 +189,14 @@ def test_state_is_trimmed_to_the_retention():
     features.transform(make_batch([(1, 0, 5, 9, 10.0), (2, 1, 5, 9, 10.0)]), customers, terminals)
     features.learn_labels([label(1, 0, 9, True, 1.0)], terminals)
     out = features.transform(make_batch([(3, customer_keep_s, 5, 9, 1.0)]), customers, terminals)
-    assert customers[5].transaction_ids == [2, 3]  # exactly as old as kept: dropped; 1 s younger: kept
-    assert terminals[9].transaction_ids == [1, 2, 3]
+    assert list(customers[5].transaction_ids) == [2, 3]  # exactly as old as kept: dropped; 1 s younger: kept
+    assert list(terminals[9].transaction_ids) == [1, 2, 3]
     assert out[0, COL["CUSTOMER_SECONDS_SINCE_LAST_TX"]] == CONFIG.history_days * DAY_S
     assert out[0, COL["CUSTOMER_ID_NB_TX_30DAY_WINDOW"]] == 1
     features.transform(make_batch([(4, terminal_keep_s + 1, 6, 9, 1.0)]), customers, terminals)
-    assert terminals[9].transaction_ids == [3, 4]
+    assert list(terminals[9].transaction_ids) == [3, 4]
     assert terminals[9].labels == []
-    assert customers[5].transaction_ids == [2, 3]  # only the customer's own transactions move its horizon
+    assert list(customers[5].transaction_ids) == [2, 3]  # only the customer's own transactions move its horizon
 
 
 def test_zero_delay_counts_this_transaction_and_earlier_ties_at_the_terminal():
