@@ -69,16 +69,30 @@ DEFAULT_EVENT_TIME_SLACK_S = 3_600.0
 EVENT_TIME_KEY = "timestamp"
 
 
-def event_time_of(value: bytes | None) -> float | None:
-    """Event time (epoch s) of a transaction's wire JSON; None when it cannot be read (it will be a dead letter)."""
+def decode_event(value: bytes | None) -> tuple[dict | None, float | None]:
+    """A transaction's wire JSON decoded once: (the JSON object or None, its event time in epoch s or None).
+
+    Either part is None when it cannot be read; the pipeline then reports the event as a dead letter, and
+    alignment does not wait for it.
+    """
     if value is None:
-        return None
+        return None, None
     try:
         data = orjson.loads(value)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    try:
         timestamp = parse_timestamp(data[EVENT_TIME_KEY])
-    except (ValueError, TypeError, KeyError, InvalidEvent):  # the pipeline reports it; alignment does not wait
-        return None
-    return timestamp if math.isfinite(timestamp) else None
+    except (KeyError, InvalidEvent):
+        return data, None
+    return data, (timestamp if math.isfinite(timestamp) else None)
+
+
+def event_time_of(value: bytes | None) -> float | None:
+    """Event time (epoch s) of a transaction's wire JSON; None when it cannot be read (it will be a dead letter)."""
+    return decode_event(value)[1]
 
 
 class EventTimeAligner(Generic[K, R]):

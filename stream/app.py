@@ -51,7 +51,7 @@ from mode import Service
 from redis.exceptions import RedisError
 
 from fraudstream.stream.alignment import (
-    DEFAULT_EVENT_TIME_SLACK_S, EventTimeAligner, PartitionProgress, event_time_of, foreign_floor, progress_key,
+    DEFAULT_EVENT_TIME_SLACK_S, EventTimeAligner, PartitionProgress, decode_event, foreign_floor, progress_key,
 )
 from fraudstream.stream.label_feed import LabelFeed
 from fraudstream.stream.metrics import WorkerMetrics
@@ -313,8 +313,7 @@ class BatchConsumer(Service):
                 wait = not released or bool(starving) or not self.aligner.total_buffered
                 held_since = self._note_hold(starving, held_since)
                 if released:
-                    events = [RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key)
-                              for records in released.values() for r in records]
+                    events = [event for records in released.values() for event in records]
                     if not await self.runtime.handle(events):
                         return
                     await self._commit({tp: records[-1].offset + 1 for tp, records in released.items()})
@@ -335,7 +334,12 @@ class BatchConsumer(Service):
         assigned = consumer.assignment()
         for tp, records in fetched.items():
             if tp in assigned and records:
-                self.aligner.add(tp, records, [event_time_of(r.value) for r in records])
+                events, times = [], []
+                for r in records:  # each transaction is decoded once, here: the pipeline reuses it
+                    decoded, event_time = decode_event(r.value)
+                    events.append(RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key, decoded))
+                    times.append(event_time)
+                self.aligner.add(tp, events, times)
 
     @staticmethod
     async def _positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, tuple[int | None, int | None]]:

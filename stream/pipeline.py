@@ -73,6 +73,7 @@ class RawEvent:
     timestamp_ms: int  # Kafka record timestamp (broker arrival), epoch ms
     value: bytes | None
     key: bytes | None = None
+    decoded: dict | None = None  # ``value`` already decoded from JSON (by the consumer), or None
 
 
 @dataclass
@@ -145,7 +146,8 @@ def parse_events(events: Sequence[RawEvent], transactions_topic: str, labels_top
             if event.topic == transactions_topic:
                 if event.value is None:
                     raise InvalidEvent("empty message (null value)")
-                out.transactions.append(Transaction.from_json(event.value))
+                out.transactions.append(Transaction.from_json(event.decoded if event.decoded is not None
+                                                              else event.value))
                 out.tx_broker_ts_s.append(event.timestamp_ms / MS_PER_S)
             elif event.topic == labels_topic:
                 if event.value is None:
