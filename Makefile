@@ -1,33 +1,48 @@
 # fraudstream: the two commands a newcomer needs are `make demo` and `make test`.
+# Both install into a virtual environment (Debian 12 refuses `pip install` outside one): the active one when
+# VIRTUAL_ENV is set, else `.venv` in the repository, created on first use.
 PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
+VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
+VENV_PYTHON := $(VENV)/bin/python
+PIP := $(VENV_PYTHON) -m pip
+# Run everything with the venv first on PATH: tests spawn `python3` and `fraudstream` subprocesses.
+IN_VENV := PATH="$(abspath $(VENV))/bin:$$PATH" VIRTUAL_ENV="$(abspath $(VENV))"
 PYTEST_ARGS ?=
 
-.PHONY: install install-test demo test test-unit test-integration bench lint clean
+.PHONY: venv install install-test demo test test-unit test-integration bench screenshot lint clean
 
-install:
+venv:
+	bash scripts/ensure_venv.sh "$(VENV)" "$(PYTHON)"
+
+install: venv
 	$(PIP) install -q -e .
 
-install-test:
+install-test: venv
 	$(PIP) install -q -e '.[test]'
 	bash scripts/install_system_deps.sh
 
-## Install, then run the whole thing: embedded broker and Redis, sample stream, models, worker, metrics.
+## Install, then run the whole thing: embedded broker and Redis, sample stream, models, worker, Prometheus with
+## its dashboard.  Debian's prometheus is installed when missing and possible; the demo runs without it too.
 demo: install
-	fraudstream demo
+	bash scripts/install_system_deps.sh --best-effort prometheus
+	$(IN_VENV) fraudstream demo
 
 ## Install what the tests need (Python packages, Debian prometheus + chromium), then run every test.
 test: install-test
-	bash scripts/run_tests.sh $(PYTEST_ARGS)
+	$(IN_VENV) bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 test-unit: install-test
-	bash scripts/run_tests.sh tests/unit $(PYTEST_ARGS)
+	$(IN_VENV) bash scripts/run_tests.sh tests/unit $(PYTEST_ARGS)
 
 test-integration: install-test
-	bash scripts/run_tests.sh -m integration $(PYTEST_ARGS)
+	$(IN_VENV) bash scripts/run_tests.sh -m integration $(PYTEST_ARGS)
 
 bench: install
-	$(PYTHON) bench/bench_worker.py
+	$(IN_VENV) python bench/bench_worker.py
+
+## The README's dashboard picture: a short real demo, its console page captured in headless chromium.
+screenshot: install-test
+	$(IN_VENV) python scripts/dashboard_screenshot.py --out docs/dashboard.png
 
 clean:
 	rm -rf build *.egg-info .pytest_cache
