@@ -1,7 +1,7 @@
 """The demo's live summary, read from the worker's Prometheus text exposition: pure functions, no HTTP.
 
-From one scrape of ``/metrics`` (:func:`parse_worker_metrics`): decisions so far by outcome and the p99 end-to-end
-latency (s) from the cumulative histogram buckets.  From two scrapes ``interval_s`` apart: decisions per second
+From one scrape of ``/metrics`` (:func:`parse_worker_metrics`): decisions so far by outcome, dead-lettered events,
+re-delivered duplicates, and the p99 end-to-end latency (s) from the cumulative histogram buckets.  From two scrapes ``interval_s`` apart: decisions per second
 (:func:`decision_rate`, tx/s) and the p99 latency of the decisions made in between
 (:meth:`MetricsSnapshot.latency_p99_since`).  :func:`format_live_summary` puts them on one line.
 """
@@ -16,6 +16,8 @@ LATENCY_QUANTILE = 0.99
 #: Metric names, without the worker's prefix (see ``fraudstream.stream.metrics.PREFIX``).
 DECISIONS_SAMPLE = "decisions_total"
 LATENCY_BUCKET_SAMPLE = "end_to_end_latency_seconds_bucket"
+DLQ_SAMPLE = "dlq_total"
+DUPLICATES_SAMPLE = "duplicates_total"
 #: Label of the decisions counter holding the outcome (ALLOW, BLOCK, REVIEW).
 DECISION_LABEL = "decision"
 MS_PER_S = 1000.0
@@ -25,12 +27,16 @@ MS_PER_S = 1000.0
 class MetricsSnapshot:
     """Decisions so far by outcome, their total, and the p99 end-to-end latency (s, nan when unknown).
 
-    ``latency_buckets`` maps each bucket's upper bound (s, ``inf`` included) to its cumulative count.
+    ``latency_buckets`` maps each bucket's upper bound (s, ``inf`` included) to its cumulative count;
+    ``dead_lettered`` and ``duplicates`` count events sent to the dead-letter topic (all reasons) and re-delivered
+    transactions answered with their stored decision.
     """
 
     decisions: dict[str, float]
     latency_p99_s: float
     latency_buckets: dict[float, float]
+    dead_lettered: float = 0.0
+    duplicates: float = 0.0
 
     @property
     def total(self) -> float:
@@ -69,7 +75,7 @@ def parse_worker_metrics(text: str) -> MetricsSnapshot:
     """Pick the demo's figures out of the worker's Prometheus text exposition.
 
     Decisions are summed over the other labels (cascade stage) per lower-cased outcome; latency buckets are
-    summed per upper bound.
+    summed per upper bound; dead letters over their reasons.
     """
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -77,6 +83,7 @@ def parse_worker_metrics(text: str) -> MetricsSnapshot:
 
     decisions: dict[str, float] = {}
     buckets: dict[float, float] = {}
+    dead_lettered = duplicates = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == f"{PREFIX}{DECISIONS_SAMPLE}":
@@ -85,7 +92,12 @@ def parse_worker_metrics(text: str) -> MetricsSnapshot:
             elif sample.name == f"{PREFIX}{LATENCY_BUCKET_SAMPLE}":
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return MetricsSnapshot(decisions, histogram_quantile(LATENCY_QUANTILE, list(buckets.items())), buckets)
+            elif sample.name == f"{PREFIX}{DLQ_SAMPLE}":
+                dead_lettered += sample.value
+            elif sample.name == f"{PREFIX}{DUPLICATES_SAMPLE}":
+                duplicates += sample.value
+    return MetricsSnapshot(decisions, histogram_quantile(LATENCY_QUANTILE, list(buckets.items())), buckets,
+                           dead_lettered, duplicates)
 
 
 def decision_rate(previous: MetricsSnapshot | None, current: MetricsSnapshot, interval_s: float) -> float:
@@ -94,14 +106,17 @@ def decision_rate(previous: MetricsSnapshot | None, current: MetricsSnapshot, in
 
 
 def format_live_summary(previous: MetricsSnapshot | None, current: MetricsSnapshot | None, interval_s: float,
-                        sent: int, labels_sent: int) -> str:
-    """One line: transactions and labels replayed, decisions by outcome, tx/s and p99 latency (ms) since
-    ``previous`` (``current`` None = the metrics could not be read)."""
+                        sent: int, labels_sent: int, phase: str = "") -> str:
+    """One line: the replay phase (e.g. ``warm-up``), transactions and labels replayed, decisions by outcome,
+    dead letters and duplicates so far, tx/s and p99 latency (ms) since ``previous`` (``current`` None = the
+    metrics could not be read)."""
+    head = f"[{phase}] " if phase else ""
     if current is None:
-        return f"replayed {sent} tx, {labels_sent} labels; worker metrics unavailable"
+        return f"{head}replayed {sent:,} tx, {labels_sent:,} labels; worker metrics unavailable"
     rate = decision_rate(previous, current, interval_s)
     outcomes = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(current.decisions.items())) or "none yet"
     p99_s = current.latency_p99_since(previous)
     p99 = f"{p99_s * MS_PER_S:,.0f} ms" if not math.isnan(p99_s) else "n/a"
-    return (f"replayed {sent:,} tx, {labels_sent:,} labels | decisions: {outcomes} | "
+    return (f"{head}replayed {sent:,} tx, {labels_sent:,} labels | decisions: {outcomes} | "
+            f"dead-lettered {current.dead_lettered:,.0f}, duplicates {current.duplicates:,.0f} | "
             f"{rate:,.0f} tx/s | p99 latency {p99}")

@@ -22,7 +22,9 @@ SEVERITIES = {"critical", "warning"}
 #: Metric names of the worker that the alerts must watch (besides Prometheus' own `up`).
 WATCHED_METRICS = ["fraudstream_end_to_end_latency_seconds_bucket", "fraudstream_consumer_lag_messages",
                    "fraudstream_dlq_total", "fraudstream_decisions_total", "fraudstream_batch_errors_total",
-                   "fraudstream_review_items_total"]
+                   "fraudstream_review_items_total", "fraudstream_last_batch_timestamp_seconds",
+                   "fraudstream_labelled_decisions_total", "fraudstream_drift_psi",
+                   "fraudstream_review_overdue_cases"]
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +99,21 @@ def test_broken_rules_are_rejected(promtool: str, tmp_path: Path) -> None:
     assert "FraudstreamWorkerDown" in result.stdout + result.stderr or "parse" in result.stdout + result.stderr
 
 
-def test_rule_tests_catch_a_wrong_threshold(promtool: str, tmp_path: Path) -> None:
-    """Raising the latency budget to 0.1 s must make the latency test fail: the tests really check thresholds."""
+@pytest.mark.parametrize(("threshold", "moved", "alert"), [
+    ("p99_rate5m > 0.05", "p99_rate5m > 0.1", "FraudstreamEndToEndLatencyHigh"),
+    ("fraudstream_last_batch_timestamp_seconds) > 60", "fraudstream_last_batch_timestamp_seconds) > 300",
+     "FraudstreamWorkerStalled"),
+    ("ratio_rate6h < 0.9", "ratio_rate6h < 0.7", "FraudstreamBlockPrecisionLow"),
+    ("(fraudstream_drift_psi) > 0.2", "(fraudstream_drift_psi) > 0.5", "FraudstreamDriftHigh"),
+])
+def test_rule_tests_catch_a_wrong_threshold(promtool: str, tmp_path: Path, threshold: str, moved: str,
+                                            alert: str) -> None:
+    """Moving a threshold must make that alert's test fail: the tests really check thresholds."""
     text = RULES.read_text()
-    loosened = text.replace("p99_rate5m > 0.05", "p99_rate5m > 0.1", 1)
+    loosened = text.replace(threshold, moved, 1)
     assert loosened != text
     (tmp_path / "alerts.yml").write_text(loosened)
     shutil.copy(RULE_TESTS, tmp_path / "alerts_test.yml")
     result = run_promtool(promtool, "test", "rules", "alerts_test.yml", cwd=tmp_path)
     assert result.returncode != 0
-    assert "FraudstreamEndToEndLatencyHigh" in result.stdout + result.stderr
+    assert alert in result.stdout + result.stderr

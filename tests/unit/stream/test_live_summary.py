@@ -13,7 +13,7 @@ from fraudstream.stream.live_summary import (
 )
 
 # First scrape: 1000 decisions; latency buckets 500 / 900 / 980 / 1000 at 10 ms / 50 ms / 100 ms / 500 ms.
-# The score histogram and the dead-letter counter must be ignored.
+# Dead letters (9 over two reasons) and duplicates (11) are counted; the score histogram is ignored.
 FIRST = """\
 # HELP fraudstream_decisions_total Decisions made, by decision and cascade stage
 # TYPE fraudstream_decisions_total counter
@@ -24,6 +24,10 @@ fraudstream_decisions_total{decision="REVIEW",stage="HEAVY"} 60.0
 # HELP fraudstream_dlq_total Events sent to the dead-letter topic, by reason
 # TYPE fraudstream_dlq_total counter
 fraudstream_dlq_total{reason="bad_json"} 7.0
+fraudstream_dlq_total{reason="missing_field"} 2.0
+# HELP fraudstream_duplicates_total Re-delivered transactions answered with their stored decision
+# TYPE fraudstream_duplicates_total counter
+fraudstream_duplicates_total 11.0
 # HELP fraudstream_end_to_end_latency_seconds Kafka record timestamp of a transaction -> its decision (s)
 # TYPE fraudstream_end_to_end_latency_seconds histogram
 fraudstream_end_to_end_latency_seconds_bucket{le="0.01"} 500.0
@@ -64,6 +68,7 @@ def test_decisions_are_summed_over_stages_per_lower_case_outcome():
     snapshot = parse_worker_metrics(FIRST)
     assert snapshot.decisions == {"allow": 900.0, "block": 40.0, "review": 60.0}
     assert snapshot.total == 1000.0
+    assert (snapshot.dead_lettered, snapshot.duplicates) == (9.0, 11.0)
     assert snapshot.latency_buckets == {0.01: 500.0, 0.05: 900.0, 0.1: 980.0, 0.5: 1000.0, math.inf: 1000.0}
 
 
@@ -97,13 +102,16 @@ def test_quantile_edge_cases():
 
 def test_summary_line():
     first, second = parse_worker_metrics(FIRST), parse_worker_metrics(SECOND)
-    line = format_live_summary(first, second, 4.0, sent=12_345, labels_sent=678)
-    assert line == ("replayed 12,345 tx, 678 labels | decisions: allow 1,900, block 50, review 90 | "
-                    "260 tx/s | p99 latency 49 ms")
-    assert format_live_summary(None, first, 4.0, 10, 0).endswith("| 0 tx/s | p99 latency 300 ms")
+    line = format_live_summary(first, second, 4.0, sent=12_345, labels_sent=678, phase="paced 1,000 tx/s")
+    assert line == ("[paced 1,000 tx/s] replayed 12,345 tx, 678 labels | decisions: allow 1,900, block 50, "
+                    "review 90 | dead-lettered 0, duplicates 0 | 260 tx/s | p99 latency 49 ms")
+    assert format_live_summary(None, first, 4.0, 10, 0, phase="warm-up").startswith("[warm-up] replayed 10 tx")
+    assert format_live_summary(None, first, 4.0, 10, 0).endswith(
+        "| dead-lettered 9, duplicates 11 | 0 tx/s | p99 latency 300 ms")
     assert format_live_summary(None, None, 4.0, 5, 2) == "replayed 5 tx, 2 labels; worker metrics unavailable"
     empty = parse_worker_metrics("")
-    assert format_live_summary(None, empty, 4.0, 0, 0).endswith("decisions: none yet | 0 tx/s | p99 latency n/a")
+    assert format_live_summary(None, empty, 4.0, 0, 0).endswith(
+        "decisions: none yet | dead-lettered 0, duplicates 0 | 0 tx/s | p99 latency n/a")
 
 
 def test_parses_what_the_worker_exposes():
@@ -115,7 +123,10 @@ def test_parses_what_the_worker_exposes():
     metrics.decisions.labels(decision="BLOCK", stage="HEAVY").inc(3)
     metrics.decisions.labels(decision="ALLOW", stage="RULES").inc(97)
     metrics.latency.observe_many(np.array([0.004] * 99 + [0.3]))
+    metrics.dlq.labels(reason="invalid_json").inc(2)
+    metrics.duplicates.inc(5)
     snapshot = parse_worker_metrics(generate_latest(metrics.registry).decode())
     assert snapshot.decisions == {"allow": 97.0, "block": 3.0}
+    assert (snapshot.dead_lettered, snapshot.duplicates) == (2.0, 5.0)
     # 99 of 100 within the first bucket (5 ms): rank 99 is its upper end
     assert snapshot.latency_p99_s == pytest.approx(0.005)
