@@ -2,9 +2,11 @@
 
 Starts the embedded broker and Redis (unless ``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL`` are given), simulates a
 sample stream if the data file is missing, trains models if the model directory has no ``LATEST``, creates the
-topics, starts the worker and the review page, then replays the stream: the days before the replay start as fast
-as possible (to fill the online feature state), the rest at ``--rate`` tx/s with a 7-day chargeback label feed.
-A live summary (decisions, tx/s, p99 latency, read from the worker's metrics) is printed every few seconds.
+topics, starts the worker and the review page, and a Prometheus server (Debian's ``prometheus``, when installed)
+with the project's configuration, alert rules and console dashboard, then replays the stream: the days before
+the replay start as fast as possible (to fill the online feature state), the rest at ``--rate`` tx/s with a
+7-day chargeback label feed.  A live summary (replay phase, decisions, dead letters, duplicates, tx/s, p99
+latency, read from the worker's metrics) is printed every few seconds, whatever the replay is doing.
 Ctrl-C (or SIGTERM) stops everything the demo started.
 """
 
@@ -27,6 +29,13 @@ from typing import Any, Callable
 
 import click
 
+from fraudstream.cli.local_prometheus import (
+    REVIEW_JOB,
+    SELF_JOB,
+    WORKER_JOB,
+    LocalPrometheus,
+    PrometheusUnavailable,
+)
 from fraudstream.stream.live_summary import (  # noqa: F401 - re-exported: they lived here before
     LATENCY_QUANTILE,
     MetricsSnapshot,
@@ -60,6 +69,11 @@ DRAIN_IDLE_TIMEOUT_S = 30.0
 REPLAY_STOP_TIMEOUT_S = 10.0
 #: Longest wait (s) for the replay's producer to deliver what it holds when it closes.
 PRODUCER_CLOSE_TIMEOUT_S = 5.0
+#: Port the demo's Prometheus prefers (its usual one); another free port when taken.
+PROMETHEUS_PORT = 9090
+#: Names of the replay phases in the live summary.
+WARMUP_PHASE = "warm-up"
+FINISHED_PHASE = "replay finished"
 DAY = "D"
 
 
@@ -74,6 +88,7 @@ class DemoOptions:
     train_days: int
     warmup_days: int
     log_dir: Path
+    prometheus_port: int = PROMETHEUS_PORT
 
 
 def say(message: str) -> None:
@@ -190,7 +205,9 @@ class ReplayThread(threading.Thread):
         self.wait_decided = wait_decided
         self.stop = threading.Event()
         self.sent = self.labels_sent = 0
-        self.summaries: list[Any] = []
+        self.phase = WARMUP_PHASE if options.warmup_days else paced_phase(options.rate)
+        #: (phase, replay summary) of each phase that ran.
+        self.summaries: list[tuple[str, Any]] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -209,28 +226,69 @@ class ReplayThread(threading.Thread):
             for part, rate in phases:
                 if len(part) == 0 or self.stop.is_set():
                     continue
+                self.phase = WARMUP_PHASE if rate is None else paced_phase(rate)
                 base = tuple(done)
                 summary = replay(part, self.settings, rate=rate, labels_delay_s=parse_duration(LABELS_DELAY),
                                  labels_lead_s=LABELS_LEAD_S, progress=False, stop=self.stop, producer=producer,
                                  on_progress=lambda s, l, b=base: self._progress(b[0] + s, b[1] + l))
                 done = [done[0] + summary.sent, done[1] + summary.labels_sent]
-                self.summaries.append(summary)
+                self.summaries.append((self.phase, summary))
                 if rate is None:  # warm-up: let the worker catch up, so the paced part shows its own latency
                     say(f"warm-up sent ({summary.sent:,} tx); waiting for the worker to decide them")
                     self.wait_decided(done[0], self.stop)
         except BaseException as exc:  # reported by the main thread
             self.error = exc
         finally:
+            self.phase = FINISHED_PHASE
             producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
 
     def _progress(self, sent: int, labels: int) -> None:
         self.sent, self.labels_sent = sent, labels
 
 
+def paced_phase(rate: float) -> str:
+    """Name of the paced replay phase in the live summary, e.g. ``paced 1,000 tx/s``."""
+    return f"paced {rate:,.0f} tx/s"
+
+
 def live_summary(previous: MetricsSnapshot | None, current: MetricsSnapshot | None, interval_s: float,
                  replay: ReplayThread) -> str:
     """One summary line from two scrapes of the worker's metrics ``interval_s`` apart and the replay's progress."""
-    return format_live_summary(previous, current, interval_s, replay.sent, replay.labels_sent)
+    return format_live_summary(previous, current, interval_s, replay.sent, replay.labels_sent, replay.phase)
+
+
+def wait_until(due_at: float, replay: threading.Thread, clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return at ``due_at`` (``clock`` time, s), not before, whether the replay thread runs or has ended.
+
+    While the thread runs, the wait is a join (so nothing is lost); once it has ended, a join returns at once,
+    so the rest of the wait is a sleep.
+    """
+    while (left := due_at - clock()) > 0:
+        if replay.is_alive():
+            replay.join(left)
+        else:
+            sleep(left)
+
+
+def next_due(due_at: float, every_s: float, now: float) -> float:
+    """The next summary time after ``due_at``: one period later, or one period from ``now`` when late."""
+    return due_at + every_s if due_at + every_s > now else now + every_s
+
+
+def start_prometheus(settings: Any, options: DemoOptions, review_page: bool) -> LocalPrometheus | None:
+    """Start the demo's Prometheus scraping the worker (and the review page); None, said why, when it cannot."""
+    port = available_port(options.prometheus_port)
+    targets = {WORKER_JOB: [f"127.0.0.1:{settings.metrics_port}"], SELF_JOB: [f"127.0.0.1:{port}"]}
+    if review_page:
+        targets[REVIEW_JOB] = [f"127.0.0.1:{settings.review_page_port}"]
+    try:
+        server = LocalPrometheus(targets, port, options.log_dir).start()
+    except PrometheusUnavailable as exc:
+        say(f"dashboard: Prometheus not started: {exc}")
+        return None
+    say(f"started prometheus pid={server.process.pid if server.process else '?'} (log: {server.log_path})")
+    return server
 
 
 def wait_until_decided(metrics_url: str, count: int, stop: threading.Event, idle_timeout_s: float) -> bool:
@@ -302,6 +360,12 @@ def run_demo(options: DemoOptions, settings: Any, stack: ExitStack) -> None:
     else:
         say("review page: not available (fraudstream.review_queue.web is not installed)")
     wait_for_metrics(metrics_url, worker, WORKER_READY_TIMEOUT_S)
+    prometheus = start_prometheus(settings, options, review is not None)
+    if prometheus is not None:
+        stack.callback(say, "stopped prometheus")
+        stack.callback(prometheus.stop)
+        say(f"dashboard: {prometheus.console_url}")
+        say(f"prometheus: {prometheus.url} (alerts: {prometheus.url}/alerts)")
     say(f"metrics: {metrics_url}")
     if review is not None:
         say(f"review page: http://127.0.0.1:{settings.review_page_port}/")
@@ -314,10 +378,11 @@ def run_demo(options: DemoOptions, settings: Any, stack: ExitStack) -> None:
         f"warm-up as fast as possible; labels {LABELS_DELAY} after each transaction")
     replayer.start()
     previous: MetricsSnapshot | None = None
-    previous_at = time.monotonic()
+    previous_at = due_at = time.monotonic()
     reported_done = False
     while True:
-        replayer.join(options.summary_every_s)
+        due_at = next_due(due_at, options.summary_every_s, time.monotonic())
+        wait_until(due_at, replayer)
         worker.check()
         if review is not None:
             review.check()
@@ -328,13 +393,14 @@ def run_demo(options: DemoOptions, settings: Any, stack: ExitStack) -> None:
             raise click.ClickException(f"replay failed: {replayer.error!r}")
         if not replayer.is_alive() and not reported_done:
             reported_done = True
-            for summary in replayer.summaries:
-                say(summary.format())
+            for phase, summary in replayer.summaries:
+                say(f"{phase}: {summary.format()}")
             if options.exit_after_replay:
                 wait_until_decided(metrics_url, replayer.sent, replayer.stop, DRAIN_IDLE_TIMEOUT_S)
                 say(live_summary(previous, fetch_metrics(metrics_url), time.monotonic() - previous_at, replayer))
                 return
-            say("replay finished; still running, Ctrl-C to stop")
+            say("replay finished; still running, Ctrl-C to stop"
+                + (f" (dashboard: {prometheus.console_url})" if prometheus is not None else ""))
 
 
 @click.command("demo")
@@ -353,15 +419,19 @@ def run_demo(options: DemoOptions, settings: Any, stack: ExitStack) -> None:
 @click.option("--exit-after-replay", is_flag=True, help="Stop everything when the replay is done.")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the logs of the started processes go (default: a new temporary directory).")
+@click.option("--prometheus-port", type=click.IntRange(min=1, max=65535), default=PROMETHEUS_PORT,
+              show_default=True, help="Port of the demo's Prometheus and its dashboard (another one when taken).")
 def command(data: Path, model_dir: str | None, rate: float, train_days: int, warmup_days: int,
-            summary_every_s: float, exit_after_replay: bool, log_dir: Path | None) -> None:
-    """Start broker, Redis, worker, metrics and review page, and replay a sample stream (Ctrl-C stops all)."""
+            summary_every_s: float, exit_after_replay: bool, log_dir: Path | None, prometheus_port: int) -> None:
+    """Start broker, Redis, worker, review page and Prometheus with its dashboard, and replay a sample stream
+    (Ctrl-C stops all)."""
     from fraudstream.stream.settings import StreamSettings
 
     settings = StreamSettings.from_env(model_dir=model_dir)
     options = DemoOptions(data=data, rate=rate, summary_every_s=summary_every_s,
                           exit_after_replay=exit_after_replay, train_days=train_days, warmup_days=warmup_days,
-                          log_dir=log_dir or Path(tempfile.mkdtemp(prefix="fraudstream-demo-")))
+                          log_dir=log_dir or Path(tempfile.mkdtemp(prefix="fraudstream-demo-")),
+                          prometheus_port=prometheus_port)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     # Install both explicitly: a process started in the background by a non-interactive shell inherits SIGINT
     # ignored, and Python then keeps it ignored; the demo must still stop cleanly on Ctrl-C.
