@@ -1,9 +1,10 @@
-"""A real Prometheus server scrapes the worker's metrics endpoint; every dashboard query and alert rule then runs
-against the scraped series without error."""
+"""A real Prometheus server scrapes the worker's metrics endpoint; every dashboard query, console expression and
+alert rule then runs against the scraped series without error, and the console page renders."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,12 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "fraudstream.json"
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+CONSOLES = ROOT / "deploy" / "prometheus" / "consoles"
+CONSOLE_LIBRARIES = ROOT / "deploy" / "prometheus" / "console_libraries"
+MAIN_CONSOLE = "fraudstream.html"
+#: PromQL in a console page: backquoted figure arguments and single-quoted data-expr-N graph attributes.
+CONSOLE_EXPRESSION = re.compile(r"`([^`]+)`|data-expr-\d+='([^']+)'")
+METRIC_NAME = re.compile(r"\bfraudstream_[a-z0-9_]+\b")
 HOST = "127.0.0.1"
 JOB = "fraudstream-worker"
 #: Scrape and rule evaluation interval of the test server (s).
@@ -55,6 +62,11 @@ def dashboard_expressions() -> list[tuple[str, str]]:
     panels = [child for p in panels for child in ([p] + p.get("panels", [])) if child["type"] != "row"]
     return [(f"{p['title']} [{t['refId']}]", t["expr"].replace("$__rate_interval", RATE_INTERVAL))
             for p in panels for t in p["targets"]]
+
+
+def console_expressions() -> list[str]:
+    return [a or b for page in sorted(CONSOLES.glob("*.html"))
+            for a, b in CONSOLE_EXPRESSION.findall(page.read_text())]
 
 
 def simulate_traffic(metrics: WorkerMetrics, rng: np.random.Generator) -> None:
@@ -121,7 +133,8 @@ def prometheus(tmp_path: Path, worker_metrics: tuple[WorkerMetrics, int]) -> Ite
     log = (tmp_path / "prometheus.log").open("w")
     process = subprocess.Popen(
         [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address={HOST}:{port}", "--log.level=warn"],
+         f"--web.listen-address={HOST}:{port}", "--log.level=warn",
+         f"--web.console.templates={CONSOLES}", f"--web.console.libraries={CONSOLE_LIBRARIES}"],
         stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://{HOST}:{port}"
     try:
@@ -189,3 +202,36 @@ def test_prometheus_scrapes_worker_and_runs_every_query(prometheus: str,
     assert len(rules) == len([r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]])
     broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not broken, broken
+
+
+def test_console_expressions_return_data_and_the_page_renders(prometheus: str,
+                                                             worker_metrics: tuple[WorkerMetrics, int]) -> None:
+    metrics, _ = worker_metrics
+    rng = np.random.default_rng(11)
+    enough = f"min(count_over_time(fraudstream_decisions_total[1m])) >= {MIN_SAMPLES}"
+    deadline = time.monotonic() + SCRAPE_TIMEOUT_S
+    while not get_json(prometheus, "/api/v1/query", query=enough)["data"]["result"]:
+        simulate_traffic(metrics, rng)
+        assert time.monotonic() < deadline, "prometheus did not scrape the worker often enough"
+        time.sleep(TRAFFIC_STEP_S)
+    simulate_traffic(metrics, rng)
+    exported = {name for family in metrics.registry.collect() for sample in family.samples
+                for name in [sample.name]}
+    failures, checked = [], 0
+    for expr in console_expressions():
+        answer = get_json(prometheus, "/api/v1/query", query=expr.replace("[1m]", f"[{RATE_INTERVAL}]"))
+        if answer["status"] != "success":
+            failures.append(f"{expr}: {answer.get('error')}")
+            continue
+        if set(METRIC_NAME.findall(expr)) <= exported and "ratio_rate6h" not in expr:
+            checked += 1
+            if not answer["data"]["result"]:
+                failures.append(f"no series for {expr}")
+    assert not failures, "\n".join(failures)
+    assert checked >= 25
+
+    with urllib.request.urlopen(f"{prometheus}/consoles/{MAIN_CONSOLE}", timeout=HTTP_TIMEOUT_S) as response:
+        page = response.read().decode()
+    assert "error executing template" not in page.lower()
+    assert "20180510-test" in page  # the model version figure, rendered by the server
+    assert re.search(r'decisions/s</div><div class="fs-stat-value"><a [^>]+>[0-9.]+', page), page[:2000]
