@@ -1,11 +1,13 @@
 """The embedded broker and Redis: they answer, topics work, and no process outlives its owner."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -126,6 +128,8 @@ FAST_TRAINING_ENV = {
 }
 #: Longest wait (s) for the demo to simulate, train, start everything and replay.
 DEMO_START_TIMEOUT_S = 300.0
+#: Longest wait (s) for the demo's dashboard to show the worker's decision rate.
+DASHBOARD_TIMEOUT_S = 30.0
 #: Longest wait (s) for the demo to stop everything after Ctrl-C (worker grace 15 s, broker and Redis a few s).
 DEMO_STOP_TIMEOUT_S = 90.0
 
@@ -155,7 +159,7 @@ def test_demo_ctrl_c_stops_everything_it_started(tmp_path):
     def pump():
         for line in demo.stdout:
             lines.append(line)
-            if line.startswith("[demo] replayed"):
+            if re.match(r"\[demo\] \[[^]]+\] replayed", line):
                 replaying.set()
         replaying.set()  # the demo ended: stop waiting
 
@@ -163,11 +167,23 @@ def test_demo_ctrl_c_stops_everything_it_started(tmp_path):
     reader.start()
     try:
         replaying.wait(DEMO_START_TIMEOUT_S)
-        assert demo.poll() is None and any(x.startswith("[demo] replayed") for x in lines), \
+        assert demo.poll() is None and any(re.match(r"\[demo\] \[[^]]+\] replayed", x) for x in lines), \
             "demo did not start replaying:\n" + "".join(lines)
         started = dict(re.findall(r"started ([\w-]+) pid=(\d+)", "".join(lines)))
         assert {"kafka", "redis", "worker"} <= set(started), "".join(lines)
         assert all(pid_alive(int(pid)) for pid in started.values())
+        if shutil.which("prometheus"):  # the dashboard URL comes first and its page shows the worker's figures
+            urls = re.findall(r"\[demo\] (dashboard|metrics): (\S+)", "".join(lines))
+            assert [name for name, _ in urls][:2] == ["dashboard", "metrics"] and "prometheus" in started, urls
+            figure = re.compile(r'decisions/s</div><div class="fs-stat-value"><a [^>]+>[0-9.]+')
+            deadline = time.monotonic() + DASHBOARD_TIMEOUT_S
+            while True:  # a rate needs two scrapes (5 s apart) of the worker
+                with urllib.request.urlopen(urls[0][1], timeout=10) as response:
+                    page = response.read().decode()
+                if figure.search(page) or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            assert figure.search(page), page[-3000:]
         demo.send_signal(signal.SIGINT)
         try:
             code = demo.wait(timeout=DEMO_STOP_TIMEOUT_S)

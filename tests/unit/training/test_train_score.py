@@ -96,3 +96,16 @@ def test_score_cli_reports_a_bad_model_directory_and_an_empty_period(trained, da
                                       "--to", "2030-01-02", "--out", str(tmp_path / "s.csv")])
     assert result.exit_code != 0 and "no transaction in" in result.output
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_the_bundle_holds_drift_reference_histograms(trained):
+    from fraudstream.detectors.drift import ANOMALY_SCORE, LIGHT_SCORE, REFERENCE_BINS, load_reference
+
+    out, _ = trained
+    reference = load_reference(load_bundle(out).manifest["metrics"]["drift_reference"])
+    assert {LIGHT_SCORE, ANOMALY_SCORE, "TX_AMOUNT", "TERMINAL_ID_RISK_7DAY_WINDOW"} <= set(reference)
+    for name, histogram in reference.items():
+        assert 2 <= histogram.shares.size <= REFERENCE_BINS, name
+        assert histogram.shares.sum() == pytest.approx(1.0), name
+    # amounts are continuous: close to deciles
+    assert reference["TX_AMOUNT"].shares == pytest.approx([0.1] * REFERENCE_BINS, abs=0.02)
