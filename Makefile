@@ -15,10 +15,10 @@ venv:
 	bash scripts/ensure_venv.sh "$(VENV)" "$(PYTHON)"
 
 install: venv
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[demo]'
 
 install-test: venv
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,demo]'
 	bash scripts/install_system_deps.sh
 
 ## Install, then run the whole thing: embedded broker and Redis, sample stream, models, worker, Prometheus with

@@ -104,10 +104,10 @@ def metric_value(port: int, name: str) -> float:
 
 def start_worker(settings, model_dir: Path, log_path: Path, log_level: str = "WARNING") -> subprocess.Popen:
     env = dict(os.environ)
-    for name, value in vars(settings).items():
-        env[f"FRAUDSTREAM_{name.upper()}"] = str(value)
-    env["FRAUDSTREAM_MODEL_DIR"] = str(model_dir)
-    env["FRAUDSTREAM_LOG_LEVEL"] = log_level
+    for name, value in settings.model_dump().items():
+        env[f"FRAUDSTREAM_WORKER_{name.upper()}"] = str(value)
+    env["FRAUDSTREAM_WORKER_MODEL_DIR"] = str(model_dir)
+    env["FRAUDSTREAM_WORKER_LOG_LEVEL"] = log_level
     return subprocess.Popen([sys.executable, "-m", "fraudstream.cli.main", "worker"], env=env,
                             stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
 

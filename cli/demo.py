@@ -347,9 +347,10 @@ def run_demo(options: DemoOptions, settings: Any, stack: ExitStack) -> None:
                                        web_port=available_port(settings.web_port),
                                        review_page_port=available_port(settings.review_page_port))
     env = dict(os.environ, PYTHONUNBUFFERED="1", KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-               REDIS_URL=settings.redis_url, FRAUDSTREAM_MODEL_DIR=str(Path(settings.model_dir).resolve()),
-               FRAUDSTREAM_METRICS_PORT=str(settings.metrics_port), FRAUDSTREAM_WEB_PORT=str(settings.web_port),
-               FRAUDSTREAM_REVIEW_PAGE_PORT=str(settings.review_page_port))
+               REDIS_URL=settings.redis_url, FRAUDSTREAM_WORKER_MODEL_DIR=str(Path(settings.model_dir).resolve()),
+               FRAUDSTREAM_WORKER_METRICS_PORT=str(settings.metrics_port),
+               FRAUDSTREAM_WORKER_WEB_PORT=str(settings.web_port),
+               FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT=str(settings.review_page_port))
     worker = Child("worker", [sys.executable, "-m", "fraudstream.cli.main", "worker"], env, options.log_dir)
     stack.callback(worker.stop)
     metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
@@ -406,7 +407,7 @@ def run_demo(options: DemoOptions, settings: Any, stack: ExitStack) -> None:
 @click.command("demo")
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_DATA),
               show_default=True, help="Transaction file; simulated when missing.")
-@click.option("--models", "model_dir", default=None, help="Model directory (default: FRAUDSTREAM_MODEL_DIR); "
+@click.option("--models", "model_dir", default=None, help="Model directory (default: FRAUDSTREAM_WORKER_MODEL_DIR); "
               "trained when it has no LATEST.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=1000.0, show_default=True,
               help="Replay pace after the warm-up (tx/s).")

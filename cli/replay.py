@@ -60,8 +60,8 @@ DATE = _DateType()
 @click.option("--to", "end", type=DATE, default=None, help="Last transaction time (exclusive).")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Replay only the N earliest transactions.")
 @click.option("--bootstrap-servers", default=None, help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS).")
-@click.option("--topic", default=None, help="Transactions topic (default: FRAUDSTREAM_TRANSACTIONS_TOPIC).")
-@click.option("--labels-topic", default=None, help="Labels topic (default: FRAUDSTREAM_LABELS_TOPIC).")
+@click.option("--topic", default=None, help="Transactions topic (default: FRAUDSTREAM_WORKER_TRANSACTIONS_TOPIC).")
+@click.option("--labels-topic", default=None, help="Labels topic (default: FRAUDSTREAM_WORKER_LABELS_TOPIC).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (summary only).")
 def command(file: str, rate: float | None, speedup: float | None, labels_delay: float | None, labels_lead: float,
             start: float | None, end: float | None, limit: int | None, bootstrap_servers: str | None,

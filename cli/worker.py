@@ -22,10 +22,12 @@ def _environment_help() -> str:
 @click.option("--redis-url", default=None, help="Redis URL.")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus metrics port (0 = off).")
 @click.option("--web-port", type=int, default=None, help="Faust web port (0 = off).")
-@click.option("--engine", type=click.Choice(["direct", "faust"]), default=None, help="Consumer engine.")
 @click.option("--log-level", default=None, help="Log level (INFO, DEBUG, ...).")
 def command(**options: object) -> None:
-    settings = StreamSettings.from_env(**options)
+    try:
+        settings = StreamSettings.from_env(**options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import faust

@@ -40,8 +40,10 @@ features equal the batch path.
 
 Not guaranteed: a partition that receives records much older than what it already holds (a producer that is
 itself days behind) does not hold the others back, since only what the broker holds is aligned; a partition
-whose owner does not publish (the ``faust`` engine, an older worker) holds the others back until its progress
+whose owner does not publish (an older worker) holds the others back until its progress
 appears.
+
+Where the progress is kept: ``stream.state.keys`` (``<p>:progress:<topic>:<partition>``).
 """
 
 from __future__ import annotations
@@ -255,11 +257,6 @@ class PartitionProgress:
                        None if processed_to is None else float(processed_to))
         except (ValueError, TypeError):
             return None
-
-
-def progress_key(prefix: str, topic: str, partition: int) -> str:
-    """Shared-store key of a partition's :class:`PartitionProgress`."""
-    return f"{prefix}:progress:{topic}:{partition}"
 
 
 def foreign_floor(progress: PartitionProgress | None, end_offset: int) -> float | None:

@@ -7,12 +7,18 @@ Histograms of per-event values (latency, scores) are filled a whole micro-batch 
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from fraudstream.detectors.cascade.types import Decision, Stage
+
+if TYPE_CHECKING:
+    from fraudstream.stream.core.batch import BatchOutcome
 
 PREFIX = "fraudstream_"
 
@@ -125,6 +131,29 @@ class WorkerMetrics:
             self.model_info.remove(self._model_version)
         self._model_version = version
         self.model_info.labels(version=version).set(1)
+
+    def count_outcome(self, outcome: BatchOutcome) -> None:
+        """Count what one batch did: dead letters, duplicates, labels, review items, decisions and scores."""
+        for reason in outcome.dlq_reasons:
+            self.dlq.labels(reason=reason).inc()
+        if outcome.duplicates:
+            self.duplicates.inc(outcome.duplicates)
+        if outcome.labels_learned:
+            self.labels.inc(outcome.labels_learned)
+        if outcome.duplicate_labels:
+            self.duplicate_labels.inc(outcome.duplicate_labels)
+        if outcome.review_items:
+            self.review_items.inc(outcome.review_items)
+        scored = outcome.scored
+        if scored is None:
+            return
+        pairs, counts = np.unique(scored.decision.astype(np.int64) * 16 + scored.stage.astype(np.int64),
+                                  return_counts=True)
+        for pair, n in zip(pairs.tolist(), counts.tolist()):
+            self.decisions.labels(decision=Decision(pair // 16).name, stage=Stage(pair % 16).name).inc(n)
+        self.scores.observe_many(scored.risk, "risk")
+        for kind, values in scored.scores.items():
+            self.scores.observe_many(values, kind)
 
     def serve(self, port: int) -> None:
         """Expose the registry over HTTP on ``port`` (0 = do nothing)."""

@@ -1,93 +1,49 @@
-"""Typed settings of the stream services (worker, replay, demo), read from environment variables.
+"""Typed settings of the stream worker and of the tools that talk to its topics (replay, demo).
 
-Every field is read from ``FRAUDSTREAM_<FIELD NAME IN UPPER CASE>``; the broker and Redis also honour the common
-``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL``.  Read once when a service starts (:meth:`StreamSettings.from_env`),
-then passed in explicitly.
+Every field is read from ``FRAUDSTREAM_WORKER_<FIELD NAME IN UPPER CASE>``; the broker and Redis also from the
+common ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL``.  Read once at the edge (:meth:`StreamSettings.from_env`, in
+the CLI), then passed in explicitly; constructing the model reads no environment.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
 
-ENV_PREFIX = "FRAUDSTREAM_"
+from fraudstream.detectors.env_settings import EnvSettings
+from fraudstream.detectors.units import DAY_S
 
-#: Variables read without the prefix too (conventional names), field -> variable.
-COMMON_ENV_NAMES: dict[str, str] = {
-    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
-    "redis_url": "REDIS_URL",
-}
+ENV_PREFIX = "FRAUDSTREAM_WORKER_"
 
 
-@dataclass(frozen=True)
-class StreamSettings:
+class StreamSettings(EnvSettings):
     """Settings of the stream worker and its tools.
 
     Empty ``kafka_bootstrap_servers`` / ``redis_url`` mean "start the embedded broker / Redis" where a command
     supports that (``fraudstream demo``, the integration tests).
     """
 
-    kafka_bootstrap_servers: str = field(default="", metadata={"help": "Kafka bootstrap servers, host:port[,...]"})
-    redis_url: str = field(default="", metadata={"help": "Redis URL of the online feature store and review queue"})
-    model_dir: str = field(default="models", metadata={"help": "model root (follows LATEST) or a version dir"})
-    app_id: str = field(default="fraudstream", metadata={"help": "Faust app id = consumer group id"})
-    transactions_topic: str = field(default="transactions", metadata={"help": "input topic of transactions"})
-    labels_topic: str = field(default="labels", metadata={"help": "input topic of fraud/legit labels"})
-    decisions_topic: str = field(default="decisions", metadata={"help": "output topic of decisions"})
-    dlq_topic: str = field(default="transactions-dlq", metadata={"help": "dead-letter topic for bad events"})
-    partitions: int = field(default=3, metadata={"help": "partitions of the topics the worker creates"})
-    batch_size: int = field(default=2000, metadata={"help": "largest micro-batch (events)"})
-    batch_wait_s: float = field(default=0.05, metadata={"help": "longest wait to fill a micro-batch (s)"})
-    metrics_port: int = field(default=9464, metadata={"help": "HTTP port of the Prometheus metrics (0 = off)"})
-    web_port: int = field(default=6066, metadata={"help": "Faust web port of the worker"})
-    review_page_port: int = field(default=8080, metadata={"help": "HTTP port of the analysts' review page"})
-    state_ttl_s: int = field(default=45 * 86_400, metadata={"help": "expiry of online feature state keys (s)"})
-    decision_ttl_s: int = field(default=14 * 86_400, metadata={"help": "how long decisions are kept for dedup (s)"})
-    redis_prefix: str = field(default="fs", metadata={"help": "prefix of every Redis key fraudstream writes"})
-    model_poll_s: float = field(default=2.0, metadata={"help": "how often the model directory is checked (s)"})
-    log_level: str = field(default="INFO", metadata={"help": "log level"})
-    engine: str = field(default="direct", metadata={
-        "help": "worker's consumer: direct (aiokafka batches, explicit commits) or faust (agent, stream.take)"})
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "StreamSettings":
-        """Settings from the environment (``FRAUDSTREAM_*``), then explicit overrides (e.g. CLI options)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None and f.name in COMMON_ENV_NAMES:
-                raw = env.get(COMMON_ENV_NAMES[f.name])
-            if raw is None:
-                continue
-            values[f.name] = _cast(f.name, raw, type(f.default))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def with_overrides(self, **overrides: Any) -> "StreamSettings":
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    @classmethod
-    def describe(cls) -> list[tuple[str, str, str]]:
-        """(environment variable, default, help) per field, for ``--help`` texts."""
-        rows = []
-        for f in fields(cls):
-            name = ENV_PREFIX + f.name.upper()
-            if f.name in COMMON_ENV_NAMES:
-                name += f" (or {COMMON_ENV_NAMES[f.name]})"
-            rows.append((name, repr(f.default), f.metadata.get("help", "")))
-        return rows
-
-
-def _cast(name: str, raw: str, kind: type) -> Any:
-    try:
-        if kind is bool:
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        return raw
-    except ValueError:
-        raise ValueError(f"{ENV_PREFIX}{name.upper()}: expected {kind.__name__}, got {raw!r}") from None
+    kafka_bootstrap_servers: str = Field("", description="Kafka bootstrap servers, host:port[,...]",
+                                         validation_alias=AliasChoices(f"{ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS",
+                                                                       "KAFKA_BOOTSTRAP_SERVERS"))
+    redis_url: str = Field("", description="Redis URL of the online feature store and review queue",
+                           validation_alias=AliasChoices(f"{ENV_PREFIX}REDIS_URL", "REDIS_URL"))
+    model_dir: str = Field("models", description="model root (follows LATEST) or a version dir")
+    app_id: str = Field("fraudstream", description="consumer group id (and Faust app id)")
+    transactions_topic: str = Field("transactions", description="input topic of transactions")
+    labels_topic: str = Field("labels", description="input topic of fraud/legit labels")
+    decisions_topic: str = Field("decisions", description="output topic of decisions")
+    dlq_topic: str = Field("transactions-dlq", description="dead-letter topic for bad events")
+    partitions: int = Field(3, ge=1, description="partitions of the topics the worker creates")
+    batch_size: int = Field(2000, ge=1, description="largest micro-batch (events)")
+    batch_wait_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch (s)")
+    metrics_port: int = Field(9464, ge=0, description="HTTP port of the Prometheus metrics (0 = off)")
+    web_port: int = Field(6066, ge=0, description="Faust web port of the worker (0 = off)")
+    review_page_port: int = Field(8080, ge=0, description="HTTP port of the analysts' review page")
+    state_ttl_s: int = Field(int(45 * DAY_S), ge=1, description="expiry of online feature state keys (s)")
+    decision_ttl_s: int = Field(int(14 * DAY_S), ge=1, description="how long decisions are kept for dedup (s)")
+    redis_prefix: str = Field("fs", min_length=1, description="prefix of every Redis key fraudstream writes")
+    model_poll_s: float = Field(2.0, gt=0, description="how often the model directory is checked (s)")
+    log_level: str = Field("INFO", description="log level")

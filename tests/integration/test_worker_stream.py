@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 N_ROWS = 3000
 REPLAY_RATE_TX_S = 500.0
 STARTUP_TIMEOUT_S = 90.0
-READY_LINE = "partitions assigned:"  # stream.app.PARTITIONS_ASSIGNED_LOG
+READY_LINE = "partitions assigned:"  # stream.broker.consumer.PARTITIONS_ASSIGNED_LOG
 
 
 def score_with_cli(rows, root: Path, workdir: Path) -> dict[int, tuple[str, float]]:
@@ -69,10 +69,10 @@ class Worker:
 
     def __init__(self, settings, model_dir: Path, log_path: Path, metrics_port: int = 0) -> None:
         env = dict(os.environ)
-        for f, value in vars(settings).items():
-            env[f"FRAUDSTREAM_{f.upper()}"] = str(value)
-        env.update(FRAUDSTREAM_MODEL_DIR=str(model_dir), FRAUDSTREAM_METRICS_PORT=str(metrics_port),
-                   FRAUDSTREAM_WEB_PORT="0", FRAUDSTREAM_MODEL_POLL_S="0.5")
+        for f, value in settings.model_dump().items():
+            env[f"FRAUDSTREAM_WORKER_{f.upper()}"] = str(value)
+        env.update(FRAUDSTREAM_WORKER_MODEL_DIR=str(model_dir), FRAUDSTREAM_WORKER_METRICS_PORT=str(metrics_port),
+                   FRAUDSTREAM_WORKER_WEB_PORT="0", FRAUDSTREAM_WORKER_MODEL_POLL_S="0.5")
         self.log_path = log_path
         self.log = open(log_path, "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "fraudstream.cli.main", "worker"], env=env,

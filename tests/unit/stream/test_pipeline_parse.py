@@ -8,12 +8,13 @@ import pytest
 
 from fraudstream.detectors.cascade.types import CascadeResult, Decision, Stage
 from fraudstream.detectors.schema import LabelEvent, Transaction, TransactionBatch
-from fraudstream.stream.decisions import DecisionRecord, records_from_result
-from fraudstream.stream.metrics import BatchHistogram, WorkerMetrics
-from fraudstream.stream.pipeline import (
+from fraudstream.stream.core.encode import encode_decisions
+from fraudstream.stream.core.parse import (
     REASON_INVALID_FIELD, REASON_INVALID_JSON, REASON_MISSING_FIELD, REASON_UNKNOWN_TOPIC, REASON_UNPARSEABLE,
-    RawEvent, parse_events,
+    parse_events,
 )
+from fraudstream.stream.metrics import BatchHistogram, WorkerMetrics
+from fraudstream.stream.types import DecisionRecord, RawEvent
 
 TX_TOPIC, LABEL_TOPIC = "tx", "lab"
 
@@ -74,6 +75,26 @@ def make_result(n):
     )
 
 
+def records_from_result(result, batch, broker_timestamps_s, decided_at):
+    """Decision records built field by field (the slow, obvious way), row-aligned with ``batch``."""
+    def score(value):
+        return None if np.isnan(value) else float(value)
+
+    return [
+        DecisionRecord(
+            transaction_id=int(batch.transaction_id[i]), customer_id=int(batch.customer_id[i]),
+            terminal_id=int(batch.terminal_id[i]), amount=float(batch.amount[i]),
+            decision=Decision(int(result.decision[i])).name, stage=Stage(int(result.stage[i])).name,
+            risk=float(result.risk[i]), light_score=score(result.light_score[i]),
+            anomaly_score=score(result.anomaly_score[i]), heavy_score=score(result.heavy_score[i]),
+            reasons=tuple(result.reasons[i]), model_version=result.model_version,
+            event_timestamp=float(batch.timestamp[i]), decided_at=decided_at,
+            latency_ms=float((decided_at - broker_timestamps_s[i]) * 1000.0),
+        )
+        for i in range(len(batch))
+    ]
+
+
 def test_decision_records_round_trip_through_json_and_nan_becomes_null():
     n = 5
     txs = [Transaction(100 + i, 1_600_000_000.0 + i, i, 2 * i, 10.0 + i) for i in range(n)]
@@ -92,6 +113,7 @@ def test_decision_records_round_trip_through_json_and_nan_becomes_null():
         assert {"transaction_id", "decision", "stage", "risk", "light_score", "anomaly_score", "heavy_score",
                 "reasons", "model_version", "event_timestamp", "decided_at", "latency_ms"} <= set(data)
     assert [r.needs_review for r in records] == [d == Decision.REVIEW for d in result.decision]
+    assert encode_decisions(result, batch, broker, decided_at=1_700_000_000.25) == [r.to_json() for r in records]
 
 
 def test_batch_histogram_matches_counting_by_hand():

@@ -1,7 +1,7 @@
 """Atomic compare-and-write of one micro-batch's Redis state: one script call, one round trip.
 
-The pipeline reads every key of a batch with one MGET, computes, and then writes everything the batch changed
-(histories, decisions, label offsets, review items) with :class:`BatchCommit`.  The write is one Lua script, run
+The Redis store reads every key of a batch with one MGET; the worker core computes; the store then writes
+everything the batch changed (histories, decisions, label offsets, review items) with :class:`BatchCommit`.  The write is one Lua script, run
 atomically by Redis, that first checks the *checked* keys (the shared state the batch was computed from) still
 hold what was read (SHA-1 of the value, or absent) and writes nothing when one changed: the caller then
 recomputes the batch from fresh state.  This is optimistic concurrency like WATCH/MULTI, but linear in the number
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+
+from redis.asyncio import Redis
 
 #: Digest that stands for "the key did not exist when it was read".
 ABSENT_DIGEST = ""
@@ -84,11 +86,11 @@ class BatchWrite:
     def empty(self) -> bool:
         return not (self.sets or self.hashes or self.members)
 
-    def script_args(self) -> tuple[list[str], list[Any]]:
+    def script_args(self) -> tuple[list[str], list[bytes | str | int]]:
         """KEYS and ARGV of :data:`COMPARE_AND_WRITE_LUA` for this write."""
         members = self.members if self.zset_key is not None else []
         keys: list[str] = list(self.checked)
-        args: list[Any] = [len(self.checked), len(self.sets), len(self.hashes), len(members)]
+        args: list[bytes | str | int] = [len(self.checked), len(self.sets), len(self.hashes), len(members)]
         args.extend(self.checked.values())
         for key, value, ttl in self.sets:
             keys.append(key)
@@ -100,8 +102,8 @@ class BatchWrite:
             for name, value in mapping.items():
                 args.append(name)
                 args.append(value)
-        if members:
-            keys.append(self.zset_key)  # type: ignore[arg-type]
+        if members and self.zset_key is not None:
+            keys.append(self.zset_key)
             for score, member in members:
                 args.append(repr(float(score)))
                 args.append(member)
@@ -116,7 +118,7 @@ class BatchCommit:
     redis : client with ``decode_responses=False``.
     """
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(COMPARE_AND_WRITE_LUA)
 
     async def __call__(self, write: BatchWrite) -> bool:
@@ -124,4 +126,4 @@ class BatchCommit:
         if write.empty:
             return True
         keys, args = write.script_args()
-        return bool(await self._script(keys=keys, args=args))
+        return bool(await self._script(keys=keys, args=args))  # type: ignore[arg-type]

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from fraudstream.stream.pipeline import RawEvent
+from fraudstream.stream.types import RawEvent
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class LabelFeed:
         if consumer is None:
             return out
         for tp in self.partitions:
-            highwater: Any = consumer.highwater(tp)
+            highwater = consumer.highwater(tp)
             if highwater is not None:
                 out[tp] = max(0, highwater - self.next_offset[tp])
         return out

@@ -1,0 +1,219 @@
+"""The worker's consume loop: fetch transactions, release micro-batches by event time, handle, commit, publish.
+
+:class:`BatchConsumer` (a service of the Faust app) consumes transactions with an aiokafka consumer group
+(:class:`~fraudstream.stream.broker.consumer.TransactionConsumer`) into per-partition buffers and releases as a
+batch (up to ``batch_size``) what the event-time watermark allows (:mod:`~fraudstream.stream.alignment`: nothing
+more than a small slack later than the earliest pending record of any transaction partition, this worker's or
+another's).  It hands each batch to :meth:`WorkerRuntime.handle <fraudstream.stream.runtime.WorkerRuntime.handle>`,
+commits the batch's offsets explicitly after delivery, publishes its partitions' progress in the state store for
+the other workers, and on a rebalance lets the batch in flight finish and commit before partitions are given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Collection
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from fraudstream.detectors.units import MS_PER_S
+from fraudstream.stream.alignment import DEFAULT_EVENT_TIME_SLACK_S, EventTimeAligner, PartitionProgress, foreign_floor
+from fraudstream.stream.broker.consumer import Positions, TransactionConsumer
+from fraudstream.stream.runtime import WorkerRuntime
+from fraudstream.stream.state.base import StateStoreError
+from fraudstream.stream.types import RawEvent
+
+log = logging.getLogger(__name__)
+
+#: When a fetch returns a full batch (the worker is behind), the next batch may be this many times larger: fixed
+#: per-batch costs (round trips, commits) are then shared by more events.
+LAGGING_BATCH_FACTOR = 4
+#: Warn when partitions with backlog return no records (and hold the others back) for this long (s).
+HOLD_WARNING_S = 30.0
+#: Expiry (s) of a partition's published progress, so entries of workers long gone do not linger (a partition
+#: without an entry and with records holds the others back until its owner publishes).
+PROGRESS_TTL_S = 60.0
+#: Unchanged progress is written again this often (s), before it expires.
+PROGRESS_REFRESH_S = 10.0
+
+
+class BatchConsumer(Service):
+    """Group consumer, micro-batches released by event time, explicit commits, progress for the other workers."""
+
+    def __init__(self, runtime: WorkerRuntime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.consumer: TransactionConsumer | None = None
+        self.batch_lock = asyncio.Lock()
+        self.aligner: EventTimeAligner[TopicPartition, RawEvent] = EventTimeAligner(DEFAULT_EVENT_TIME_SLACK_S)
+        self._published: dict[TopicPartition, bytes] = {}  # partition -> progress value last written
+        self._published_at = -math.inf  # monotonic time (s) of the last full refresh
+        #: revocations and assignments so far; a round that saw one start in the middle releases nothing.
+        self.rebalances = 0
+
+    # ---- rebalance callbacks (RebalanceHandler) ----------------------------------------------------------------
+    async def on_revoked(self, partitions: Collection[TopicPartition]) -> None:
+        """Let the batch in flight finish (and commit) before partitions are handed to another worker."""
+        async with self.batch_lock:
+            self.rebalances += 1
+            for tp in partitions:
+                self.forget_partition(tp)
+
+    async def on_assigned(self, partitions: Collection[TopicPartition]) -> None:
+        self.rebalances += 1
+
+    def forget_partition(self, tp: TopicPartition) -> None:
+        if self.consumer is not None:
+            self.consumer.forget(tp)
+        self.aligner.forget(tp)
+        self._published.pop(tp, None)
+        try:
+            self.runtime.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        except KeyError:
+            pass
+
+    # ---- service -----------------------------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        await self.runtime.ready.wait()
+        assert self.runtime.kafka is not None
+        self.consumer = TransactionConsumer(self.runtime.kafka.group_consumer(), self.settings.transactions_topic)
+        await self.consumer.start(self)
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            async with self.batch_lock:
+                await self.consumer.stop()
+
+    @Service.task
+    async def _consume(self) -> None:
+        s = self.settings
+        timeout_ms = max(1, int(s.batch_wait_s * MS_PER_S))
+        held_since: float | None = None
+        wait = True
+        while not self.should_stop:
+            consumer = self.consumer
+            if consumer is None:
+                await asyncio.sleep(s.batch_wait_s)
+                continue
+            await self._fetch(consumer, timeout_ms if wait else 0)
+            rebalances = self.rebalances
+            positions = await consumer.positions()
+            floors = await self._foreign_floors(consumer)
+            async with self.batch_lock:
+                if rebalances != self.rebalances:  # positions and floors may describe the old assignment
+                    wait = False
+                    continue
+                assigned = consumer.assignment()
+                self.aligner.retain(assigned)
+                at_end = {tp: highwater is not None and position is not None and position >= highwater
+                          for tp, (position, highwater) in positions.items() if tp in assigned}
+                limit = s.batch_size * LAGGING_BATCH_FACTOR if self.aligner.total_buffered > s.batch_size \
+                    else s.batch_size
+                released = self.aligner.take(at_end, limit, floors)
+                # wait in the next fetch unless more can be released at once
+                starving = self.aligner.starving(at_end)
+                wait = not released or bool(starving) or not self.aligner.total_buffered
+                held_since = self._note_hold(starving, held_since)
+                if released:
+                    events = [event for records in released.values() for event in records]
+                    if not await self.runtime.handle(events):
+                        return
+                    await consumer.commit({tp: records[-1].offset + 1 for tp, records in released.items()})
+                await self._publish_progress(positions, at_end)
+            await self._update_lag(consumer)
+
+    async def _fetch(self, consumer: TransactionConsumer, timeout_ms: int) -> None:
+        """One fetch into the aligner's buffers, for the partitions whose buffer is not full."""
+        cap = self.settings.batch_size * LAGGING_BATCH_FACTOR
+        assigned = consumer.assignment()
+        fetchable = [tp for tp in assigned if self.aligner.buffered(tp) < cap]
+        if not fetchable:
+            await asyncio.sleep(timeout_ms / MS_PER_S)  # held back by another worker's partitions
+            return
+        if len(fetchable) == len(assigned):
+            fetchable = []  # every assigned partition
+        for tp, (events, times) in (await consumer.fetch(fetchable, timeout_ms, cap)).items():
+            self.aligner.add(tp, events, times)
+
+    async def _foreign_floors(self, consumer: TransactionConsumer) -> dict[TopicPartition, float]:
+        """Lower bounds of the next pending event time of the transaction partitions other workers own.
+
+        End offsets are asked before the owners' published progress is read (see ``alignment.foreign_floor``).
+        On a broker or state store error every such partition holds this worker back for one round.
+        """
+        others = consumer.foreign_partitions()
+        if not others:
+            return {}
+        try:
+            ends = await consumer.end_offsets(others)
+            raws = await self.runtime.store.read_progress(consumer.topic, [tp.partition for tp in others])
+        except (KafkaError, StateStoreError, OSError, TimeoutError) as exc:  # be conservative this round
+            log.warning("event-time alignment: progress of partitions %s not read (%r); holding back",
+                        [tp.partition for tp in others], exc)
+            return {tp: -math.inf for tp in others}
+        floors = {}
+        for tp, raw in zip(others, raws):
+            floor = foreign_floor(PartitionProgress.decode(raw), ends.get(tp, 0))
+            if floor is not None:
+                floors[tp] = floor
+        return floors
+
+    async def _publish_progress(self, positions: Positions, at_end: dict[TopicPartition, bool]) -> None:
+        """Publish how far each assigned partition is processed, for the workers that own the other partitions.
+
+        Written after the batch's state is in the store; unchanged values are refreshed every
+        :data:`PROGRESS_REFRESH_S`.
+        """
+        now = time.monotonic()
+        refresh = now - self._published_at > PROGRESS_REFRESH_S
+        changed: dict[TopicPartition, bytes] = {}
+        for tp in at_end:
+            first = self.aligner.first(tp)
+            next_offset = first.offset if first is not None else positions[tp][0]
+            if next_offset is None:
+                continue
+            value = PartitionProgress(next_offset, self.aligner.head(tp), self.aligner.released_to(tp)).encode()
+            if refresh or self._published.get(tp) != value:
+                changed[tp] = value
+        if not changed:
+            return
+        try:
+            for topic in {tp.topic for tp in changed}:
+                await self.runtime.store.publish_progress(
+                    topic, {tp.partition: v for tp, v in changed.items() if tp.topic == topic}, PROGRESS_TTL_S)
+        except (StateStoreError, OSError, TimeoutError) as exc:  # the others keep their older (lower) view
+            log.warning("event-time alignment: progress not published (%r)", exc)
+            return
+        self._published.update(changed)
+        if refresh:
+            self._published_at = now
+
+    def _note_hold(self, starving: list[TopicPartition], held_since: float | None) -> float | None:
+        """Warn once when partitions with backlog but no fetched records hold the others back for long."""
+        if not starving:
+            return None
+        now = time.monotonic()
+        if held_since is None:
+            return now
+        if now - held_since > HOLD_WARNING_S:
+            log.warning("event-time alignment: partitions %s have backlog but returned no records for %.0f s; "
+                        "the other partitions wait for them", sorted(f"{tp.topic}/{tp.partition}" for tp in starving),
+                        now - held_since)
+            return now
+        return held_since
+
+    async def _update_lag(self, consumer: TransactionConsumer) -> None:
+        gauge = self.runtime.metrics.consumer_lag
+        labels = self.runtime.labels
+        if labels is not None:
+            for tp, lag in labels.lag().items():
+                gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+        for tp, lag in (await consumer.lag()).items():
+            gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)

@@ -1,0 +1,1 @@
+"""Kafka adapters of the worker: shared client configuration, transaction consumer, decision sink, label feed."""

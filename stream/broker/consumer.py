@@ -1,0 +1,152 @@
+"""The transactions consumer: an aiokafka group member with explicit commits and rebalance callbacks.
+
+It decodes each fetched transaction once (:func:`~fraudstream.stream.alignment.decode_event`: the JSON object
+and its event time), so the worker core and the event-time alignment reuse it.  Offsets are committed only when
+the caller says a batch is delivered; a commit refused because the group rebalanced is logged and dropped (the
+partitions' new owner re-reads those events and answers them from the stored decisions).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from fraudstream.stream.alignment import decode_event
+from fraudstream.stream.types import RawEvent
+
+log = logging.getLogger(__name__)
+
+#: Start of the log line written after each assignment of transaction partitions (tests and tools wait for it).
+PARTITIONS_ASSIGNED_LOG = "partitions assigned:"
+
+#: Per partition: (position: next offset to fetch, highwater: broker's end at the last fetch); None = not known.
+Positions = dict[TopicPartition, tuple[int | None, int | None]]
+
+
+class RebalanceHandler(Protocol):
+    """What the consumer calls when the group takes partitions away or hands new ones."""
+
+    async def on_revoked(self, partitions: Collection[TopicPartition]) -> None: ...
+
+    async def on_assigned(self, partitions: Collection[TopicPartition]) -> None: ...
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, handler: RebalanceHandler) -> None:
+        self.handler = handler
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self.handler.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        await self.handler.on_assigned(assigned)
+        log.info("%s %s", PARTITIONS_ASSIGNED_LOG, sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+class TransactionConsumer:
+    """Group consumer of one topic.
+
+    Parameters
+    ----------
+    consumer : not yet started, with a group id and auto-commit off (``KafkaClientConfig.group_consumer``).
+    topic : the transactions topic.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self._committed: dict[TopicPartition, int] = {}
+
+    async def start(self, handler: RebalanceHandler) -> None:
+        self.consumer.subscribe([self.topic], listener=_Listener(handler))
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment())
+
+    def forget(self, tp: TopicPartition) -> None:
+        """Drop what is known of a revoked partition."""
+        self._committed.pop(tp, None)
+
+    async def fetch(self, partitions: Sequence[TopicPartition], timeout_ms: int, max_records: int
+                    ) -> dict[TopicPartition, tuple[list[RawEvent], list[float | None]]]:
+        """One ``getmany`` (every assigned partition when ``partitions`` is empty): per partition still assigned,
+        its records and their event times (None: unreadable)."""
+        fetched = await self.consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        assigned = self.consumer.assignment()
+        out: dict[TopicPartition, tuple[list[RawEvent], list[float | None]]] = {}
+        for tp, records in fetched.items():
+            if tp in assigned and records:
+                events, times = [], []
+                for r in records:  # each transaction is decoded once, here: the worker core reuses it
+                    decoded, event_time = decode_event(r.value)
+                    events.append(RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key, decoded))
+                    times.append(event_time)
+                out[tp] = (events, times)
+        return out
+
+    async def positions(self) -> Positions:
+        """Per assigned partition: (position, highwater); either None when not known yet (not fetched since it was
+        assigned)."""
+        consumer = self.consumer
+        out: Positions = {}
+        for tp in consumer.assignment():
+            if tp not in consumer.assignment():  # revoked while an earlier position was awaited
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                out[tp] = (None, None)
+                continue
+            try:
+                out[tp] = (await consumer.position(tp), highwater)
+            except IllegalStateError:  # revoked meanwhile
+                continue
+        return out
+
+    def foreign_partitions(self) -> list[TopicPartition]:
+        """Partitions of the topic this consumer is not assigned (other workers own them)."""
+        assigned = self.consumer.assignment()
+        return [TopicPartition(self.topic, p) for p in sorted(self.consumer.partitions_for_topic(self.topic) or ())
+                if TopicPartition(self.topic, p) not in assigned]
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict(await self.consumer.end_offsets(list(partitions)))
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self.consumer.commit(offsets)
+            self._committed.update(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # the group rebalanced meanwhile: the new owner re-reads these events and answers them from the
+            # stored decisions, so nothing is lost or decided twice.
+            log.warning("offsets not committed (%r); the partitions' new owner will re-deliver", exc)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records not committed yet per assigned partition (broker's highwater at the last fetch - committed)."""
+        consumer = self.consumer
+        out: dict[TopicPartition, int] = {}
+        for tp in consumer.assignment():
+            if tp not in consumer.assignment():  # revoked while an earlier partition's offset was awaited
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            done = self._committed.get(tp)
+            if done is None:
+                try:
+                    done = await consumer.committed(tp)
+                except KafkaError:
+                    continue
+                if done is None:
+                    continue
+                self._committed[tp] = done
+            out[tp] = max(0, highwater - done)
+        return out

@@ -1,0 +1,205 @@
+"""One micro-batch through the worker core: parse -> plan -> features -> score -> the batch's changes.
+
+Per batch (:meth:`BatchPipeline.process`):
+
+1. parse every raw event (:mod:`~fraudstream.stream.core.parse`); a bad one becomes a dead letter;
+2. read the batch's state from the store in one call: stored decisions of its transaction ids, the customer and
+   terminal histories it touches, the applied offsets of its label partitions;
+3. plan (:mod:`~fraudstream.stream.core.plan`): duplicates (a stored decision, or an id seen earlier in the
+   batch) are answered with their stored decision and not counted in the features again; labels below their
+   partition's applied offset are skipped;
+4. :func:`decide_batch` (pure): learn the new labels into terminal state, compute the features of the new
+   transactions incrementally in event-time order (a batch holds several partitions one after the other) and
+   score them with ONE vectorized cascade call; the result is the batch's changes and its messages, as values;
+5. the store writes the changes with one compare-and-write; when shared state changed since step 2 (another
+   worker updated a terminal) nothing is written and the batch is recomputed from fresh state.
+
+Terminal features look at transactions at least the label delay (7 days) old, from every partition; they equal
+the batch path as long as no partition lags another by more than that much event time (nor by more than the
+terminal state's trim margin).  The caller keeps partitions aligned in event time
+(:mod:`fraudstream.stream.alignment`).
+
+The pipeline returns the messages to produce; the caller produces them, awaits delivery and only then commits
+offsets (at-least-once; re-deliveries are answered from the stored decisions).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fraudstream.detectors.cascade.types import Decision
+from fraudstream.detectors.schema import Transaction, TransactionBatch
+from fraudstream.stream.core.encode import encode_decisions
+from fraudstream.stream.core.parse import ParsedBatch, parse_events
+from fraudstream.stream.core.plan import BatchPlan, batch_reads, plan_batch
+from fraudstream.stream.state.base import BatchChanges, BatchState, StateStore
+from fraudstream.stream.types import DecisionRecord, Message, RawEvent, decision_key
+
+if TYPE_CHECKING:
+    from fraudstream.stream.model_watch import ActiveModel
+
+log = logging.getLogger(__name__)
+
+#: Recomputations of one batch after concurrent changes of its shared state before giving up (the caller retries).
+MAX_STATE_CONFLICT_RETRIES = 20
+
+
+@dataclass
+class ScoredBatch:
+    """The new transactions of a batch, scored: arrays (decision, stage, scores) and their decision JSON."""
+
+    batch: TransactionBatch
+    decision: np.ndarray
+    stage: np.ndarray
+    risk: np.ndarray
+    scores: dict[str, np.ndarray]
+    encoded: list[bytes]
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch produced: messages to send and figures for metrics.
+
+    ``decisions`` holds (key, JSON) per valid transaction in arrival order, duplicates included (their stored
+    JSON); ``broker_ts_s`` the Kafka record timestamp (epoch s) of each of them; ``new_decisions`` the JSON of
+    the transactions decided by this batch.
+    """
+
+    decisions: list[tuple[bytes, bytes]]
+    broker_ts_s: np.ndarray
+    dlq: list[Message]
+    new_decisions: list[bytes]
+    duplicates: int
+    labels_learned: int
+    review_items: int
+    #: reason code of each ``dlq`` message.
+    dlq_reasons: list[str] = field(default_factory=list)
+    #: label events skipped because they were applied before.
+    duplicate_labels: int = 0
+    #: the new transactions' arrays, for metrics.
+    scored: ScoredBatch | None = None
+
+
+@dataclass
+class BatchResult:
+    """The pure result of one batch: what to write, and what to send once it is written."""
+
+    changes: BatchChanges
+    outcome: BatchOutcome
+
+
+def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | None, decided_at: float
+                 ) -> BatchResult:
+    """The batch's changes and messages, given its state (mutates the histories in ``state``).
+
+    Parameters
+    ----------
+    parsed : the parsed batch.
+    state : what the store held for it (:func:`~fraudstream.stream.core.plan.batch_reads`).
+    model : the model to score with (needed when there are new transactions or labels).
+    decided_at : wall-clock time of the decisions (epoch s).
+    """
+    plan = plan_batch(parsed, state.decisions, state.label_offsets)
+    # event-time order inside the batch: a batch holds several partitions one after the other, and a
+    # terminal's features must see its earlier transactions from every partition
+    plan.new_index.sort(key=lambda i: (parsed.transactions[i].timestamp, parsed.transactions[i].transaction_id))
+    new_txs = [parsed.transactions[i] for i in plan.new_index]
+    customers, terminals = state.customers, state.terminals
+    if (plan.new_labels or new_txs) and model is None:
+        raise RuntimeError("no model loaded")
+    scored = None
+    if plan.new_labels:
+        model.features.learn_labels(plan.new_labels, terminals)  # type: ignore[union-attr]
+    if new_txs:
+        new_ts = np.asarray([parsed.tx_broker_ts_s[i] for i in plan.new_index], dtype=np.float64)
+        scored = score_transactions(model, new_txs, new_ts, customers, terminals, decided_at)  # type: ignore[arg-type]
+
+    touched_customers = {t.customer_id for t in new_txs}
+    touched_terminals = {t.terminal_id for t in new_txs} | {lab.terminal_id for lab in plan.new_labels}
+    changes = BatchChanges(customers={c: customers[c] for c in touched_customers},
+                           terminals={t: terminals[t] for t in touched_terminals},
+                           label_offsets=dict(plan.applied))
+    if scored is not None:
+        changes.decisions = list(zip(scored.batch.transaction_id.tolist(), scored.encoded))
+        review_rows = np.flatnonzero(scored.decision == Decision.REVIEW).tolist()
+        changes.review_items = [DecisionRecord.from_json(scored.encoded[i]) for i in review_rows]
+    return BatchResult(changes, _outcome(parsed, plan, scored, len(changes.review_items)))
+
+
+def score_transactions(model: ActiveModel, txs: list[Transaction], broker_ts_s: np.ndarray,
+                       customers: dict, terminals: dict, decided_at: float) -> ScoredBatch:  # type: ignore[type-arg]
+    """Features (incremental, updating the histories) and one vectorized cascade call for new transactions."""
+    batch = TransactionBatch.from_transactions(txs)
+    features = model.features.transform(batch, customers, terminals)
+    result = model.bundle.cascade.score(features, batch)
+    encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
+    return ScoredBatch(batch, np.asarray(result.decision), np.asarray(result.stage), np.asarray(result.risk),
+                       {"light": np.asarray(result.light_score), "anomaly": np.asarray(result.anomaly_score),
+                        "heavy": np.asarray(result.heavy_score)}, encoded)
+
+
+def _outcome(parsed: ParsedBatch, plan: BatchPlan, scored: ScoredBatch | None, review_items: int) -> BatchOutcome:
+    encoded = scored.encoded if scored is not None else []
+    by_position: dict[int, bytes] = dict(zip(plan.new_index, encoded))
+    decisions: list[tuple[bytes, bytes]] = []
+    duplicates = 0
+    for i, tx in enumerate(parsed.transactions):
+        raw = by_position.get(i)
+        if raw is None:
+            duplicates += 1
+            first = plan.duplicate_of.get(i)
+            raw = by_position[first] if first is not None else plan.stored[tx.transaction_id]
+        decisions.append((decision_key(tx.transaction_id), raw))
+    return BatchOutcome(
+        decisions=decisions, broker_ts_s=np.asarray(parsed.tx_broker_ts_s, dtype=np.float64),
+        dlq=[parsed.dlq[j] for j in plan.dlq_index], new_decisions=encoded, duplicates=duplicates,
+        labels_learned=len(plan.new_labels), review_items=review_items,
+        dlq_reasons=[parsed.dlq_reasons[j] for j in plan.dlq_index],
+        duplicate_labels=len(parsed.labels) - len(plan.new_labels), scored=scored,
+    )
+
+
+class BatchPipeline:
+    """Runs micro-batches against a state store and the active model.
+
+    Parameters
+    ----------
+    store : where the batch's state is read and its changes written.
+    model : returns the model to score the next batch with (read once per batch), e.g. ``watcher.current``.
+    transactions_topic, labels_topic : which records are transactions and which labels.
+    clock : wall clock, epoch s.
+    on_conflict : called each time a batch is recomputed because its shared state changed (metrics).
+    """
+
+    def __init__(self, store: StateStore, model: Callable[[], ActiveModel | None], transactions_topic: str,
+                 labels_topic: str, clock: Callable[[], float] = time.time,
+                 on_conflict: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.model = model
+        self.transactions_topic = transactions_topic
+        self.labels_topic = labels_topic
+        self.clock = clock
+        self.on_conflict = on_conflict
+
+    async def process(self, events: Sequence[RawEvent]) -> BatchOutcome:
+        """Process one micro-batch; raises on infrastructure errors (the caller retries the same batch)."""
+        parsed = parse_events(events, self.transactions_topic, self.labels_topic)
+        model = self.model()
+        if model is None and parsed.transactions:
+            raise RuntimeError("no model loaded")
+        reads = batch_reads(parsed)
+        for attempt in range(MAX_STATE_CONFLICT_RETRIES):
+            state = await self.store.read_batch(reads)
+            result = decide_batch(parsed, state, model, self.clock())
+            if await self.store.commit(state, result.changes):
+                return result.outcome
+            if self.on_conflict is not None:
+                self.on_conflict()
+            log.debug("state changed during batch (attempt %d); recomputing", attempt + 1)
+        raise RuntimeError(f"batch state kept changing under it {MAX_STATE_CONFLICT_RETRIES} times")

@@ -1,0 +1,139 @@
+"""What runs a micro-batch: the worker's state store, decision sink, label feed, model and metrics, wired.
+
+:class:`WorkerRuntime` (a service of the Faust app) opens the state store (Redis), the decision sink (producer),
+the label feed and the model watcher, and :meth:`WorkerRuntime.handle` runs one batch to the end: labels caught
+up, the worker core (:class:`~fraudstream.stream.core.batch.BatchPipeline`), decisions and dead letters produced
+and delivered; an unexpected error retries the same batch.  The caller commits offsets only after ``handle``
+returned.
+
+Labels are not part of the consumer group: every worker reads all label partitions itself
+(:class:`~fraudstream.stream.broker.label_feed.LabelFeed`) and, before each batch of transactions, catches up with
+the labels topic's end offsets, so a transaction is always scored after every label sent before it.
+
+Latency: a batch costs two state-store round trips and one end-offsets request, and the model is warmed up
+before the first batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mode import Service
+
+from fraudstream.stream.broker.client_config import KafkaClientConfig
+from fraudstream.stream.broker.label_feed import LabelFeed
+from fraudstream.stream.broker.sink import DecisionSink
+from fraudstream.stream.core.batch import BatchPipeline
+from fraudstream.stream.metrics import WorkerMetrics
+from fraudstream.stream.model_watch import ActiveModel, ModelWatcher
+from fraudstream.stream.settings import StreamSettings
+from fraudstream.stream.state.redis_store import RedisStateStore
+from fraudstream.stream.topics import ensure_topics, topic_names
+from fraudstream.stream.types import RawEvent
+
+log = logging.getLogger(__name__)
+
+#: First and longest pause (s) before a failed batch is tried again.
+RETRY_BACKOFF_FIRST_S = 0.1
+RETRY_BACKOFF_MAX_S = 5.0
+
+
+class WorkerRuntime(Service):
+    """State store, decision sink, label feed, model and metrics of one worker, and the batch handler."""
+
+    def __init__(self, settings: StreamSettings, metrics: WorkerMetrics | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self.watcher = ModelWatcher(settings.model_dir, settings.model_poll_s, on_swap=self._on_model_swap,
+                                    on_failure=lambda exc: self.metrics.model_reloads.labels(outcome="failed").inc())
+        self.kafka: KafkaClientConfig | None = None
+        self._store: RedisStateStore | None = None
+        self._sink: DecisionSink | None = None
+        self._pipeline: BatchPipeline | None = None
+        self.labels: LabelFeed | None = None
+        self.ready = asyncio.Event()
+
+    @property
+    def store(self) -> RedisStateStore:
+        """The state store (once started)."""
+        if self._store is None:
+            raise RuntimeError("the worker runtime is not started")
+        return self._store
+
+    def _on_model_swap(self, model: ActiveModel) -> None:
+        self.metrics.model_reloads.labels(outcome="loaded").inc()
+        self.metrics.set_model_version(model.version)
+
+    async def on_start(self) -> None:
+        s = self.settings
+        if not s.redis_url:
+            raise ValueError("FRAUDSTREAM_WORKER_REDIS_URL (or REDIS_URL) is not set")
+        self.kafka = kafka = KafkaClientConfig.from_settings(s)
+        model = await asyncio.to_thread(self.watcher.load_now)
+        await asyncio.to_thread(model.warm_up)
+        await asyncio.to_thread(ensure_topics, ",".join(kafka.bootstrap_servers), topic_names(s), s.partitions)
+        self.metrics.serve(s.metrics_port)
+        self._store = store = RedisStateStore.from_url(s.redis_url, s.redis_prefix, s.labels_topic, s.state_ttl_s,
+                                                       s.decision_ttl_s)
+        await store.ping()
+        self._sink = DecisionSink(kafka.producer("decisions"), [s.decisions_topic, s.dlq_topic])
+        await self._sink.start()
+        self._pipeline = BatchPipeline(store, lambda: self.watcher.current, s.transactions_topic, s.labels_topic,
+                                       on_conflict=self.metrics.state_conflicts.inc)
+        self.labels = LabelFeed(lambda: kafka.standalone_consumer("labels"), s.labels_topic, store.label_offsets)
+        await self.labels.start()
+        self.ready.set()
+        log.info("worker runtime ready: model %s, redis %s, broker %s", model.version, s.redis_url,
+                 s.kafka_bootstrap_servers)
+
+    @Service.task
+    async def _watch_model(self) -> None:
+        await self.ready.wait()
+        await self.watcher.run()
+
+    async def on_stop(self) -> None:
+        if self.labels is not None:
+            await self.labels.stop()
+        if self._sink is not None:
+            await self._sink.stop()
+        if self._store is not None:
+            await self._store.close()
+
+    async def handle(self, events: Sequence[RawEvent]) -> bool:
+        """Run one batch of transactions until its decisions and dead letters are delivered.
+
+        Labels up to the labels topic's end offsets (asked when the batch starts) are applied first.  Returns
+        False if stopped before the batch was delivered.
+        """
+        await self.ready.wait()
+        assert self.labels is not None and self._pipeline is not None and self._sink is not None
+        started = time.perf_counter()
+        backoff = RETRY_BACKOFF_FIRST_S
+        labels: list[RawEvent] = []
+        while True:
+            try:
+                labels += await self.labels.catch_up()
+                outcome = await self._pipeline.process(labels + list(events))
+                self.metrics.count_outcome(outcome)
+                await self._sink.send([(self.settings.decisions_topic, outcome.decisions),
+                                       (self.settings.dlq_topic, outcome.dlq)])
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.batch_errors.inc()
+                log.exception("batch of %d events failed; retrying in %.1f s", len(events), backoff)
+                if self.should_stop:
+                    return False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+        m = self.metrics
+        m.latency.observe_many(time.time() - outcome.broker_ts_s)
+        m.batch_size.observe(len(events))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        return True

@@ -1,0 +1,102 @@
+"""The state store in process memory: same semantics as the Redis one, for tests of the worker core.
+
+Entries are kept as the bytes the Redis store would write (histories through ``to_bytes``), so a test sees the
+same round trip as production.  Expiry is not modelled.  Compare-and-write checks each touched entry against the
+bytes the batch read, like the Redis script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from fraudstream.detectors.features.online import CustomerHistory, TerminalHistory
+from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState
+from fraudstream.stream.types import review_item_fields
+
+#: Snapshot keys: (family, id) -> bytes read (None: absent).
+_Key = tuple[str, int]
+
+
+class InMemoryStateStore:
+    """:class:`~fraudstream.stream.state.base.StateStore` in dictionaries (one process, no expiry)."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[int, bytes] = {}
+        self.customers: dict[int, bytes] = {}
+        self.terminals: dict[int, bytes] = {}
+        self.offsets: dict[int, int] = {}
+        self.progress: dict[tuple[str, int], bytes] = {}
+        self.review_items: dict[int, dict[str, str]] = {}
+        self.review_pending: dict[int, float] = {}
+        #: commits refused because a checked entry changed (for tests).
+        self.conflicts = 0
+
+    async def read_batch(self, reads: BatchReads) -> BatchState:
+        snapshot: dict[_Key, bytes | int | None] = {}
+        for c in reads.customer_ids:
+            snapshot["cust", c] = self.customers.get(c)
+        for t in reads.terminal_ids:
+            snapshot["term", t] = self.terminals.get(t)
+        for p in reads.label_partitions:
+            snapshot["offset", p] = self.offsets.get(p)
+        return BatchState(
+            reads=reads,
+            decisions={t: self.decisions[t] for t in reads.transaction_ids if t in self.decisions},
+            customers={c: CustomerHistory.from_bytes(self.customers[c]) for c in reads.customer_ids
+                       if c in self.customers},
+            terminals={t: TerminalHistory.from_bytes(self.terminals[t]) for t in reads.terminal_ids
+                       if t in self.terminals},
+            label_offsets={p: self.offsets.get(p, 0) for p in reads.label_partitions},
+            snapshot=snapshot,
+        )
+
+    def _current(self, key: _Key) -> bytes | int | None:
+        family, ident = key
+        if family == "cust":
+            return self.customers.get(ident)
+        if family == "term":
+            return self.terminals.get(ident)
+        return self.offsets.get(ident)
+
+    async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
+        snapshot = state.snapshot
+        assert isinstance(snapshot, dict), "state was not read by an InMemoryStateStore"
+        checked = ([("cust", c) for c in changes.customers] + [("term", t) for t in changes.terminals]
+                   + [("offset", p) for p in changes.label_offsets])
+        if any(self._current(key) != snapshot.get(key) for key in checked):
+            self.conflicts += 1
+            return False
+        for cid, customer in changes.customers.items():
+            self.customers[cid] = customer.to_bytes()
+        for tid, terminal in changes.terminals.items():
+            self.terminals[tid] = terminal.to_bytes()
+        self.offsets.update(changes.label_offsets)
+        self.decisions.update(changes.decisions)
+        for record in changes.review_items:
+            self.review_items[record.transaction_id] = review_item_fields(record)
+            self.review_pending[record.transaction_id] = float(record.risk)
+        return True
+
+    async def label_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        return {p: self.offsets.get(p, 0) for p in partitions}
+
+    async def read_progress(self, topic: str, partitions: Sequence[int]) -> list[bytes | None]:
+        return [self.progress.get((topic, p)) for p in partitions]
+
+    async def publish_progress(self, topic: str, progress: Mapping[int, bytes], ttl_s: float) -> None:
+        for partition, value in progress.items():
+            self.progress[topic, partition] = value
+
+    async def pending_reviews(self, limit: int) -> list[tuple[int, float]]:
+        ranked = sorted(self.review_pending.items(), key=lambda item: (-item[1], -item[0]))
+        return ranked[:limit]
+
+    async def pending_review_count(self) -> int:
+        return len(self.review_pending)
+
+    async def review_item(self, transaction_id: int) -> dict[str, str]:
+        return dict(self.review_items.get(transaction_id, {}))
+
+    async def resolve_review(self, transaction_id: int, fields: Mapping[str, str]) -> None:
+        self.review_items.setdefault(transaction_id, {}).update(fields)
+        self.review_pending.pop(transaction_id, None)

@@ -1,0 +1,160 @@
+"""The state store on Redis: one MGET to read a batch, one atomic script call to write it.
+
+Every key it touches is named by :class:`~fraudstream.stream.state.keys.Keyspace` (the module documents the whole
+keyspace).  Shared keys (terminals, label offsets) and customers are checked at commit against what the batch
+read (:mod:`~fraudstream.stream.state.compare_and_write`), so concurrent workers never lose each other's updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from fraudstream.detectors.features.online import CustomerHistory, TerminalHistory
+from fraudstream.detectors.units import MS_PER_S
+from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, StateStoreError
+from fraudstream.stream.state.compare_and_write import BatchCommit, BatchWrite
+from fraudstream.stream.state.keys import Keyspace
+from fraudstream.stream.types import review_item_fields
+
+
+def decode_offset(raw: bytes | None) -> int:
+    """Stored applied label offset (0 when absent: nothing applied yet)."""
+    return 0 if raw is None else int(raw)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStateStore:
+    """:class:`~fraudstream.stream.state.base.StateStore` on one ``redis.asyncio`` client.
+
+    Parameters
+    ----------
+    redis : client with ``decode_responses=False``.
+    keys : the keyspace (its prefix).
+    labels_topic : topic whose applied label offsets are kept.
+    state_ttl_s : expiry of histories and label offsets, refreshed on every write (s).
+    decision_ttl_s : how long a decision is kept, i.e. how late a duplicate is still recognised (s).
+    """
+
+    def __init__(self, redis: Redis, keys: Keyspace, labels_topic: str, state_ttl_s: int,
+                 decision_ttl_s: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.labels_topic = labels_topic
+        self.state_ttl_s = int(state_ttl_s)
+        self.decision_ttl_s = int(decision_ttl_s)
+        self._commit = BatchCommit(redis)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, labels_topic: str, state_ttl_s: int,
+                 decision_ttl_s: int) -> RedisStateStore:
+        """A store on a new client for ``redis://...`` (call :meth:`close` when done)."""
+        import redis.asyncio as aioredis
+
+        client: Redis = aioredis.from_url(url, decode_responses=False)
+        return cls(client, Keyspace(prefix), labels_topic, state_ttl_s, decision_ttl_s)
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # ---- one batch ---------------------------------------------------------------------------------------------
+    async def read_batch(self, reads: BatchReads) -> BatchState:
+        k = self.keys
+        customer_keys = [k.customer(c) for c in reads.customer_ids]
+        terminal_keys = [k.terminal(t) for t in reads.terminal_ids]
+        offset_keys = [k.labels_applied(self.labels_topic, p) for p in reads.label_partitions]
+        keys = [k.decision(t) for t in reads.transaction_ids] + customer_keys + terminal_keys + offset_keys
+        raws: list[bytes | None] = await self.redis.mget(keys) if keys else []
+        n_tx, n_cust, n_term = len(reads.transaction_ids), len(reads.customer_ids), len(reads.terminal_ids)
+        customer_raws = raws[n_tx:n_tx + n_cust]
+        terminal_raws = raws[n_tx + n_cust:n_tx + n_cust + n_term]
+        offset_raws = raws[n_tx + n_cust + n_term:]
+        snapshot = dict(zip(customer_keys + terminal_keys + offset_keys, customer_raws + terminal_raws + offset_raws))
+        return BatchState(
+            reads=reads,
+            decisions={t: raw for t, raw in zip(reads.transaction_ids, raws[:n_tx]) if raw is not None},
+            customers={c: CustomerHistory.from_bytes(raw) for c, raw in zip(reads.customer_ids, customer_raws)
+                       if raw is not None},
+            terminals={t: TerminalHistory.from_bytes(raw) for t, raw in zip(reads.terminal_ids, terminal_raws)
+                       if raw is not None},
+            label_offsets={p: decode_offset(raw) for p, raw in zip(reads.label_partitions, offset_raws)},
+            snapshot=snapshot,
+        )
+
+    async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
+        k, ttl = self.keys, self.state_ttl_s
+        snapshot = state.snapshot
+        assert isinstance(snapshot, dict), "state was not read by a RedisStateStore"
+        write = BatchWrite()
+        customer_keys = {c: k.customer(c) for c in changes.customers}
+        terminal_keys = {t: k.terminal(t) for t in changes.terminals}
+        offset_keys = {p: k.labels_applied(self.labels_topic, p) for p in changes.label_offsets}
+        for key in (*customer_keys.values(), *terminal_keys.values(), *offset_keys.values()):
+            write.check(key, snapshot.get(key))
+        for cid, customer in changes.customers.items():
+            write.set(customer_keys[cid], customer.to_bytes(), ttl)
+        for tid, terminal in changes.terminals.items():
+            write.set(terminal_keys[tid], terminal.to_bytes(), ttl)
+        for p, offset in changes.label_offsets.items():
+            write.set(offset_keys[p], str(int(offset)).encode(), ttl)
+        for transaction_id, raw in changes.decisions:
+            write.set(k.decision(transaction_id), raw, self.decision_ttl_s)
+        members: dict[str, float] = {}
+        for record in changes.review_items:
+            write.hashes.append((k.review_item(record.transaction_id), review_item_fields(record)))
+            members[str(record.transaction_id)] = float(record.risk)
+        if members:
+            write.zset_key = k.review_pending
+            write.members.extend((score, member) for member, score in members.items())
+        return await self._commit(write)
+
+    # ---- around batches ----------------------------------------------------------------------------------------
+    async def label_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        if not partitions:
+            return {}
+        raws = await self.redis.mget([self.keys.labels_applied(self.labels_topic, p) for p in partitions])
+        return {p: decode_offset(raw) for p, raw in zip(partitions, raws)}
+
+    async def read_progress(self, topic: str, partitions: Sequence[int]) -> list[bytes | None]:
+        if not partitions:
+            return []
+        try:
+            return list(await self.redis.mget([self.keys.progress(topic, p) for p in partitions]))
+        except RedisError as exc:
+            raise StateStoreError(f"progress of {topic} not read: {exc!r}") from exc
+
+    async def publish_progress(self, topic: str, progress: Mapping[int, bytes], ttl_s: float) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for partition, value in progress.items():
+            pipe.set(self.keys.progress(topic, partition), value, px=int(ttl_s * MS_PER_S))
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            raise StateStoreError(f"progress of {topic} not published: {exc!r}") from exc
+
+    # ---- review queue ------------------------------------------------------------------------------------------
+    async def pending_reviews(self, limit: int) -> list[tuple[int, float]]:
+        rows = await self.redis.zrevrange(self.keys.review_pending, 0, limit - 1, withscores=True)
+        return [(int(member), float(score)) for member, score in rows]
+
+    async def pending_review_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.review_pending))
+
+    async def review_item(self, transaction_id: int) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.review_item(transaction_id))  # type: ignore[misc]
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def resolve_review(self, transaction_id: int, fields: Mapping[str, str]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.review_item(transaction_id), mapping=dict(fields))
+            pipe.zrem(self.keys.review_pending, str(transaction_id))
+            await pipe.execute()
+
