@@ -11,24 +11,27 @@ import click
 
 @click.command(name="evaluate")
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--folds", type=click.IntRange(min=1), default=None, help="prequential folds [FRAUDSTREAM_FOLDS, 4]")
+@click.option("--folds", type=click.IntRange(min=1), default=None, help="prequential folds [FRAUDSTREAM_EVAL_FOLDS, 4]")
 @click.option("--anchor", default=None, metavar="DATE",
               help="first day of fold 0's training week (ISO date); default: fold 0's test week ends on the last "
-                   "day of the data [FRAUDSTREAM_ANCHOR]")
+                   "day of the data [FRAUDSTREAM_EVAL_ANCHOR]")
 @click.option("--review-capacity", type=click.IntRange(min=1), default=None,
-              help="cards analysts review per day (cards/day) [FRAUDSTREAM_REVIEW_CAPACITY, 100]")
-@click.option("--seed", type=int, default=None, help="random seed of training [FRAUDSTREAM_SEED, 0]")
+              help="cards analysts review per day (cards/day) [FRAUDSTREAM_EVAL_REVIEW_CAPACITY, 100]")
+@click.option("--seed", type=int, default=None, help="random seed of training [FRAUDSTREAM_EVAL_SEED, 0]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the full report (every fold) as JSON to this file")
 def command(data: Path, folds: int | None, anchor: str | None, review_capacity: int | None, seed: int | None,
             json_path: Path | None) -> None:
-    """Evaluate on DATA (CSV / Parquet in handbook columns, with TX_FRAUD): AUC, AP, CP@100 and cascade figures."""
+    """Evaluate on DATA (CSV / Parquet in handbook columns, with TX_FRAUD): AUC, AP, CP@100 and cascade figures.
+    Settings also from FRAUDSTREAM_EVAL_* variables; the models' training settings from FRAUDSTREAM_TRAIN_*."""
     from fraudstream.training.datasets import DataFileError, read_transactions
     from fraudstream.training.evaluate import EvaluationSettings, ProtocolError, evaluate, format_report
+    from fraudstream.training.train import TrainSettings
 
     try:
         settings = EvaluationSettings.from_env(folds=folds, anchor=anchor, review_capacity=review_capacity,
                                                seed=seed)
+        train_settings = TrainSettings.from_env(review_capacity=settings.review_capacity, seed=settings.seed)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     started = time.monotonic()
@@ -42,7 +45,7 @@ def command(data: Path, folds: int | None, anchor: str | None, review_capacity: 
     except DataFileError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        report = evaluate(frame, settings, progress=progress)
+        report = evaluate(frame, settings, progress=progress, train_settings=train_settings)
     except ProtocolError as exc:
         raise click.ClickException(f"{data}: {exc}") from None
     click.echo(format_report(report))

@@ -46,6 +46,12 @@ class EnvSettings(BaseSettings):
     #: Error type raised for a bad variable (a service may use its own).
     settings_error: ClassVar[type[ValueError]] = SettingsError
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise self.settings_error(type(self)._explain(exc)) from None
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
                                    env_settings: PydanticBaseSettingsSource,
@@ -74,10 +80,7 @@ class EnvSettings(BaseSettings):
 
     @classmethod
     def _validated(cls: type[S], values: dict[str, Any]) -> S:
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise cls.settings_error(cls._explain(exc)) from None
+        return cls(**values)
 
     @classmethod
     def _explain(cls, exc: ValidationError) -> str:
@@ -87,7 +90,10 @@ class EnvSettings(BaseSettings):
             name = loc if loc in cls.model_fields else next(
                 (n for n, f in cls.model_fields.items() if loc in cls.env_names(n, f)), loc)
             where = cls.env_names(name, cls.model_fields[name])[0] if name in cls.model_fields else loc
-            problems.append(f"{where} ({name}): {error['msg']}, got {error.get('input')!r}")
+            if name in cls.model_fields:
+                problems.append(f"{where} ({name}): {error['msg']}, got {error.get('input')!r}")
+            else:
+                problems.append(f"{loc}: {error['msg']}")
         return "; ".join(problems)
 
     @classmethod

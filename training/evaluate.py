@@ -17,14 +17,18 @@ table live in :mod:`fraudstream.training.report` and are re-exported here.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
+from fraudstream.detectors.cascade.calibration import CalibrationTargets
 from fraudstream.detectors.cascade.types import Decision
+from fraudstream.detectors.env_settings import EnvSettings
+from fraudstream.detectors.features.definition import DEFAULT_CONFIG
 from fraudstream.detectors.models.heavy import heavy_inputs
 from fraudstream.detectors.schema import (
     CUSTOMER_ID,
@@ -55,7 +59,7 @@ from fraudstream.training.report import (  # noqa: F401 - re-exported: callers i
     format_report,
 )
 
-ENV_PREFIX = "FRAUDSTREAM_"
+ENV_PREFIX = "FRAUDSTREAM_EVAL_"
 DAY = pd.Timedelta(days=1)
 
 Progress = Callable[[str], None]
@@ -65,9 +69,8 @@ class ProtocolError(ValueError):
     """The data cannot be evaluated as asked (periods outside the data, missing labels, bad settings)."""
 
 
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """Settings of ``fraudstream evaluate``; every field is read from ``FRAUDSTREAM_<NAME>``.
+class EvaluationSettings(EnvSettings):
+    """Settings of ``fraudstream evaluate``; every field is read from ``FRAUDSTREAM_EVAL_<NAME>`` (see ``from_env``).
 
     Parameters
     ----------
@@ -81,40 +84,27 @@ class EvaluationSettings:
     seed : random seed of model training.
     """
 
-    folds: int = 4
-    anchor: str = ""
-    train_days: int = 7
-    delay_days: int = 7
-    test_days: int = 7
-    fold_step_days: int = 7
-    top_k: int = DEFAULT_TOP_K
-    review_capacity: int = 100
-    seed: int = 0
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    settings_error: ClassVar[type[ValueError]] = ProtocolError
 
-    def __post_init__(self) -> None:
-        for name in ("folds", "train_days", "delay_days", "test_days", "fold_step_days", "top_k", "review_capacity"):
-            if getattr(self, name) < 1:
-                raise ProtocolError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.anchor:
-            _parse_day(self.anchor, "anchor")
+    folds: int = Field(4, ge=1, description="number of prequential folds")
+    anchor: str = Field("", description="first day (ISO date) of fold 0's training week; empty = end of the data")
+    train_days: int = Field(7, ge=1, description="training period (days)")
+    delay_days: int = Field(DEFAULT_CONFIG.label_delay_days, ge=1,
+                            description="label delay between training and test (days); also the validation length")
+    test_days: int = Field(7, ge=1, description="test period (days)")
+    fold_step_days: int = Field(7, ge=1, description="shift between consecutive folds (days)")
+    top_k: int = Field(DEFAULT_TOP_K, ge=1, description="cards checked per day in card precision@k")
+    review_capacity: int = Field(int(CalibrationTargets.review_capacity), ge=1,
+                                 description="cards the analysts review per day (cards/day)")
+    seed: int = Field(0, description="random seed of model training")
 
+    @field_validator("anchor")
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "EvaluationSettings":
-        """Settings from ``FRAUDSTREAM_*`` variables, then the explicit overrides that are not ``None``."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            try:
-                values[f.name] = type(f.default)(raw)
-            except ValueError:
-                raise ProtocolError(
-                    f"{ENV_PREFIX}{f.name.upper()}: expected {type(f.default).__name__}, got {raw!r}"
-                ) from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def _anchor_is_a_day(cls, value: str) -> str:
+        if value:
+            _parse_day(value, "anchor")
+        return value
 
 
 def _parse_day(text: str, what: str) -> pd.Timestamp:
@@ -244,7 +234,7 @@ def score_metrics(frame: pd.DataFrame, score: np.ndarray, top_k: int) -> dict[st
 def _train_settings(settings: EvaluationSettings) -> Any:
     from fraudstream.training.train import TrainSettings
 
-    return TrainSettings.from_env(review_capacity=settings.review_capacity, seed=settings.seed)
+    return TrainSettings(review_capacity=settings.review_capacity, seed=settings.seed)
 
 
 def _fit(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: Any) -> Any:
@@ -316,7 +306,7 @@ def evaluate(frame: pd.DataFrame, settings: EvaluationSettings, progress: Progre
 
     Features are computed once on the whole frame (batch path); then every fold is fit and scored, and the
     novel-attack split is run when scenario-4 rows exist.  ``train_settings`` (a ``TrainSettings``) defaults to
-    ``FRAUDSTREAM_TRAIN_*`` from the environment with this evaluation's review capacity and seed.
+    the training defaults with this evaluation's review capacity and seed.
     """
     from fraudstream.detectors.features.batch import compute_features
 

@@ -7,7 +7,7 @@ written as ``null``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,7 +81,7 @@ class EvaluationReport:
         """Settings, summary, every fold and the novel-attack split as plain JSON types (``nan`` as ``None``)."""
         summary = self.summary()
         data: dict[str, Any] = {
-            "settings": {f.name: getattr(self.settings, f.name) for f in fields(self.settings)},
+            "settings": self.settings.model_dump(),
             "protocol": {"validation": "week before each training week (labels known before the test week)"},
             "published_xgboost": PUBLISHED_XGBOOST,
             "summary": {k: {m: {"mean": _num(a), "std": _num(b)} for m, (a, b) in v.items()}

@@ -15,21 +15,23 @@ Choices made on validation (and recorded in ``cascade.metrics``):
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode, SettingsConfigDict
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from fraudstream.detectors.cascade.calibration import CalibrationTargets, choose_thresholds, policy_report
 from fraudstream.detectors.cascade.cascade import Cascade
 from fraudstream.detectors.cascade.policy import route_light
 from fraudstream.detectors.drift import reference_histograms, training_signals
+from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.features.definition import ANOMALY_FEATURES, DEFAULT_CONFIG, FeatureConfig
 from fraudstream.detectors.models.anomaly import ANOMALY_METHODS, DEFAULT_MAX_CALL_MS, select_anomaly_model
 from fraudstream.detectors.models.heavy import HeavyModel, heavy_inputs
@@ -46,56 +48,63 @@ class TrainingDataError(ValueError):
     """Training frames that cannot be used (missing columns, non-finite features, a single class)."""
 
 
-@dataclass(frozen=True)
-class TrainSettings:
+def _none_or_int(value: Any) -> Any:
+    """``None`` for an empty or ``none`` variable, else the value (validated as an int)."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none"):
+        return None
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    """A comma-separated variable as a tuple of its non-empty items."""
+    if isinstance(value, str):
+        return tuple(m.strip() for m in value.split(",") if m.strip())
+    return value
+
+
+class TrainSettings(EnvSettings):
     """Settings of ``fraudstream train`` and of :func:`fit_cascade`.
 
-    Every field but ``feature_config`` can be set from ``FRAUDSTREAM_TRAIN_<FIELD>`` (see :meth:`from_env`);
+    Every field but ``feature_config`` can be set from ``FRAUDSTREAM_TRAIN_<FIELD>`` (see ``from_env``);
     ``anomaly_methods`` is then a comma-separated list.
     """
 
-    valid_days: int = 7  # days of the validation period
-    gap_days: int | None = None  # days between training and validation; None = the label delay
-    train_days: int | None = None  # days of training (None = all before the gap)
-    review_capacity: float = 100.0  # analyst capacity (cards a day)
-    capacity_statistic: str = "max"  # "max" or "mean" of the daily review cards
-    block_precision: float = 0.95  # minimum precision of each BLOCK region on validation
-    allow_catch_loss: float = 0.02  # largest share of caught validation frauds the light ALLOW region may cost
-    imbalance: str = AUTO  # "auto" or one of IMBALANCE_CHOICES
-    negatives_per_positive: float = 20.0  # kept negatives per fraud when down-sampling
-    calibration: str = AUTO  # "auto", "isotonic" or "platt"
-    anomaly_methods: tuple[str, ...] = ANOMALY_METHODS
-    anomaly_max_rows: int = 20_000  # legitimate rows the anomaly detector is fitted on
-    anomaly_max_call_ms: float = DEFAULT_MAX_CALL_MS  # budget of one anomaly scoring call on one row (ms); inf = none
-    light_trees: int = 300
-    light_depth: int = 4
-    light_learning_rate: float = 0.05
-    light_subsample: float = 0.8  # row and column share sampled per tree
-    heavy_trees: int = 400
-    heavy_depth: int = 4
-    heavy_imbalance: str = "none"  # the heavy model's own treatment ("same" = the light model's choice)
-    stacking_folds: int = 3  # folds of the out-of-fold light scores the heavy model is trained on
-    seed: int = 0
-    n_jobs: int = 2  # threads
-    rules_path: str = ""  # rules JSON file ("" = the shipped default)
-    feature_config: FeatureConfig = field(default=DEFAULT_CONFIG)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, arbitrary_types_allowed=True)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "TrainSettings":
-        """Settings from ``FRAUDSTREAM_TRAIN_*`` variables, then explicit overrides (None values ignored)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name == "feature_config":
-                continue
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _parse(f.name, raw, getattr(cls, f.name, None))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def with_overrides(self, **overrides: Any) -> "TrainSettings":
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+    valid_days: int = Field(7, ge=1, description="days of the validation period")
+    gap_days: Annotated[int | None, BeforeValidator(_none_or_int)] = Field(
+        None, ge=0, description="days between training and validation; None = the label delay")
+    train_days: Annotated[int | None, BeforeValidator(_none_or_int)] = Field(
+        None, ge=1, description="days of training (None = all before the gap)")
+    review_capacity: float = Field(CalibrationTargets.review_capacity, gt=0,
+                                   description="analyst capacity (cards a day)")
+    capacity_statistic: str = Field(CalibrationTargets.capacity_statistic,
+                                    description='"max" or "mean" of the daily review cards')
+    block_precision: float = Field(CalibrationTargets.block_precision,
+                                   description="minimum precision of each BLOCK region on validation")
+    allow_catch_loss: float = Field(
+        CalibrationTargets.allow_catch_loss,
+        description="largest share of caught validation frauds the light ALLOW region may cost")
+    imbalance: str = Field(AUTO, description='"auto" or one of IMBALANCE_CHOICES')
+    negatives_per_positive: float = Field(20.0, description="kept negatives per fraud when down-sampling")
+    calibration: str = Field(AUTO, description='"auto", "isotonic" or "platt"')
+    anomaly_methods: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)] = Field(
+        ANOMALY_METHODS, description="anomaly detectors to choose from (comma-separated)")
+    anomaly_max_rows: int = Field(20_000, description="legitimate rows the anomaly detector is fitted on")
+    anomaly_max_call_ms: float = Field(
+        DEFAULT_MAX_CALL_MS, description="budget of one anomaly scoring call on one row (ms); inf = none")
+    light_trees: int = Field(300, ge=1, description="trees of the light model")
+    light_depth: int = Field(4, ge=1, description="depth of the light model's trees")
+    light_learning_rate: float = Field(0.05, gt=0, description="learning rate of the light model")
+    light_subsample: float = Field(0.8, gt=0, le=1, description="row and column share sampled per tree")
+    heavy_trees: int = Field(400, ge=1, description="trees of the heavy model")
+    heavy_depth: int = Field(4, ge=1, description="depth of the heavy model's trees")
+    heavy_imbalance: str = Field("none", description='the heavy model\'s own treatment ("same" = the light model\'s)')
+    stacking_folds: int = Field(3, ge=2, description="folds of the out-of-fold light scores the heavy model uses")
+    seed: int = Field(0, description="random seed")
+    n_jobs: int = Field(2, ge=1, description="threads")
+    rules_path: str = Field("", description='rules JSON file ("" = the shipped default)')
+    feature_config: FeatureConfig = Field(DEFAULT_CONFIG, exclude=True, description="feature definition (code only)")
 
     def targets(self) -> CalibrationTargets:
         return CalibrationTargets(
@@ -110,24 +119,6 @@ class TrainSettings:
 def anomaly_columns(feature_names: list[str]) -> tuple[int, ...]:
     """Indices of the anomaly detector's behavioural features in the model input (all present in the set)."""
     return tuple(feature_names.index(name) for name in ANOMALY_FEATURES if name in feature_names)
-
-
-def _parse(name: str, raw: str, default: Any) -> Any:
-    var = ENV_PREFIX + name.upper()
-    try:
-        if name == "anomaly_methods":
-            return tuple(m.strip() for m in raw.split(",") if m.strip())
-        if name in ("gap_days", "train_days"):
-            return None if raw.strip().lower() in ("", "none") else int(raw)
-        if isinstance(default, bool):
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        return raw
-    except ValueError:
-        raise ValueError(f"{var}: cannot parse {raw!r}") from None
 
 
 @dataclass
@@ -367,7 +358,6 @@ def train_from_frame(
         },
         "imbalance": cascade.metrics["imbalance"],
         "calibration": cascade.metrics["calibration"],
-        "train_settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
-                           ((f.name, getattr(settings, f.name)) for f in fields(settings)) if k != "feature_config"},
+        "train_settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.model_dump().items()},
     }
     return TrainResult(cascade=cascade, metrics=cascade.metrics, split=split, manifest_extras=extras)

@@ -104,14 +104,16 @@ def test_novel_attack_fold_trains_before_the_first_attack():
 
 
 def test_settings_from_environment_and_overrides():
-    env = {"FRAUDSTREAM_FOLDS": "2", "FRAUDSTREAM_REVIEW_CAPACITY": "50", "FRAUDSTREAM_ANCHOR": "2018-08-15"}
+    env = {"FRAUDSTREAM_EVAL_FOLDS": "2", "FRAUDSTREAM_EVAL_REVIEW_CAPACITY": "50",
+           "FRAUDSTREAM_EVAL_ANCHOR": "2018-08-15", "FRAUDSTREAM_TRAIN_DAYS": "99"}
     settings = EvaluationSettings.from_env(env, review_capacity=None, seed=3)
     assert (settings.folds, settings.review_capacity, settings.anchor, settings.seed) == (2, 50, "2018-08-15", 3)
     assert EvaluationSettings.from_env(env, folds=6).folds == 6
-    with pytest.raises(ProtocolError, match="FRAUDSTREAM_FOLDS"):
-        EvaluationSettings.from_env({"FRAUDSTREAM_FOLDS": "four"})
-    with pytest.raises(ProtocolError, match="folds must be >= 1"):
-        EvaluationSettings.from_env({"FRAUDSTREAM_FOLDS": "0"})
+    assert settings.train_days == EvaluationSettings().train_days, "another service's variable was read"
+    with pytest.raises(ProtocolError, match="FRAUDSTREAM_EVAL_FOLDS"):
+        EvaluationSettings.from_env({"FRAUDSTREAM_EVAL_FOLDS": "four"})
+    with pytest.raises(ProtocolError, match="FRAUDSTREAM_EVAL_FOLDS.*greater than or equal to 1"):
+        EvaluationSettings.from_env({"FRAUDSTREAM_EVAL_FOLDS": "0"})
 
 
 def _figures(block_precision: float) -> CascadeFigures:
