@@ -137,7 +137,7 @@ def test_the_worker_scales_and_prometheus_finds_every_replica() -> None:
     worker = services()["worker"]
     assert "ports" not in worker and "container_name" not in worker, \
         "a fixed host port or container name stops `--scale worker=N`"
-    metrics_port = int(worker["environment"]["FRAUDSTREAM_METRICS_PORT"])
+    metrics_port = int(worker["environment"]["FRAUDSTREAM_WORKER_METRICS_PORT"])
     assert metrics_port in [int(p) for p in worker["expose"]]
     jobs = {job["job_name"]: job for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
     discovery = jobs["fraudstream-worker"]["dns_sd_configs"]
@@ -146,7 +146,7 @@ def test_the_worker_scales_and_prometheus_finds_every_replica() -> None:
 
 def test_prometheus_scrapes_the_review_page_on_its_port() -> None:
     review = services()["review"]
-    port = int(review["environment"]["FRAUDSTREAM_REVIEW_PAGE_PORT"])
+    port = int(review["environment"]["FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT"])
     assert port in [container_port(p) for p in review["ports"]]
     jobs = {job["job_name"]: job for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
     assert jobs["fraudstream-review"]["static_configs"][0]["targets"] == [f"review:{port}"]
@@ -180,7 +180,7 @@ def test_grafana_reads_the_provisioned_datasource_and_dashboards() -> None:
 
 def test_every_variable_is_a_setting_of_the_fraudstream_services() -> None:
     known = set(SETTING_NAME.findall(help_text("worker")))
-    assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "FRAUDSTREAM_METRICS_PORT"} <= known  # the probe works
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "FRAUDSTREAM_WORKER_METRICS_PORT"} <= known  # the probe works
     for name, service in fraudstream_services().items():
         for variable in service.get("environment", {}):
             assert SETTING_NAME.fullmatch(variable), f"{name}: {variable} is not a fraudstream setting name"
