@@ -27,8 +27,17 @@ demo: install
 	bash scripts/install_system_deps.sh --best-effort prometheus
 	$(IN_VENV) fraudstream demo
 
-## Install what the tests need (Python packages, Debian prometheus + chromium), then run every test.
-test: install-test
+## Lint (ruff, imports sorted) and type-check (mypy, strict on stream/ and review_queue/).  mypy reads the
+## packages as ``fraudstream.<folder>`` through a tree of links under build/typecheck (see pyproject.toml).
+TYPECHECK_ROOT := build/typecheck/fraudstream
+lint: install-test
+	mkdir -p $(TYPECHECK_ROOT)
+	for d in detectors training stream review_queue cli; do ln -sfn ../../../$$d $(TYPECHECK_ROOT)/$$d; done
+	$(IN_VENV) ruff check .
+	$(IN_VENV) mypy -p fraudstream
+
+## Install what the tests need (Python packages, Debian prometheus + chromium), lint, then run every test.
+test: lint
 	$(IN_VENV) bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 test-unit: install-test

@@ -22,10 +22,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -122,10 +123,10 @@ def ensure_sample(path: Path) -> None:
     if path.exists():
         say(f"data: {path}")
         return
+    import pandas as pd
+
     from fraudstream.training.datasets import write_transactions
     from fraudstream.training.simulator import SimulationConfig, simulate
-
-    import pandas as pd
 
     novel = pd.Timestamp(DEFAULT_START_DATE) + pd.Timedelta(SAMPLE_DAYS - NOVEL_ATTACK_LAST_DAYS, DAY)
     config = SimulationConfig(n_customers=SAMPLE_CUSTOMERS, n_terminals=SAMPLE_TERMINALS, nb_days=SAMPLE_DAYS,
@@ -199,7 +200,7 @@ class ReplayThread(threading.Thread):
     """The warm-up and the paced replay, in the background; ``stop`` ends it early."""
 
     def __init__(self, frame: Any, settings: Any, options: DemoOptions, replay_start: Any,
-                 wait_decided: Callable[[int, threading.Event], None]) -> None:
+                 wait_decided: Callable[[int, threading.Event], object]) -> None:
         super().__init__(name="replay", daemon=True)
         self.frame, self.settings, self.options, self.replay_start = frame, settings, options, replay_start
         self.wait_decided = wait_decided
@@ -211,10 +212,10 @@ class ReplayThread(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        import pandas as pd
+
         from fraudstream.detectors.schema import TX_DATETIME
         from fraudstream.stream.replay import make_producer, parse_duration, replay
-
-        import pandas as pd
 
         times = self.frame[TX_DATETIME]
         warm_from = self.replay_start - pd.Timedelta(self.options.warmup_days, DAY)
@@ -227,10 +228,14 @@ class ReplayThread(threading.Thread):
                 if len(part) == 0 or self.stop.is_set():
                     continue
                 self.phase = WARMUP_PHASE if rate is None else paced_phase(rate)
-                base = tuple(done)
+                base = (done[0], done[1])
+
+                def on_progress(sent: int, labels: int, base: tuple[int, int] = base) -> None:
+                    self._progress(base[0] + sent, base[1] + labels)
+
                 summary = replay(part, self.settings, rate=rate, labels_delay_s=parse_duration(LABELS_DELAY),
                                  labels_lead_s=LABELS_LEAD_S, progress=False, stop=self.stop, producer=producer,
-                                 on_progress=lambda s, l, b=base: self._progress(b[0] + s, b[1] + l))
+                                 on_progress=on_progress)
                 done = [done[0] + summary.sent, done[1] + summary.labels_sent]
                 self.summaries.append((self.phase, summary))
                 if rate is None:  # warm-up: let the worker catch up, so the paced part shows its own latency

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 #: deploy/prometheus of the source tree this module belongs to (present in a source checkout or editable install).
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"

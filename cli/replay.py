@@ -36,7 +36,7 @@ class _DateType(click.ParamType):
         if isinstance(value, float):
             return value
         try:
-            return parse_timestamp(value, param.name if param else "date")
+            return parse_timestamp(value, param.name if param is not None and param.name else "date")
         except InvalidEvent as exc:
             self.fail(f"{exc.reason} (expected e.g. 2018-05-10 or 2018-05-10T12:00)", param, ctx)
 
@@ -72,9 +72,9 @@ def command(file: str, rate: float | None, speedup: float | None, labels_delay: 
     from kafka.errors import KafkaError
 
     from fraudstream.stream.replay import ReplayInputError, replay, select_window
-    from fraudstream.training.datasets import DataFileError, read_transactions
     from fraudstream.stream.settings import StreamSettings
     from fraudstream.stream.topics import TopicSetupError, ensure_topics
+    from fraudstream.training.datasets import DataFileError, read_transactions
 
     if rate is not None and speedup is not None:
         raise click.UsageError("give either --rate or --speedup, not both")

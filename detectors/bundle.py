@@ -21,7 +21,7 @@ import os
 import pickle
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,8 @@ def _feature_config_to_dict(config: FeatureConfig) -> dict[str, Any]:
 
 
 def _feature_config_from_dict(data: dict[str, Any]) -> FeatureConfig:
-    return FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return FeatureConfig(**values)
 
 
 def save_bundle(cascade: Cascade, directory: str | Path, manifest_extras: dict[str, Any] | None = None) -> Path:
@@ -101,7 +102,7 @@ def save_bundle(cascade: Cascade, directory: str | Path, manifest_extras: dict[s
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "version": cascade.version,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "feature_set_version": FEATURE_SET_VERSION,
             "feature_names": cascade.feature_names,
             "feature_config": _feature_config_to_dict(cascade.feature_config),

@@ -15,8 +15,9 @@ under 0.1 stable, 0.1-0.2 moderate shift, above 0.2 a significant shift.  Pure: 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

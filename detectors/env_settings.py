@@ -64,7 +64,7 @@ class EnvSettings(BaseSettings):
         return (init_settings, _MappingEnvSource(settings_cls, environ))
 
     @classmethod
-    def from_env(cls: type[S], environ: Mapping[str, str] | None = None, **overrides: Any) -> S:
+    def from_env(cls: type[S], environ: Mapping[str, str] | None = None, /, **overrides: Any) -> S:
         """Settings from the environment (default ``os.environ``), then the overrides that are not None."""
         token = _ENVIRON.set(os.environ if environ is None else environ)
         try:

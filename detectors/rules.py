@@ -18,9 +18,10 @@ decisions; the burst limit only *escalates*: the models still run, and a row the
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class RuleConfig:
     burst_review_count: int | None = None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "rules") -> "RuleConfig":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "rules") -> RuleConfig:
         """Validate a mapping; raises :class:`RulesConfigError` naming ``source`` and the key."""
         if not isinstance(data, Mapping):
             raise RulesConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
@@ -91,7 +92,7 @@ class RuleConfig:
         return cls(max_amount=max_amount, burst_review_count=burst, **ids)
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "RuleConfig":
+    def from_json_file(cls, path: str | Path) -> RuleConfig:
         """Read and validate a rules file."""
         path = Path(path)
         try:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import orjson
@@ -56,7 +57,7 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> float:
         except ValueError:
             raise InvalidEvent(f"not an ISO-8601 time: {value!r}", field) from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         ts = dt.timestamp()
     else:
         raise InvalidEvent(f"expected epoch seconds or ISO-8601 time, got {type(value).__name__}", field)
@@ -128,7 +129,7 @@ class Transaction:
     amount: float
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Transaction":
+    def from_dict(cls, data: Mapping[str, Any]) -> Transaction:
         if "timestamp" not in data:
             raise InvalidEvent("missing", "timestamp")
         return cls(
@@ -140,7 +141,7 @@ class Transaction:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> "Transaction":
+    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> Transaction:
         """Parse and validate one wire event; raises :class:`InvalidEvent` with the field at fault."""
         return cls.from_dict(_decode_object(raw))
 
@@ -169,7 +170,7 @@ class LabelEvent:
     source: str = "chargeback"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LabelEvent":
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelEvent:
         for field in ("tx_timestamp", "fraud", "known_at"):
             if field not in data:
                 raise InvalidEvent("missing", field)
@@ -192,7 +193,7 @@ class LabelEvent:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> "LabelEvent":
+    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> LabelEvent:
         return cls.from_dict(_decode_object(raw))
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,7 +217,7 @@ class TransactionBatch:
         return int(self.transaction_id.shape[0])
 
     @classmethod
-    def from_transactions(cls, txs: Iterable[Transaction]) -> "TransactionBatch":
+    def from_transactions(cls, txs: Iterable[Transaction]) -> TransactionBatch:
         txs = list(txs)
         return cls(
             transaction_id=np.fromiter((t.transaction_id for t in txs), dtype=np.int64, count=len(txs)),
@@ -227,7 +228,7 @@ class TransactionBatch:
         )
 
     @classmethod
-    def from_frame(cls, frame: Any) -> "TransactionBatch":
+    def from_frame(cls, frame: Any) -> TransactionBatch:
         """Build from a data frame in handbook columns (``TX_DATETIME`` as datetime64)."""
         return cls(
             transaction_id=frame[TRANSACTION_ID].to_numpy(dtype=np.int64),
@@ -237,7 +238,7 @@ class TransactionBatch:
             amount=frame[TX_AMOUNT].to_numpy(dtype=np.float64),
         )
 
-    def take(self, index: np.ndarray) -> "TransactionBatch":
+    def take(self, index: np.ndarray) -> TransactionBatch:
         return TransactionBatch(
             self.transaction_id[index], self.timestamp[index], self.customer_id[index],
             self.terminal_id[index], self.amount[index],
@@ -250,6 +251,9 @@ def datetime_to_epoch_seconds(values: Any) -> np.ndarray:
 
     ts = pd.to_datetime(values)
     if getattr(ts.dt if hasattr(ts, "dt") else ts, "tz", None) is not None:
-        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None) if hasattr(ts, "dt") else ts.tz_convert("UTC").tz_localize(None)
+        if hasattr(ts, "dt"):
+            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+        else:
+            ts = ts.tz_convert("UTC").tz_localize(None)
     arr = np.asarray(ts, dtype="datetime64[ns]")
     return arr.astype("int64").astype(np.float64) / 1e9

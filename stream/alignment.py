@@ -71,7 +71,7 @@ DEFAULT_EVENT_TIME_SLACK_S = 3_600.0
 EVENT_TIME_KEY = "timestamp"
 
 
-def decode_event(value: bytes | None) -> tuple[dict | None, float | None]:
+def decode_event(value: bytes | None) -> tuple[dict[str, Any] | None, float | None]:
     """A transaction's wire JSON decoded once: (the JSON object or None, its event time in epoch s or None).
 
     Either part is None when it cannot be read; the pipeline then reports the event as a dead letter, and

@@ -44,6 +44,7 @@ def create_app(settings: StreamSettings, metrics: WorkerMetrics | None = None) -
     )
     runtime = WorkerRuntime(settings, metrics=metrics)
     app.boot_strategy = app.BootStrategy(app, enable_kafka_consumer=False)
-    app.service(runtime)  # an instance: Faust starts it after the app's own services
-    app.service(BatchConsumer(runtime))
+    # instances (Faust's annotation says classes; instances work and are started after the app's own services)
+    app.service(runtime)  # type: ignore[arg-type]
+    app.service(BatchConsumer(runtime))  # type: ignore[arg-type]
     return app

@@ -26,8 +26,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Self
 
 LOOPBACK = "127.0.0.1"
 #: Longest wait (s) for a started process to answer.
@@ -50,7 +51,7 @@ _PROBE_CLIENT_ID = b"fraudstream-probe"
 #: Linux ``prctl`` option that delivers a signal to the child when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
-_live: set["EmbeddedProcess"] = set()
+_live: set[EmbeddedProcess] = set()
 _live_lock = threading.Lock()
 
 
@@ -102,13 +103,13 @@ class EmbeddedProcess:
     stop_signal: signal.Signals = signal.SIGTERM
 
     def __init__(self, startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
-                 stop_grace_s: float = DEFAULT_STOP_GRACE_S, log_dir: str | os.PathLike | None = None) -> None:
+                 stop_grace_s: float = DEFAULT_STOP_GRACE_S, log_dir: str | os.PathLike[str] | None = None) -> None:
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
         self._log_dir_arg = Path(log_dir) if log_dir is not None else None
         self._own_tmp: Path | None = None
         self.port: int | None = None
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
 
     # ---- to override ----------------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ class EmbeddedProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self) -> "EmbeddedProcess":
+    def start(self) -> Self:
         """Start the server and wait until it answers; raises :class:`EmbeddedServiceError` otherwise."""
         if self.running:
             return self
@@ -185,7 +186,7 @@ class EmbeddedProcess:
             shutil.rmtree(self._own_tmp, ignore_errors=True)
             self._own_tmp = None
 
-    def __enter__(self) -> "EmbeddedProcess":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -196,7 +197,7 @@ class EmbeddedProcess:
         return f"<{type(self).__name__} {state}>"
 
 
-def stop_process_group(proc: subprocess.Popen, first_signal: int = signal.SIGTERM,
+def stop_process_group(proc: subprocess.Popen[bytes], first_signal: int = signal.SIGTERM,
                        grace_s: float = DEFAULT_STOP_GRACE_S) -> int | None:
     """Send ``first_signal`` to the process group of ``proc`` (its own session), ``SIGKILL`` after ``grace_s``.
 
@@ -215,8 +216,8 @@ def stop_process_group(proc: subprocess.Popen, first_signal: int = signal.SIGTER
             return None
 
 
-def spawn_logged(argv: Sequence[str], log_path: str | os.PathLike, env: dict[str, str] | None = None
-                 ) -> subprocess.Popen:
+def spawn_logged(argv: Sequence[str], log_path: str | os.PathLike[str], env: dict[str, str] | None = None
+                 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own process group with stdout and stderr appended to ``log_path``.
 
     The child is killed when this process dies (Linux); stop it with :func:`stop_process_group`.
@@ -276,7 +277,7 @@ def kafka_api_versions_ok(port: int) -> bool:
         (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
         reply = _recv_exactly(sock, size)
         correlation_id, error_code = struct.unpack(">ih", reply[:6])
-        return correlation_id == _PROBE_CORRELATION_ID and error_code == 0
+        return bool(correlation_id == _PROBE_CORRELATION_ID and error_code == 0)
 
     return _request_reply(port, request, read)
 

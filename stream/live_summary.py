@@ -1,9 +1,10 @@
 """The demo's live summary, read from the worker's Prometheus text exposition: pure functions, no HTTP.
 
 From one scrape of ``/metrics`` (:func:`parse_worker_metrics`): decisions so far by outcome, dead-lettered events,
-re-delivered duplicates, and the p99 end-to-end latency (s) from the cumulative histogram buckets.  From two scrapes ``interval_s`` apart: decisions per second
-(:func:`decision_rate`, tx/s) and the p99 latency of the decisions made in between
-(:meth:`MetricsSnapshot.latency_p99_since`).  :func:`format_live_summary` puts them on one line.
+re-delivered duplicates, and the p99 end-to-end latency (s) from the cumulative histogram buckets.  From two
+scrapes ``interval_s`` apart: decisions per second (:func:`decision_rate`, tx/s) and the p99 latency of the
+decisions made in between (:meth:`MetricsSnapshot.latency_p99_since`).  :func:`format_live_summary` puts them on
+one line.
 """
 
 from __future__ import annotations

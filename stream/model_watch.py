@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from fraudstream.detectors.bundle import load_bundle
 import numpy as np
 
+from fraudstream.detectors.bundle import load_bundle
 from fraudstream.detectors.features.online import IncrementalFeatures
 from fraudstream.detectors.schema import TransactionBatch
 
@@ -51,7 +52,7 @@ class ActiveModel:
         self.bundle.cascade.score(features, batch)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ActiveModel":
+    def load(cls, path: str | Path) -> ActiveModel:
         bundle = load_bundle(path)
         return cls(bundle=bundle, features=IncrementalFeatures(bundle.feature_config))
 

@@ -23,16 +23,29 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fraudstream.detectors.schema import (
-    CUSTOMER_ID, REQUIRED_COLUMNS, TERMINAL_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME, TX_FRAUD, LabelEvent,
-    Transaction, datetime_to_epoch_seconds,
+    CUSTOMER_ID,
+    REQUIRED_COLUMNS,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+    LabelEvent,
+    Transaction,
+    datetime_to_epoch_seconds,
 )
 from fraudstream.stream.settings import StreamSettings
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
+    from tqdm import tqdm
 
 EVENT_TRANSACTION = 0
 EVENT_LABEL = 1
@@ -165,10 +178,10 @@ def _schedule(kind: np.ndarray, event_time: np.ndarray, rate: float | None, spee
     is_tx = kind == EVENT_TRANSACTION
     if rate is not None:
         tx_before = np.cumsum(is_tx) - is_tx  # transactions sent before this event
-        return tx_before.astype(np.float64) / rate
+        return np.asarray(tx_before.astype(np.float64) / rate)
     if speedup is not None and is_tx.any():
         first, last = event_time[is_tx][0], event_time[is_tx][-1]
-        return (np.clip(event_time, first, last) - first) / speedup
+        return np.asarray((np.clip(event_time, first, last) - first) / speedup)
     return np.zeros(kind.shape[0], dtype=np.float64)
 
 
@@ -278,7 +291,7 @@ class _DeliveryErrors:
                 self.first = repr(exc)
 
 
-def make_producer(bootstrap: str, **overrides: Any):
+def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     """A kafka-python producer tuned for replay throughput (linger + large batches, idempotent, acks=all)."""
     from kafka import KafkaProducer
 
@@ -363,7 +376,7 @@ def replay(frame: Any, settings: StreamSettings, rate: float | None = None, spee
     return summary
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool) -> tqdm | None:
     if not enabled:
         return None
     from tqdm import tqdm

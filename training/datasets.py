@@ -11,10 +11,11 @@ from __future__ import annotations
 import gzip
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,7 +69,7 @@ class DataFileError(ValueError):
     """
 
     def __init__(self, path: str | os.PathLike, row: int | None, column: str | None, reason: str,
-                 *, bad_rows: int = 0, others: tuple["DataFileError", ...] = ()) -> None:
+                 *, bad_rows: int = 0, others: tuple[DataFileError, ...] = ()) -> None:
         self.path = str(path)
         self.row = row
         self.column = column
@@ -282,7 +283,7 @@ def read_transactions(path: str | os.PathLike, *, require_labels: bool = False) 
                                           f"duplicate id {columns[TRANSACTION_ID][i]} (first seen in row "
                                           f"{first_row + first})", bad_rows=int(duplicated.sum())))
     if problems:
-        problems.sort(key=lambda p: p.row)
+        problems.sort(key=lambda p: -1 if p.row is None else p.row)
         head = problems[0]
         raise DataFileError(path, head.row, head.column, head.reason, bad_rows=head.bad_rows,
                             others=tuple(problems[1:]))

@@ -155,7 +155,7 @@ def format_report(report: EvaluationReport) -> str:
     for model in MODELS:
         rows.append([MODEL_LABELS[model]] + [_pm(summary[model][m]) for m in METRICS])
     fig = summary["figures"]
-    pct = lambda name: _pm(tuple(100 * x for x in fig[name]), "{:.1f}") + " %"  # noqa: E731
+    pct = lambda name: _pm((100 * fig[name][0], 100 * fig[name][1]), "{:.1f}") + " %"  # noqa: E731
     rows += [
         ["", "", "", ""],
         ["cascade decisions [2]", "", "", "value"],

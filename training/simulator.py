@@ -116,14 +116,16 @@ class SimulationConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"SimulationConfig.{name}: expected >= 1, got {getattr(self, name)!r}")
         if self.terminals_per_day > self.n_terminals or self.terminals_per_day < 0:
-            raise ValueError(f"SimulationConfig.terminals_per_day: expected 0..n_terminals, got {self.terminals_per_day}")
+            raise ValueError("SimulationConfig.terminals_per_day: expected 0..n_terminals, "
+                             f"got {self.terminals_per_day}")
         for name in ("customers_per_day", "novel_customers_per_day"):
             if not 0 <= getattr(self, name) <= self.n_customers:
                 raise ValueError(f"SimulationConfig.{name}: expected 0..n_customers, got {getattr(self, name)}")
         if self.radius <= 0:
             raise ValueError(f"SimulationConfig.radius: expected > 0, got {self.radius}")
         if not 0 <= self.customer_fraud_share <= 1:
-            raise ValueError(f"SimulationConfig.customer_fraud_share: expected in [0, 1], got {self.customer_fraud_share}")
+            raise ValueError("SimulationConfig.customer_fraud_share: expected in [0, 1], "
+                             f"got {self.customer_fraud_share}")
         if self.novel_burst_span_s + self.novel_cashout_delay_s[1] >= DAY_S:
             raise ValueError("SimulationConfig: novel_burst_span_s + novel_cashout_delay_s must fit in one day")
         for name in ("novel_burst_size", "novel_burst_amount", "novel_cashout_count", "novel_cashout_delay_s",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -133,7 +133,7 @@ class TrainResult:
 
 def make_version(now: datetime | None = None) -> str:
     """A new model version name: UTC time then a random suffix, e.g. ``20240102T030405Z-a1b2c3``."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
@@ -258,6 +258,8 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     # 4. heavy model on features + out-of-fold light score + anomaly score
     t2 = time.perf_counter()
     oof_raw = _out_of_fold_light(X_tr, y_tr, light, settings.stacking_folds)
+    if light.calibrator_ is None:
+        raise RuntimeError("the light model has no calibrator after fitting")
     light_tr = np.clip(light.calibrator_.transform(oof_raw), 0.0, 1.0)
     heavy = HeavyModel(
         n_estimators=settings.heavy_trees, max_depth=settings.heavy_depth,

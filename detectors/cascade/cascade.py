@@ -96,14 +96,14 @@ class Cascade:
         self.use_anomaly = use_anomaly
         self.metrics = dict(metrics or {})
 
-    def without_anomaly(self) -> "Cascade":
+    def without_anomaly(self) -> Cascade:
         """A copy whose policy ignores the anomaly score (the heavy model still receives it as an input)."""
         out = copy.copy(self)
         out.use_anomaly = False
         out.metrics = dict(self.metrics)
         return out
 
-    def with_thresholds(self, thresholds: Thresholds) -> "Cascade":
+    def with_thresholds(self, thresholds: Thresholds) -> Cascade:
         out = copy.copy(self)
         out.thresholds = thresholds
         return out

@@ -15,8 +15,9 @@ t_allow_light`` and REVIEW needs ``heavy >= t_review``.  A threshold above 1 nev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class Thresholds:
         return {k: float(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Thresholds":
+    def from_dict(cls, data: Mapping[str, Any]) -> Thresholds:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"thresholds: unknown key(s) {sorted(unknown)}")
@@ -71,7 +72,7 @@ def route_light(
     decision = np.full(n, PENDING, dtype=np.int8)
     stage = np.full(n, Stage.HEAVY, dtype=np.int8)
     by_rule = np.zeros(n, dtype=bool) if rule_decision is None else rule_decision >= 0
-    if by_rule.any():
+    if rule_decision is not None and by_rule.any():
         decision[by_rule] = rule_decision[by_rule]
         stage[by_rule] = Stage.RULES
     block = ~by_rule & (light >= thresholds.t_block_light)

@@ -9,7 +9,7 @@ every column; ``online.IncrementalFeatures`` computes the same values event by e
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -9,7 +9,8 @@ equal those of ``batch.compute_features`` for the same events and labels (see ``
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Callable, MutableMapping, Sequence, TypeVar
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -167,7 +168,7 @@ class IncrementalFeatures:
                 terminal.trim(terminal.timestamps[-1] - self._terminal_retention_s)
 
     def _customer_features(self, customer: CustomerHistory, position: int, timestamp: float, amount: float,
-                           terminal_id: int) -> list[float]:
+                           terminal_id: int) -> list[float | None]:
         """The event's feature row from column 3 on, with the customer's features filled in and placeholders
         (``None``) for the terminal windows, from the ``position`` transactions before the event."""
         timestamps, amounts, terminal_ids = customer.timestamps, customer.amounts, customer.terminal_ids
@@ -176,8 +177,9 @@ class IncrementalFeatures:
         for lookback_s in self._customer_lookbacks_s:
             start = bisect_right(timestamps, timestamp - lookback_s, start, position)
             starts.append(start)
-        row: list = []
-        window_sums = {}  # start -> sum of amounts[start:position], reused when another window starts there
+        row: list[float | None] = []
+        # start -> sum of amounts[start:position], reused when another window starts there
+        window_sums: dict[int, float] = {}
         for slot in self._customer_window_slots:
             start = starts[slot]
             count = position - start + 1

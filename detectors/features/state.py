@@ -15,7 +15,7 @@ import struct
 import sys
 from array import array
 from bisect import bisect_right
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 _ITEM_BYTES = 8  # every stored value is a little-endian float64 ("d") or int64 ("q")
 _CUSTOMER_HEADER = struct.Struct("<4sI")  # magic, number of transactions
@@ -165,7 +165,7 @@ class CustomerHistory:
                      (self.timestamps, self.transaction_ids, self.amounts, self.terminal_ids))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "CustomerHistory":
+    def from_bytes(cls, data: bytes) -> CustomerHistory:
         """Inverse of :meth:`to_bytes`; raises ``ValueError`` on a truncated or foreign buffer."""
         (n,) = _header(data, _CUSTOMER_HEADER, _CUSTOMER_MAGIC, "customer history")
         start, size = _CUSTOMER_HEADER.size, n * _ITEM_BYTES
@@ -275,7 +275,7 @@ class TerminalHistory:
                                self.fraud_transaction_ids, self.fraud_known_at))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "TerminalHistory":
+    def from_bytes(cls, data: bytes) -> TerminalHistory:
         """Inverse of :meth:`to_bytes`; raises ``ValueError`` on a truncated or foreign buffer."""
         n, m = _header(data, _TERMINAL_HEADER, _TERMINAL_MAGIC, "terminal history")
         start, size, label_size = _TERMINAL_HEADER.size, n * _ITEM_BYTES, m * _ITEM_BYTES

@@ -92,7 +92,7 @@ class AnomalyModel:
         state.pop("_forest_paths", None)  # derived from the detector; rebuilt after loading
         return state
 
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "AnomalyModel":
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> AnomalyModel:
         """Fit on the rows of ``X`` with ``y == 0`` (all rows when ``y`` is None), subsampled."""
         X = self._select(X)
         if y is not None:
@@ -131,7 +131,7 @@ class AnomalyModel:
                 return paths.raw_score(X)
         return np.asarray(self.detector_.decision_function(X), dtype=np.float64)
 
-    def _paths(self) -> "_ForestPaths | None":
+    def _paths(self) -> _ForestPaths | None:
         """The IForest walker, built and checked against scikit-learn once (None: scikit-learn scores)."""
         paths = getattr(self, "_forest_paths", None)
         if paths is None:
@@ -143,11 +143,15 @@ class AnomalyModel:
         """Share of legitimate training rows with a raw score <= this row's (float64 in [0, 1])."""
         raw = self.raw_score(X)
         ref = self.reference_scores_
+        if ref is None:
+            raise RuntimeError("anomaly detector is not fitted")
         return np.searchsorted(ref, raw, side="right").astype(np.float64) / ref.size
 
     def _tail_score(self, X: np.ndarray) -> np.ndarray:
         """ECOD / COPOD outlier score of each row as if it were scored alone against the training data."""
-        cols = self.sorted_train_columns_
+        cols, s = self.sorted_train_columns_, self.skew_sign_
+        if cols is None or s is None:
+            raise RuntimeError(f"{self.method}: no sorted training columns (not fitted, or not a tail method)")
         n = cols.shape[0]
         total = n + 1  # the training rows plus the row itself, as PyOD's ranking of a one-row batch
         u_left = np.empty_like(X)
@@ -157,7 +161,6 @@ class AnomalyModel:
             above_or_equal = n - np.searchsorted(cols[:, j], X[:, j], side="left") + 1
             u_left[:, j] = -np.log(below_or_equal / total)
             u_right[:, j] = -np.log(above_or_equal / total)
-        s = self.skew_sign_
         u_skew = u_left * -1 * np.sign(s - 1) + u_right * np.sign(s + 1)
         if self.method == "ECOD":
             outlier = np.maximum(np.maximum(u_left, u_right), u_skew)
@@ -202,7 +205,7 @@ class _ForestPaths:
         self.exact = False
 
     @classmethod
-    def build(cls, forest: Any) -> "_ForestPaths":
+    def build(cls, forest: Any) -> _ForestPaths:
         """Build, then check against scikit-learn on rows made of the forest's own thresholds."""
         try:
             paths = cls(forest)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import xgboost as xgb
@@ -45,7 +45,7 @@ class ProbabilityCalibrator:
         self.knots_y: np.ndarray | None = None
         self.coef: tuple[float, float] | None = None
 
-    def fit(self, raw: np.ndarray, y: np.ndarray) -> "ProbabilityCalibrator":
+    def fit(self, raw: np.ndarray, y: np.ndarray) -> ProbabilityCalibrator:
         raw = np.asarray(raw, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if self.method == "isotonic":
@@ -66,7 +66,7 @@ class ProbabilityCalibrator:
         """Calibrated probabilities (float64, same shape as ``raw``)."""
         raw = np.asarray(raw, dtype=np.float64)
         if self.method == "isotonic":
-            if self.knots_x is None:
+            if self.knots_x is None or self.knots_y is None:
                 raise RuntimeError("calibrator is not fitted")
             return np.interp(raw, self.knots_x, self.knots_y)
         if self.coef is None:
@@ -83,7 +83,7 @@ class ProbabilityCalibrator:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ProbabilityCalibrator":
+    def from_dict(cls, data: dict[str, Any]) -> ProbabilityCalibrator:
         out = cls(data["method"])
         if data.get("knots_x") is not None:
             out.knots_x = np.asarray(data["knots_x"], dtype=np.float64)
@@ -171,7 +171,7 @@ class BoostedTreeModel:
             params["scale_pos_weight"] = float((y.size - n_pos) / n_pos)
         return params
 
-    def fit(self, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None = None) -> "BoostedTreeModel":
+    def fit(self, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None = None) -> Self:
         """Train on ``X`` (rows x features, float) and labels ``y`` (0/1); resets any calibration."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y).astype(np.int8)
@@ -215,7 +215,7 @@ class BoostedTreeModel:
         booster = self._booster_for(X.shape[0])
         return np.asarray(booster.inplace_predict(np.asarray(X, dtype=np.float64)), dtype=np.float64)
 
-    def calibrate(self, X: np.ndarray, y: np.ndarray) -> "BoostedTreeModel":
+    def calibrate(self, X: np.ndarray, y: np.ndarray) -> BoostedTreeModel:
         """Fit the probability calibration on held-out rows (the validation period)."""
         self.calibrator_ = ProbabilityCalibrator(self.calibration).fit(self.raw_score(X), y)
         return self
@@ -256,7 +256,7 @@ class BoostedTreeModel:
         return [model_path, meta_path]
 
     @classmethod
-    def load(cls, directory: str | Path, name: str) -> "BoostedTreeModel":
+    def load(cls, directory: str | Path, name: str) -> Self:
         directory = Path(directory)
         meta = json.loads((directory / f"{name}_meta.json").read_text())
         model = cls(**meta["params"])

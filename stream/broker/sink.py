@@ -17,6 +17,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from fraudstream.stream.types import Message
 
+
 class DecisionSink:
     """Sends messages with one started ``AIOKafkaProducer`` (the sink starts and stops it).
 

@@ -1,18 +1,19 @@
 """Atomic compare-and-write of one micro-batch's Redis state: one script call, one round trip.
 
 The Redis store reads every key of a batch with one MGET; the worker core computes; the store then writes
-everything the batch changed (histories, decisions, label offsets, review items) with :class:`BatchCommit`.  The write is one Lua script, run
-atomically by Redis, that first checks the *checked* keys (the shared state the batch was computed from) still
-hold what was read (SHA-1 of the value, or absent) and writes nothing when one changed: the caller then
-recomputes the batch from fresh state.  This is optimistic concurrency like WATCH/MULTI, but linear in the number
-of keys (WATCH of n keys costs O(n^2) in Redis) and without one queued command per key on the client.
+everything the batch changed (histories, decisions, label offsets, review items) with :class:`BatchCommit`.  The
+write is one Lua script, run atomically by Redis, that first checks the *checked* keys (the shared state the
+batch was computed from) still hold what was read (SHA-1 of the value, or absent) and writes nothing when one
+changed: the caller then recomputes the batch from fresh state.  This is optimistic concurrency like
+WATCH/MULTI, but linear in the number of keys (WATCH of n keys costs O(n^2) in Redis) and without one queued
+command per key on the client.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -99,9 +100,9 @@ class BatchWrite:
         for key, mapping in self.hashes:
             keys.append(key)
             args.append(len(mapping))
-            for name, value in mapping.items():
+            for name, text in mapping.items():
                 args.append(name)
-                args.append(value)
+                args.append(text)
         if members and self.zset_key is not None:
             keys.append(self.zset_key)
             for score, member in members:
@@ -126,4 +127,4 @@ class BatchCommit:
         if write.empty:
             return True
         keys, args = write.script_args()
-        return bool(await self._script(keys=keys, args=args))  # type: ignore[arg-type]
+        return bool(await self._script(keys=keys, args=args))

@@ -8,6 +8,7 @@ read (:mod:`~fraudstream.stream.state.compare_and_write`), so concurrent workers
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -72,7 +73,7 @@ class RedisStateStore:
         terminal_keys = [k.terminal(t) for t in reads.terminal_ids]
         offset_keys = [k.labels_applied(self.labels_topic, p) for p in reads.label_partitions]
         keys = [k.decision(t) for t in reads.transaction_ids] + customer_keys + terminal_keys + offset_keys
-        raws: list[bytes | None] = await self.redis.mget(keys) if keys else []
+        raws = cast(list[bytes | None], await self.redis.mget(keys)) if keys else []
         n_tx, n_cust, n_term = len(reads.transaction_ids), len(reads.customer_ids), len(reads.terminal_ids)
         customer_raws = raws[n_tx:n_tx + n_cust]
         terminal_raws = raws[n_tx + n_cust:n_tx + n_cust + n_term]
@@ -120,14 +121,15 @@ class RedisStateStore:
     async def label_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         if not partitions:
             return {}
-        raws = await self.redis.mget([self.keys.labels_applied(self.labels_topic, p) for p in partitions])
+        raws = cast(list[bytes | None],
+                    await self.redis.mget([self.keys.labels_applied(self.labels_topic, p) for p in partitions]))
         return {p: decode_offset(raw) for p, raw in zip(partitions, raws)}
 
     async def read_progress(self, topic: str, partitions: Sequence[int]) -> list[bytes | None]:
         if not partitions:
             return []
         try:
-            return list(await self.redis.mget([self.keys.progress(topic, p) for p in partitions]))
+            return cast(list[bytes | None], await self.redis.mget([self.keys.progress(topic, p) for p in partitions]))
         except RedisError as exc:
             raise StateStoreError(f"progress of {topic} not read: {exc!r}") from exc
 
@@ -142,19 +144,20 @@ class RedisStateStore:
 
     # ---- review queue ------------------------------------------------------------------------------------------
     async def pending_reviews(self, limit: int) -> list[tuple[int, float]]:
-        rows = await self.redis.zrevrange(self.keys.review_pending, 0, limit - 1, withscores=True)
+        rows = cast(list[tuple[bytes, float]],
+                    await self.redis.zrevrange(self.keys.review_pending, 0, limit - 1, withscores=True))
         return [(int(member), float(score)) for member, score in rows]
 
     async def pending_review_count(self) -> int:
         return int(await self.redis.zcard(self.keys.review_pending))
 
     async def review_item(self, transaction_id: int) -> dict[str, str]:
-        raw = await self.redis.hgetall(self.keys.review_item(transaction_id))  # type: ignore[misc]
+        raw = await self.redis.hgetall(self.keys.review_item(transaction_id))
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def resolve_review(self, transaction_id: int, fields: Mapping[str, str]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.review_item(transaction_id), mapping=dict(fields))
+            pipe.hset(self.keys.review_item(transaction_id), mapping={k: v for k, v in fields.items()})
             pipe.zrem(self.keys.review_pending, str(transaction_id))
             await pipe.execute()
 

@@ -13,7 +13,11 @@ import pytest
 import redis
 
 from fraudstream.stream.embedded import (
-    EmbeddedKafka, EmbeddedRedis, EmbeddedServiceError, kafka_api_versions_ok, redis_ping_ok,
+    EmbeddedKafka,
+    EmbeddedRedis,
+    EmbeddedServiceError,
+    kafka_api_versions_ok,
+    redis_ping_ok,
 )
 from fraudstream.stream.topics import ensure_topics
 

@@ -8,9 +8,17 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from fraudstream.cli.replay import EXIT_BAD_INPUT, command as replay_command
+from fraudstream.cli.replay import EXIT_BAD_INPUT
+from fraudstream.cli.replay import command as replay_command
 from fraudstream.detectors.schema import (
-    CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME, TX_FRAUD, LabelEvent, Transaction,
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
+    LabelEvent,
+    Transaction,
 )
 from fraudstream.stream.replay import replay
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-
 pytestmark = pytest.mark.integration
 
 N_ROWS = 3000
@@ -47,21 +46,11 @@ def score_with_cli(rows, root: Path, workdir: Path) -> dict[int, tuple[str, floa
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_bundle, tmp_path_factory):
     """(model root, the replayed rows in time order, expected {id: (decision name, risk)}, model version)."""
-    from fraudstream.detectors.bundle import load_bundle, save_bundle
-    from fraudstream.training.simulator import SimulationConfig, simulate
-    from fraudstream.training.train import TrainSettings, train_from_frame
-
-    frame = simulate(SimulationConfig(n_customers=100, n_terminals=200, nb_days=30, seed=11))
-    result = train_from_frame(frame, TrainSettings(light_trees=20, heavy_trees=20, heavy_depth=3,
-                                                   anomaly_methods=("IForest",), anomaly_max_rows=2000,
-                                                   stacking_folds=2))
-    root = tmp_path_factory.mktemp("models")
-    save_bundle(result.cascade, root, result.manifest_extras)
-    rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(N_ROWS).reset_index(drop=True)
-    expected = score_with_cli(rows, root, tmp_path_factory.mktemp("scores"))
-    return root, rows, expected, load_bundle(root).version
+    rows = tiny_bundle.rows(N_ROWS)
+    expected = score_with_cli(rows, tiny_bundle.root, tmp_path_factory.mktemp("scores"))
+    return tiny_bundle.root, rows, expected, tiny_bundle.version
 
 
 class Worker:
@@ -137,7 +126,8 @@ def wait_for_all(read_topic, topic: str, ids: set[int], timeout_s: float = 90.0)
 
 
 def assert_parity(by_id: dict[int, set[bytes]], expected, version):
-    assert set(by_id) == set(expected), f"missing {len(set(expected) - set(by_id))}, extra {len(set(by_id) - set(expected))}"
+    missing, extra = len(set(expected) - set(by_id)), len(set(by_id) - set(expected))
+    assert set(by_id) == set(expected), f"missing {missing}, extra {extra}"
     wrong = []
     for tid, values in by_id.items():
         assert len(values) == 1, f"transaction {tid} has {len(values)} distinct decisions"

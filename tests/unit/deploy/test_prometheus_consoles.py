@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_grafana_dashboard import AGREED_ELSEWHERE, dashboard_expressions, exposed_series, selectors
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -12,7 +12,7 @@ import uuid
 import numpy as np
 import pytest
 
-from fraudstream.detectors.schema import TX_FRAUD, Transaction, TransactionBatch, LabelEvent
+from fraudstream.detectors.schema import TX_FRAUD, LabelEvent, Transaction, TransactionBatch
 from fraudstream.review_queue.queue import ReviewQueue
 from fraudstream.stream.core.batch import BatchPipeline
 from fraudstream.stream.metrics import WorkerMetrics
@@ -34,18 +34,8 @@ def redis_server():
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    from fraudstream.detectors.bundle import save_bundle
-    from fraudstream.training.simulator import SimulationConfig, simulate
-    from fraudstream.training.train import TrainSettings, train_from_frame
-
-    frame = simulate(SimulationConfig(n_customers=60, n_terminals=120, nb_days=30, seed=5))
-    result = train_from_frame(frame, TrainSettings(light_trees=20, heavy_trees=20, heavy_depth=3,
-                                                   anomaly_methods=("IForest",), anomaly_max_rows=2000,
-                                                   stacking_folds=2))
-    root = tmp_path_factory.mktemp("models")
-    save_bundle(result.cascade, root, result.manifest_extras)
-    return root, frame
+def small_model(tiny_bundle):
+    return tiny_bundle.root, tiny_bundle.frame
 
 
 def expected_decisions(model: ActiveModel, frame):
@@ -127,7 +117,7 @@ def test_stream_decisions_equal_the_batch_path_and_duplicates_are_answered_from_
     first, again, review = asyncio.run(scenario())
     decided = {}
     for out in first:
-        for key, raw in out.decisions:
+        for _, raw in out.decisions:
             record = DecisionRecord.from_json(raw)
             assert record.transaction_id not in decided, "a transaction decided twice"
             decided[record.transaction_id] = record

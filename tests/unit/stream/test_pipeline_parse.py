@@ -10,7 +10,11 @@ from fraudstream.detectors.cascade.types import CascadeResult, Decision, Stage
 from fraudstream.detectors.schema import LabelEvent, Transaction, TransactionBatch
 from fraudstream.stream.core.encode import encode_decisions
 from fraudstream.stream.core.parse import (
-    REASON_INVALID_FIELD, REASON_INVALID_JSON, REASON_MISSING_FIELD, REASON_UNKNOWN_TOPIC, REASON_UNPARSEABLE,
+    REASON_INVALID_FIELD,
+    REASON_INVALID_JSON,
+    REASON_MISSING_FIELD,
+    REASON_UNKNOWN_TOPIC,
+    REASON_UNPARSEABLE,
     parse_events,
 )
 from fraudstream.stream.metrics import BatchHistogram, WorkerMetrics

@@ -5,10 +5,20 @@ import pandas as pd
 import pytest
 
 from fraudstream.detectors.schema import (
-    CUSTOMER_ID, TERMINAL_ID, TRANSACTION_ID, TX_AMOUNT, TX_DATETIME, TX_FRAUD,
+    CUSTOMER_ID,
+    TERMINAL_ID,
+    TRANSACTION_ID,
+    TX_AMOUNT,
+    TX_DATETIME,
+    TX_FRAUD,
 )
 from fraudstream.stream.replay import (
-    EVENT_LABEL, EVENT_TRANSACTION, ReplayInputError, columns_from_frame, parse_duration, plan_replay,
+    EVENT_LABEL,
+    EVENT_TRANSACTION,
+    ReplayInputError,
+    columns_from_frame,
+    parse_duration,
+    plan_replay,
     select_window,
 )
 

@@ -43,7 +43,8 @@ def test_environment_is_read_when_asked_not_at_import(monkeypatch):
     monkeypatch.setenv("FRAUDSTREAM_WORKER_APP_ID", "late")
     monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
     assert StreamSettings.from_env().app_id == "late"
-    assert StreamSettings().app_id == "fraudstream" and StreamSettings().redis_url == "", "constructing read the environment"
+    plain = StreamSettings()
+    assert plain.app_id == "fraudstream" and plain.redis_url == "", "constructing read the environment"
 
 
 def test_describe_lists_every_variable_with_help():

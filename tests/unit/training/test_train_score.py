@@ -10,7 +10,7 @@ from fraudstream.detectors.schema import TX_DATETIME
 from fraudstream.training.datasets import write_transactions
 from fraudstream.training.scoring import OUTPUT_COLUMNS, score_frame
 from fraudstream.training.simulator import SimulationConfig, simulate
-from fraudstream.training.train import TrainSettings, TrainingDataError, fit_cascade
+from fraudstream.training.train import TrainingDataError, TrainSettings, fit_cascade
 
 FAST_ENV = {
     "FRAUDSTREAM_TRAIN_LIGHT_TREES": "20", "FRAUDSTREAM_TRAIN_HEAVY_TREES": "30",
