@@ -26,7 +26,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -37,13 +37,12 @@ from fraudstream.cli.local_prometheus import (
     LocalPrometheus,
     PrometheusUnavailable,
 )
-from fraudstream.stream.live_summary import (  # noqa: F401 - re-exported: they lived here before
-    LATENCY_QUANTILE,
-    MetricsSnapshot,
-    format_live_summary,
-    histogram_quantile,
-    parse_worker_metrics,
-)
+from fraudstream.stream.live_summary import MetricsSnapshot, format_live_summary, parse_worker_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fraudstream.stream.settings import StreamSettings
 
 DEFAULT_DATA = "data/sample.csv.gz"
 DEFAULT_START_DATE = "2018-04-01"
@@ -199,7 +198,8 @@ def wait_for_metrics(url: str, worker: Child, timeout_s: float) -> None:
 class ReplayThread(threading.Thread):
     """The warm-up and the paced replay, in the background; ``stop`` ends it early."""
 
-    def __init__(self, frame: Any, settings: Any, options: DemoOptions, replay_start: Any,
+    def __init__(self, frame: pd.DataFrame, settings: StreamSettings, options: DemoOptions,
+                 replay_start: pd.Timestamp,
                  wait_decided: Callable[[int, threading.Event], object]) -> None:
         super().__init__(name="replay", daemon=True)
         self.frame, self.settings, self.options, self.replay_start = frame, settings, options, replay_start
@@ -281,7 +281,7 @@ def next_due(due_at: float, every_s: float, now: float) -> float:
     return due_at + every_s if due_at + every_s > now else now + every_s
 
 
-def start_prometheus(settings: Any, options: DemoOptions, review_page: bool) -> LocalPrometheus | None:
+def start_prometheus(settings: StreamSettings, options: DemoOptions, review_page: bool) -> LocalPrometheus | None:
     """Start the demo's Prometheus scraping the worker (and the review page); None, said why, when it cannot."""
     port = available_port(options.prometheus_port)
     targets = {WORKER_JOB: [f"127.0.0.1:{settings.metrics_port}"], SELF_JOB: [f"127.0.0.1:{port}"]}
@@ -319,7 +319,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(options: DemoOptions, settings: Any, stack: ExitStack) -> None:
+def run_demo(options: DemoOptions, settings: StreamSettings, stack: ExitStack) -> None:
     import pandas as pd
 
     from fraudstream.detectors.schema import TX_DATETIME

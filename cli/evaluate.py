@@ -25,7 +25,8 @@ def command(data: Path, folds: int | None, anchor: str | None, review_capacity: 
     """Evaluate on DATA (CSV / Parquet in handbook columns, with TX_FRAUD): AUC, AP, CP@100 and cascade figures.
     Settings also from FRAUDSTREAM_EVAL_* variables; the models' training settings from FRAUDSTREAM_TRAIN_*."""
     from fraudstream.training.datasets import DataFileError, read_transactions
-    from fraudstream.training.evaluate import EvaluationSettings, ProtocolError, evaluate, format_report
+    from fraudstream.training.evaluate import EvaluationSettings, ProtocolError, evaluate
+    from fraudstream.training.report import format_report
     from fraudstream.training.train import TrainSettings
 
     try:

@@ -144,15 +144,23 @@ def _write_latest(root: Path, version: str) -> None:
     os.replace(tmp, root / LATEST)
 
 
+def latest_version(root: str | Path) -> str | None:
+    """The version ``<root>/LATEST`` names (stripped), or None when ``root`` has no LATEST (a version directory)."""
+    try:
+        return (Path(root) / LATEST).read_text().strip()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
 def resolve_bundle_dir(path: str | Path) -> Path:
     """The version directory ``path`` designates: itself when it holds a manifest, else the one LATEST names."""
     path = Path(path)
     if (path / MANIFEST).is_file():
         return path
     latest = path / LATEST
-    if not latest.is_file():
+    version = latest_version(path)
+    if version is None:
         raise ModelBundleError(f"{path}: neither a model version directory ({MANIFEST}) nor a model root ({LATEST})")
-    version = latest.read_text().strip()
     if not version or "/" in version or version.startswith("."):
         raise ModelBundleError(f"{latest}: invalid version name {version!r}")
     target = path / version

@@ -11,17 +11,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from fraudstream.detectors.bundle import load_bundle
+from fraudstream.detectors.bundle import LoadedBundle, latest_version, load_bundle
 from fraudstream.detectors.features.online import IncrementalFeatures
 from fraudstream.detectors.schema import TransactionBatch
 
 log = logging.getLogger(__name__)
 
-LATEST_FILE = "LATEST"
 #: Synthetic warm-up batch: rows, their event time (epoch s) and largest amount (currency units).
 WARM_UP_ROWS = 8
 WARM_UP_EPOCH_S = 1_600_000_000.0
@@ -32,7 +30,7 @@ WARM_UP_MAX_AMOUNT = 500.0
 class ActiveModel:
     """A loaded bundle with the incremental feature transform of its feature configuration."""
 
-    bundle: Any
+    bundle: LoadedBundle
     features: IncrementalFeatures
 
     @property
@@ -55,15 +53,6 @@ class ActiveModel:
     def load(cls, path: str | Path) -> ActiveModel:
         bundle = load_bundle(path)
         return cls(bundle=bundle, features=IncrementalFeatures(bundle.feature_config))
-
-
-def latest_marker(model_dir: str | Path) -> str | None:
-    """Content of ``<model_dir>/LATEST`` (stripped), or ``None`` when the directory is a fixed version."""
-    path = Path(model_dir) / LATEST_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return None
 
 
 class ModelWatcher:
@@ -90,7 +79,7 @@ class ModelWatcher:
 
     def load_now(self) -> ActiveModel:
         """Load the model synchronously (at start-up, before consuming)."""
-        self._marker = latest_marker(self.model_dir)
+        self._marker = latest_version(self.model_dir)
         self._swap(ActiveModel.load(self.model_dir))
         return self.current  # type: ignore[return-value]
 
@@ -102,7 +91,7 @@ class ModelWatcher:
 
     async def check_once(self) -> bool:
         """Reload when ``LATEST`` changed since the last load; returns whether a new model was swapped in."""
-        marker = await asyncio.to_thread(latest_marker, self.model_dir)
+        marker = await asyncio.to_thread(latest_version, self.model_dir)
         if marker is None or marker == self._marker:
             return False
         try:

@@ -44,6 +44,7 @@ from fraudstream.detectors.schema import (
 from fraudstream.stream.settings import StreamSettings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from kafka import KafkaProducer
     from tqdm import tqdm
 
@@ -198,7 +199,7 @@ class ReplayColumns:
     fraud: np.ndarray | None
 
 
-def columns_from_frame(frame: Any) -> ReplayColumns:
+def columns_from_frame(frame: pd.DataFrame) -> ReplayColumns:
     """Validate a frame in handbook columns and return its arrays; raises :class:`ReplayInputError`."""
     import pandas as pd
 
@@ -231,8 +232,8 @@ def columns_from_frame(frame: Any) -> ReplayColumns:
                          ids[TERMINAL_ID], amount, fraud)
 
 
-def select_window(frame: Any, start: float | None = None, end: float | None = None,
-                  limit: int | None = None) -> Any:
+def select_window(frame: pd.DataFrame, start: float | None = None, end: float | None = None,
+                  limit: int | None = None) -> pd.DataFrame:
     """Rows with ``start <= time < end`` (epoch s, either may be None), the ``limit`` earliest in event time."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
@@ -302,10 +303,11 @@ def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**config)
 
 
-def replay(frame: Any, settings: StreamSettings, rate: float | None = None, speedup: float | None = None,
+def replay(frame: pd.DataFrame, settings: StreamSettings, rate: float | None = None, speedup: float | None = None,
            labels_delay_s: float | None = None, labels_lead_s: float = DEFAULT_LABELS_LEAD_S,
            progress: bool = True, *, stop: threading.Event | None = None,
-           on_progress: Callable[[int, int], None] | None = None, producer: Any = None) -> ReplaySummary:
+           on_progress: Callable[[int, int], None] | None = None,
+           producer: KafkaProducer | None = None) -> ReplaySummary:
     """Send the frame's transactions (and labels) to Kafka following :func:`plan_replay`.
 
     Transactions go to ``settings.transactions_topic`` keyed by customer id, labels to ``settings.labels_topic``
@@ -319,7 +321,7 @@ def replay(frame: Any, settings: StreamSettings, rate: float | None = None, spee
     tx_topic, label_topic = settings.transactions_topic, settings.labels_topic
     summary = ReplaySummary(planned=plan.n_transactions, labels_planned=plan.n_labels, topics=(tx_topic, label_topic))
     own_producer = producer is None
-    if own_producer:
+    if producer is None:
         producer = make_producer(settings.kafka_bootstrap_servers)
     errors = _DeliveryErrors()
     tx_ids, times = cols.transaction_id.tolist(), cols.timestamp.tolist()
@@ -384,7 +386,7 @@ def _progress_bar(total: int, enabled: bool) -> tqdm | None:
     return tqdm(total=total, unit="tx", desc="replay", smoothing=0.1)
 
 
-def _report(bar: Any, on_progress: Callable[[int, int], None] | None, sent: int, labels: int) -> None:
+def _report(bar: tqdm | None, on_progress: Callable[[int, int], None] | None, sent: int, labels: int) -> None:
     if bar is not None:
         bar.update(sent - bar.n)
         bar.set_postfix(labels=labels, refresh=False)

@@ -12,14 +12,14 @@ event time (labels only count once known), so every fold sees what the live stre
 
 When the data holds the novel attack (scenario 4), one more split trains before its first transaction and tests
 from that day on, with and without the anomaly detector.  The result records, their JSON form and the text
-table live in :mod:`fraudstream.training.report` and are re-exported here.
+table live in :mod:`fraudstream.training.report`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -48,17 +48,11 @@ from fraudstream.training.metrics import (
     distinct_cards_per_day,
     roc_auc,
 )
-from fraudstream.training.report import (  # noqa: F401 - re-exported: callers import them from this module
-    METRICS,
-    MODEL_LABELS,
-    MODELS,
-    NOVEL_SCENARIO,
-    PUBLISHED_XGBOOST,
-    EvaluationReport,
-    FoldResult,
-    NovelAttackResult,
-    format_report,
-)
+from fraudstream.training.report import MODELS, NOVEL_SCENARIO, EvaluationReport, FoldResult, NovelAttackResult
+
+if TYPE_CHECKING:
+    from fraudstream.detectors.cascade.cascade import Cascade
+    from fraudstream.training.train import TrainSettings
 
 ENV_PREFIX = "FRAUDSTREAM_EVAL_"
 DAY = pd.Timedelta(days=1)
@@ -232,19 +226,19 @@ def score_metrics(frame: pd.DataFrame, score: np.ndarray, top_k: int) -> dict[st
     }
 
 
-def _train_settings(settings: EvaluationSettings) -> Any:
+def _train_settings(settings: EvaluationSettings) -> TrainSettings:
     from fraudstream.training.train import TrainSettings
 
     return TrainSettings(review_capacity=settings.review_capacity, seed=settings.seed)
 
 
-def _fit(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: Any) -> Any:
+def _fit(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: TrainSettings) -> Cascade:
     from fraudstream.training.train import fit_cascade
 
     return fit_cascade(_period(data, fold.train), _period(data, fold.valid), train_settings)
 
 
-def model_scores(cascade: Any, X: np.ndarray) -> dict[str, np.ndarray]:
+def model_scores(cascade: Cascade, X: np.ndarray) -> dict[str, np.ndarray]:
     """Ranking scores of the light and heavy models on every row of ``X`` (the heavy model on all rows too).
 
     The uncalibrated probabilities are used: calibration is monotone, and the raw scores keep the ranking
@@ -255,7 +249,8 @@ def model_scores(cascade: Any, X: np.ndarray) -> dict[str, np.ndarray]:
     return {"light": light_raw, "heavy": cascade.heavy.raw_score(heavy_X)}
 
 
-def evaluate_fold(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: Any) -> FoldResult:
+def evaluate_fold(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: TrainSettings
+                  ) -> FoldResult:
     """Fit on the fold's training week (thresholds on its validation week) and score its test week."""
     cascade = _fit(data, fold, settings, train_settings)
     test = _period(data, fold.test)
@@ -277,7 +272,7 @@ def _choices(cascade: Any) -> dict[str, Any]:
 
 
 def evaluate_novel_attack(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, settings: EvaluationSettings,
-                          train_settings: Any) -> NovelAttackResult:
+                          train_settings: TrainSettings) -> NovelAttackResult:
     """Train before the novel attack, test from its first day, with and without the anomaly detector."""
     cascade = _fit(data, fold, settings, train_settings)
     test = _period(data, fold.test)
@@ -302,7 +297,7 @@ def _check_columns(frame: pd.DataFrame) -> None:
 
 
 def evaluate(frame: pd.DataFrame, settings: EvaluationSettings, progress: Progress | None = None,
-             train_settings: Any = None) -> EvaluationReport:
+             train_settings: TrainSettings | None = None) -> EvaluationReport:
     """Run the whole protocol on one labelled frame in handbook columns.
 
     Features are computed once on the whole frame (batch path); then every fold is fit and scored, and the

@@ -108,17 +108,6 @@ class Cascade:
         out.thresholds = thresholds
         return out
 
-    def stage_scores(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Every model's score on every row (offline evaluation): ``{"light", "anomaly", "heavy"}`` in [0, 1].
-
-        Unlike :meth:`score`, the heavy model runs on all rows, with the stacked light and anomaly scores.
-        """
-        X = np.asarray(X, dtype=np.float64)
-        light = self.light.score(X)
-        anomaly = self.anomaly.score(X)
-        heavy = self.heavy.score(heavy_inputs(X, light, anomaly))
-        return {"light": light, "anomaly": anomaly, "heavy": heavy}
-
     def score(self, X: np.ndarray, batch: TransactionBatch, timings: dict[str, float] | None = None) -> CascadeResult:
         """Decide every row of a micro-batch.
 

@@ -22,7 +22,7 @@ from fraudstream.detectors.features.definition import (
     OWN_FEATURES,
     FeatureConfig,
 )
-from fraudstream.detectors.features.state import (  # the state classes are re-exported from here
+from fraudstream.detectors.features.state import (
     CustomerHistory,
     TerminalHistory,
     key_position,

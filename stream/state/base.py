@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fraudstream.detectors.features.online import CustomerHistory, TerminalHistory
+from fraudstream.detectors.features.state import CustomerHistory, TerminalHistory
 from fraudstream.stream.types import DecisionRecord
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fraudstream.detectors.features.online import CustomerHistory, TerminalHistory
+from fraudstream.detectors.features.state import CustomerHistory, TerminalHistory
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState
 from fraudstream.stream.types import review_item_fields
 

@@ -13,7 +13,7 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from fraudstream.detectors.features.online import CustomerHistory, TerminalHistory
+from fraudstream.detectors.features.state import CustomerHistory, TerminalHistory
 from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, StateStoreError
 from fraudstream.stream.state.compare_and_write import BatchCommit, BatchWrite

@@ -10,17 +10,14 @@ import pytest
 
 from fraudstream.detectors.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME
 from fraudstream.training.evaluate import (
-    PUBLISHED_XGBOOST,
-    EvaluationReport,
     EvaluationSettings,
-    FoldResult,
     ProtocolError,
     _period,
-    format_report,
     novel_attack_fold,
     prequential_folds,
 )
 from fraudstream.training.metrics import CascadeFigures
+from fraudstream.training.report import PUBLISHED_XGBOOST, EvaluationReport, FoldResult, format_report
 
 DAY = pd.Timedelta(days=1)
 FIRST = pd.Timestamp("2018-04-01")
