@@ -52,8 +52,11 @@ DATE = _DateType()
 @click.option("--speedup", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Event-time pace: event seconds per wall second (86400 = a day per second).")
 @click.option("--labels-delay", type=DURATION, default=None,
-              help="Also send a label for every transaction with a known TX_FRAUD, known this long after it "
+              help="Also send a chargeback label feed, each label known this long after its transaction "
                    "(7d, 12h, 30m, 45s).")
+@click.option("--label-feed", type=click.Choice(["fraud", "all"]), default="fraud", show_default=True,
+              help="fraud: a label for each fraud only (legitimate is the default once the delay passed); "
+                   "all: one label per transaction with a known TX_FRAUD.")
 @click.option("--labels-lead", type=DURATION, default="1d", show_default=True,
               help="Send each label this long (event time) before it becomes known.")
 @click.option("--from", "start", type=DATE, default=None, help="First transaction time (inclusive), e.g. 2018-05-10.")
@@ -63,7 +66,8 @@ DATE = _DateType()
 @click.option("--topic", default=None, help="Transactions topic (default: FRAUDSTREAM_WORKER_TRANSACTIONS_TOPIC).")
 @click.option("--labels-topic", default=None, help="Labels topic (default: FRAUDSTREAM_WORKER_LABELS_TOPIC).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (summary only).")
-def command(file: str, rate: float | None, speedup: float | None, labels_delay: float | None, labels_lead: float,
+def command(file: str, rate: float | None, speedup: float | None, labels_delay: float | None, label_feed: str,
+            labels_lead: float,
             start: float | None, end: float | None, limit: int | None, bootstrap_servers: str | None,
             topic: str | None, labels_topic: str | None, no_progress: bool) -> None:
     """Replay FILE (CSV, CSV.GZ or Parquet in handbook columns) to the transactions topic in event-time order,
@@ -94,7 +98,7 @@ def command(file: str, rate: float | None, speedup: float | None, labels_delay: 
         ensure_topics(settings.kafka_bootstrap_servers, [settings.transactions_topic, settings.labels_topic],
                       settings.partitions)
         summary = replay(frame, settings, rate=rate, speedup=speedup, labels_delay_s=labels_delay,
-                         labels_lead_s=labels_lead, progress=not no_progress)
+                         labels_lead_s=labels_lead, label_feed=label_feed, progress=not no_progress)
     except ReplayInputError as exc:
         click.echo(f"error: {file}: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)

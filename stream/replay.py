@@ -8,8 +8,16 @@ Two halves: a pure *plan* (:func:`plan_replay`: which event is sent when, as arr
   (``speedup=86400`` replays a day per second);
 * neither: as fast as the producer goes.
 
-With a label delay ``d`` every transaction with a known ``TX_FRAUD`` also yields a :class:`LabelEvent` with
-``known_at = t + d`` (source ``chargeback``), placed in the stream at event time ``known_at - lead``: it goes out
+With a label delay ``d`` the replay also sends a chargeback feed: :class:`LabelEvent` records with
+``known_at = t + d`` (source ``chargeback``).  Which transactions get one is the *label feed*:
+
+* ``fraud`` (default): fraud reports only, one per transaction with ``TX_FRAUD == 1``, as a real chargeback feed
+  carries them; a transaction without a report counts as legitimate once the delay has passed, which is what the
+  features assume anyway (only fraud labels are stored, see ``TerminalHistory``), so the features are the same
+  as with the full feed, for a hundredth of the label traffic;
+* ``all``: one label per transaction with a known ``TX_FRAUD``, legitimate ones too.
+
+Each label is placed in the stream at event time ``known_at - lead``: it goes out
 just before the first transaction at or after that time, so a worker has it before any transaction that may
 count it.  Labels whose time falls after the last transaction are sent after it.  Before a transaction at event
 time ``t`` is sent, every label sent earlier with ``known_at <= t`` has been acknowledged by the broker (the
@@ -53,6 +61,11 @@ EVENT_LABEL = 1
 #: Default lead (s) of a label over its ``known_at``: one day.
 DEFAULT_LABELS_LEAD_S = 86_400.0
 LABEL_SOURCE = "chargeback"
+#: Label feeds: fraud reports only, or one label per transaction with a known ``TX_FRAUD``.
+LABEL_FEED_FRAUD = "fraud"
+LABEL_FEED_ALL = "all"
+LABEL_FEEDS = (LABEL_FEED_FRAUD, LABEL_FEED_ALL)
+DEFAULT_LABEL_FEED = LABEL_FEED_FRAUD
 
 #: Producer tuning: wait up to this long (ms) to fill a batch, batches up to this many bytes.
 PRODUCER_LINGER_MS = 20
@@ -120,7 +133,7 @@ class ReplayPlan:
 
 def plan_replay(tx_time: np.ndarray, tx_id: np.ndarray, fraud: np.ndarray | None = None, *,
                 rate: float | None = None, speedup: float | None = None, labels_delay_s: float | None = None,
-                labels_lead_s: float = DEFAULT_LABELS_LEAD_S) -> ReplayPlan:
+                labels_lead_s: float = DEFAULT_LABELS_LEAD_S, label_feed: str = DEFAULT_LABEL_FEED) -> ReplayPlan:
     """Order and schedule the events of a replay.
 
     Parameters
@@ -132,6 +145,8 @@ def plan_replay(tx_time: np.ndarray, tx_id: np.ndarray, fraud: np.ndarray | None
     speedup : event-time pace (event s per wall s); exclusive with ``rate``.
     labels_delay_s : delay (s) after a transaction at which its label is known; None = no labels.
     labels_lead_s : how long (s) before ``known_at`` the label is sent, in event time.
+    label_feed : :data:`LABEL_FEED_FRAUD` (a label for each fraud only) or :data:`LABEL_FEED_ALL` (for each
+        transaction with a known label).
     """
     tx_time = np.asarray(tx_time, dtype=np.float64)
     tx_id = np.asarray(tx_id)
@@ -150,6 +165,8 @@ def plan_replay(tx_time: np.ndarray, tx_id: np.ndarray, fraud: np.ndarray | None
         raise ValueError(f"labels delay must be >= 0 s, got {labels_delay_s!r}")
     if not labels_lead_s >= 0:
         raise ValueError(f"labels lead must be >= 0 s, got {labels_lead_s!r}")
+    if label_feed not in LABEL_FEEDS:
+        raise ValueError(f"label feed: expected one of {LABEL_FEEDS}, got {label_feed!r}")
 
     kinds = [np.full(n, EVENT_TRANSACTION, dtype=np.int8)]
     rows = [np.arange(n, dtype=np.int64)]
@@ -161,7 +178,7 @@ def plan_replay(tx_time: np.ndarray, tx_id: np.ndarray, fraud: np.ndarray | None
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
             raise ValueError(f"fraud label at position {pos} is {fraud[pos]!r}; expected 0, 1 or missing")
-        labelled = np.flatnonzero(known)
+        labelled = np.flatnonzero(known if label_feed == LABEL_FEED_ALL else fraud == 1)
         kinds.append(np.full(labelled.shape[0], EVENT_LABEL, dtype=np.int8))
         rows.append(labelled.astype(np.int64))
         times.append(tx_time[labelled] + labels_delay_s - labels_lead_s)
@@ -305,19 +322,20 @@ def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
 
 def replay(frame: pd.DataFrame, settings: StreamSettings, rate: float | None = None, speedup: float | None = None,
            labels_delay_s: float | None = None, labels_lead_s: float = DEFAULT_LABELS_LEAD_S,
-           progress: bool = True, *, stop: threading.Event | None = None,
+           progress: bool = True, *, label_feed: str = DEFAULT_LABEL_FEED, stop: threading.Event | None = None,
            on_progress: Callable[[int, int], None] | None = None,
            producer: KafkaProducer | None = None) -> ReplaySummary:
     """Send the frame's transactions (and labels) to Kafka following :func:`plan_replay`.
 
     Transactions go to ``settings.transactions_topic`` keyed by customer id, labels to ``settings.labels_topic``
-    keyed by terminal id.  Setting ``stop`` ends the replay early (the summary says so); ``on_progress(sent,
+    keyed by terminal id; ``label_feed`` chooses which transactions get a label (see :func:`plan_replay`).
+    Setting ``stop`` ends the replay early (the summary says so); ``on_progress(sent,
     labels_sent)`` is called every few hundred events.  Everything sent is flushed before returning.
     ``producer`` (a kafka-python producer) is used and left open when given; otherwise one is made and closed.
     """
     cols = columns_from_frame(frame)
     plan = plan_replay(cols.timestamp, cols.transaction_id, cols.fraud, rate=rate, speedup=speedup,
-                       labels_delay_s=labels_delay_s, labels_lead_s=labels_lead_s)
+                       labels_delay_s=labels_delay_s, labels_lead_s=labels_lead_s, label_feed=label_feed)
     tx_topic, label_topic = settings.transactions_topic, settings.labels_topic
     summary = ReplaySummary(planned=plan.n_transactions, labels_planned=plan.n_labels, topics=(tx_topic, label_topic))
     own_producer = producer is None

@@ -48,7 +48,8 @@ def small_frame(n=300, seed=11, unknown_labels=True):
 def test_replay_delivers_every_transaction_and_label_in_order(unique_topics, read_topic):
     frame = small_frame()
     settings = unique_topics.settings()
-    summary = replay(frame, settings, rate=1000.0, labels_delay_s=7 * DAY, labels_lead_s=DAY, progress=False)
+    summary = replay(frame, settings, rate=1000.0, labels_delay_s=7 * DAY, labels_lead_s=DAY, progress=False,
+                     label_feed="all")
     n_labels = int(frame[TX_FRAUD].notna().sum())
     assert (summary.sent, summary.labels_sent, summary.errors) == (len(frame), n_labels, 0)
     assert not summary.interrupted and summary.tx_per_s > 0

@@ -56,7 +56,7 @@ def test_each_known_label_comes_before_the_first_transaction_at_its_release_time
     fraud = rng.integers(0, 2, size=n).astype(float)
     fraud[rng.random(n) < 0.2] = np.nan
     delay, lead = 7 * DAY, 1 * DAY
-    plan = plan_replay(t, np.arange(n), fraud, labels_delay_s=delay, labels_lead_s=lead)
+    plan = plan_replay(t, np.arange(n), fraud, labels_delay_s=delay, labels_lead_s=lead, label_feed="all")
     assert plan.n_labels == int(np.sum(~np.isnan(fraud)))
     labels = np.flatnonzero(plan.kind == EVENT_LABEL)
     assert set(plan.row[labels].tolist()) == set(np.flatnonzero(~np.isnan(fraud)).tolist())
@@ -69,6 +69,17 @@ def test_each_known_label_comes_before_the_first_transaction_at_its_release_time
         assert np.all(t[plan.row[pos + 1:][after]] >= release)
     # event times never go back
     assert np.all(np.diff(plan.event_time) >= 0)
+
+
+def test_default_feed_sends_fraud_reports_only_and_all_sends_every_known_label():
+    t = np.arange(6.0) * DAY
+    fraud = np.array([0.0, 1.0, np.nan, 1.0, 0.0, 0.0])
+    fraud_only = plan_replay(t, np.arange(6), fraud, labels_delay_s=DAY)
+    every = plan_replay(t, np.arange(6), fraud, labels_delay_s=DAY, label_feed="all")
+    assert sorted(fraud_only.row[fraud_only.kind == EVENT_LABEL].tolist()) == [1, 3]
+    assert sorted(every.row[every.kind == EVENT_LABEL].tolist()) == [0, 1, 3, 4, 5]
+    with pytest.raises(ValueError, match="label feed"):
+        plan_replay(t, np.arange(6), fraud, labels_delay_s=DAY, label_feed="legit")
 
 
 def test_label_at_the_same_time_as_a_transaction_goes_first():
@@ -87,7 +98,7 @@ def test_no_labels_without_delay_or_without_fraud_column():
 def test_rate_paces_transactions_and_labels_ride_with_the_next_one():
     t = np.array([0.0, 100.0, 200.0, 300.0])
     plan = plan_replay(t, np.arange(4), np.array([0, 1, 0, 1.0]), rate=10.0, labels_delay_s=150.0,
-                       labels_lead_s=0.0)
+                       labels_lead_s=0.0, label_feed="all")
     tx = plan.kind == EVENT_TRANSACTION
     assert np.allclose(plan.send_at_s[tx], np.arange(4) / 10.0)
     for pos in np.flatnonzero(~tx):
@@ -105,7 +116,7 @@ def test_speedup_maps_event_time_to_wall_time():
 def test_labels_past_the_last_transaction_are_sent_at_its_time():
     t = np.array([0.0, DAY])
     plan = plan_replay(t, np.arange(2), np.array([1.0, 0.0]), speedup=DAY, labels_delay_s=7 * DAY,
-                       labels_lead_s=DAY)
+                       labels_lead_s=DAY, label_feed="all")
     assert plan.kind.tolist() == [EVENT_TRANSACTION, EVENT_TRANSACTION, EVENT_LABEL, EVENT_LABEL]
     assert np.allclose(plan.send_at_s, [0.0, 1.0, 1.0, 1.0])
 
