@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "worker": "worker",
     "replay": "replay",
     "demo": "demo",
+    "bench": "bench",
 }
 
 HELP: dict[str, str] = {
@@ -25,6 +26,7 @@ HELP: dict[str, str] = {
     "worker": "Run the stream worker: score transactions from Kafka, write decisions.",
     "replay": "Replay a transaction file to Kafka in event-time order.",
     "demo": "Start broker, Redis, worker, metrics and review page, and replay a sample stream.",
+    "bench": "Benchmark suite: kernel, worker end to end, latency, scale, memory (tables).",
 }
 
 

@@ -15,6 +15,7 @@ t_allow_light`` and REVIEW needs ``heavy >= t_review``.  A threshold above 1 nev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -153,10 +154,46 @@ def threshold_reasons(
 
 
 def _fill(out: list[str], rows: np.ndarray, template: str, *values: np.ndarray) -> None:
-    """``out[i] = template.format(values[0][i], ...)`` for every row ``i`` where ``rows`` is True."""
+    """``out[i] = template.format(values[0][i], ...)`` for every row ``i`` where ``rows`` is True.
+
+    The placeholders of ``template`` are ``{k:.3f}``; the strings are built with numpy string operations
+    (:func:`fixed3`), not one ``format`` call per row.
+    """
     index = np.flatnonzero(rows)
     if not index.size:
         return
-    columns = [v[index].tolist() for v in values]
-    for i, args in zip(index.tolist(), zip(*columns)):
-        out[i] = template.format(*args)
+    pieces = _PLACEHOLDER.split(template)  # text, placeholder number, text, ...
+    text = np.full(index.size, pieces[0])
+    for k in range(1, len(pieces), 2):
+        text = np.strings.add(np.strings.add(text, fixed3(values[int(pieces[k])][index])), pieces[k + 1])
+    for i, reason in zip(index.tolist(), text.tolist()):
+        out[i] = reason
+
+
+_PLACEHOLDER = re.compile(r"\{(\d+):\.3f\}")
+#: Distance (in thousandths) from a rounding tie below which a value is formatted by Python instead.
+_TIE_MARGIN = 1e-6
+
+
+def fixed3(values: np.ndarray) -> np.ndarray:
+    """``f"{v:.3f}"`` of every value, as a numpy string array, vectorized for values in [0, 1].
+
+    A value is rounded to thousandths with ``rint(v * 1000)``, which is Python's correctly rounded result except
+    within a hair of a tie; those values, and any outside [0, 1] or not finite, go through ``format``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    scaled = values * 1000.0
+    thousandths = np.rint(scaled)
+    exact = np.isfinite(values) & (values >= 0.0) & (values <= 1.0) & \
+        (np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) > _TIE_MARGIN)
+    k = np.where(exact, thousandths, 0).astype(np.int64)
+    codes = np.empty((values.shape[0], 5), dtype=np.uint32)
+    codes[:, 0] = 48 + k // 1000
+    codes[:, 1] = 46  # "."
+    codes[:, 2] = 48 + (k // 100) % 10
+    codes[:, 3] = 48 + (k // 10) % 10
+    codes[:, 4] = 48 + k % 10
+    out = codes.view("<U5").reshape(values.shape[0]).astype(object if not exact.all() else "<U5")
+    for i in np.flatnonzero(~exact).tolist():
+        out[i] = f"{values[i]:.3f}"
+    return out.astype(str) if out.dtype == object else out

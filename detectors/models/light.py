@@ -225,8 +225,12 @@ class BoostedTreeModel:
         raw = self.raw_score(X)
         return raw if self.calibrator_ is None else np.clip(self.calibrator_.transform(raw), 0.0, 1.0)
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the margin (rows x features, bias column dropped), via ``pred_contribs``."""
+    def contributions(self, X: np.ndarray, approximate: bool = False) -> np.ndarray:
+        """Per-feature contributions to the margin (rows x features, bias column dropped), via ``pred_contribs``.
+
+        ``approximate``: XGBoost's ``approx_contribs`` (each tree's gain along the row's own path, Saabas) instead
+        of exact TreeSHAP; an order of magnitude cheaper, and the same sum (the margin).
+        """
         if self.booster_ is None:
             raise RuntimeError("model is not fitted")
         if X.shape[0] == 0:
@@ -234,7 +238,7 @@ class BoostedTreeModel:
         booster = self._booster_for(X.shape[0])
         threads = 1 if booster is not self.booster_ else self.n_jobs
         data = xgb.DMatrix(np.asarray(X, dtype=np.float64), feature_names=self.feature_names_, nthread=threads)
-        contribs = booster.predict(data, pred_contribs=True)
+        contribs = booster.predict(data, pred_contribs=True, approx_contribs=approximate)
         return np.asarray(contribs, dtype=np.float64)[:, :-1]
 
     # ---- persistence -----------------------------------------------------------------------------------------

@@ -109,3 +109,15 @@ def test_anomaly_selection_reports_every_method_and_keeps_the_best():
     model, table = select_anomaly_model(X, y, Xv, yv, ("IForest", "HBOS"), max_train_rows=1000)
     assert set(table) == {"IForest", "HBOS"}
     assert table[model.method]["average_precision"] == max(t["average_precision"] for t in table.values())
+
+
+def test_approximate_contributions_sum_to_the_margin_and_name_the_same_leading_features():
+    X, y = data()
+    model = LightModel(n_estimators=20, max_depth=3, seed=0).fit(X, y, NAMES)
+    rows = X[y == 1][:50]
+    exact = model.contributions(rows)
+    approx = model.contributions(rows, approximate=True)
+    assert approx.shape == exact.shape and not np.array_equal(approx, exact)
+    np.testing.assert_allclose(approx.sum(axis=1), exact.sum(axis=1), rtol=0, atol=1e-4)  # same margin
+    exact_top2 = np.argsort(-exact, axis=1)[:, :2]
+    assert (exact_top2 == np.argmax(approx, axis=1)[:, None]).any(axis=1).mean() >= 0.95

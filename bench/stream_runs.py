@@ -1,0 +1,327 @@
+"""End-to-end runs against a real broker and Redis: the worker, its baselines, latency, scale and memory.
+
+Every run gets fresh topics and a fresh Redis key prefix.  The worker runs as ``fraudstream worker`` in a child
+process (configured through its environment), exactly as deployed.  Rates are events / (time of the last
+decision - time of the first), so start-up is left out; CPU is the worker process's user + system time over the
+same span.  Decisions are read back from the ``decisions`` topic and checked: one per transaction, and the same
+decision and risk (|diff| < 1e-6) as the offline batch path on the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fraudstream.bench.common import MS_PER_S, cpu_seconds, rss_mb
+
+STARTUP_TIMEOUT_S = 180.0
+POLL_S = 0.05
+LABELS_DELAY_S = 7 * 86_400.0
+RISK_TOLERANCE = 1e-6
+PARTITIONS_ASSIGNED_LOG = "partitions assigned:"
+
+
+@dataclass
+class Endpoints:
+    bootstrap: str
+    redis_url: str
+    workdir: Path
+
+
+def fresh_settings(endpoints: Endpoints, partitions: int = 1, **overrides: Any):
+    """Stream settings with topics, group and key prefix of their own."""
+    from fraudstream.stream.settings import StreamSettings
+
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    values = dict(kafka_bootstrap_servers=endpoints.bootstrap, redis_url=endpoints.redis_url,
+                  transactions_topic=f"{prefix}-transactions", labels_topic=f"{prefix}-labels",
+                  decisions_topic=f"{prefix}-decisions", dlq_topic=f"{prefix}-dlq", app_id=f"{prefix}-app",
+                  redis_prefix=prefix, metrics_port=0, web_port=0, partitions=partitions)
+    values.update(overrides)
+    return StreamSettings(**values)
+
+
+def preload(settings: Any, frame: Any, label_feed: str | None) -> tuple[int, int]:
+    """Send the frame (and its chargeback feed, unless ``label_feed`` is None) as fast as possible."""
+    from fraudstream.stream.replay import replay
+    from fraudstream.stream.topics import ensure_topics
+
+    ensure_topics(settings.kafka_bootstrap_servers, [settings.transactions_topic, settings.labels_topic],
+                  settings.partitions)
+    kwargs = dict(labels_delay_s=LABELS_DELAY_S, label_feed=label_feed) if label_feed else {}
+    summary = replay(frame, settings, progress=False, **kwargs)
+    return summary.sent, summary.labels_sent
+
+
+class WorkerProcess:
+    """``fraudstream worker`` in a child process with the given settings and model."""
+
+    def __init__(self, settings: Any, model_dir: Path, log_path: Path, metrics_port: int) -> None:
+        env = dict(os.environ)
+        for name, value in vars(settings).items():
+            env[f"FRAUDSTREAM_{name.upper()}"] = str(value)
+        env["FRAUDSTREAM_MODEL_DIR"] = str(model_dir)
+        env["FRAUDSTREAM_METRICS_PORT"] = str(metrics_port)
+        env["FRAUDSTREAM_LOG_LEVEL"] = "INFO"
+        self.port = metrics_port
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "fraudstream.cli.main", "worker"], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_assigned(self, count: int = 1) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while self.log_path.read_text(errors="replace").count(PARTITIONS_ASSIGNED_LOG) < count:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start; see {self.log_path}")
+            time.sleep(POLL_S)
+
+    def decisions(self) -> float:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("fraudstream_decisions_total{"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+@dataclass
+class ThroughputResult:
+    tx_per_s: float
+    cpu_s_per_million: float
+    rss_mb: float
+    decisions_ok: bool
+    check: str
+
+
+def run_workers(endpoints: Endpoints, model_dir: Path, frame: Any, label_feed: str | None, n_workers: int = 1,
+                partitions: int = 1, expected: dict[int, tuple[str, float]] | None = None) -> ThroughputResult:
+    """``n_workers`` workers on a pre-loaded topic of ``partitions`` partitions: rate, CPU, RSS, decisions."""
+    from fraudstream.stream.embedded import free_port
+
+    settings = fresh_settings(endpoints, partitions=partitions)
+    sent, _ = preload(settings, frame, label_feed)
+    workers = [WorkerProcess(settings, model_dir, endpoints.workdir / f"worker-{settings.redis_prefix}-{k}.log",
+                             free_port()) for k in range(n_workers)]
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S + sent / 500.0
+        first_t = first_n = None
+        cpu_start = [0.0] * n_workers
+        while True:
+            for w in workers:
+                if w.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited; see {w.log_path}")
+            done = sum(w.decisions() for w in workers)
+            now = time.perf_counter()
+            if done > 0 and first_t is None:
+                first_t, first_n = now, done
+                cpu_start = [cpu_seconds(w.proc.pid) for w in workers]
+            if done >= sent:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers decided {done:.0f} of {sent} in time; logs in {endpoints.workdir}")
+            time.sleep(POLL_S)
+        rate = (done - first_n) / (now - first_t) if now > first_t else float("nan")
+        cpu = sum(cpu_seconds(w.proc.pid) - c for w, c in zip(workers, cpu_start))
+        rss = max(rss_mb(w.proc.pid) for w in workers)
+    finally:
+        for w in workers:
+            w.stop()
+    ok, check = check_decisions(endpoints.bootstrap, settings.decisions_topic, expected, sent)
+    return ThroughputResult(rate, cpu / max(done - first_n, 1) * 1e6, rss, ok, check)
+
+
+def expected_decisions(model_dir: Path, frame: Any) -> dict[int, tuple[str, float]]:
+    """Decision and risk per transaction id from the offline batch path (features of the whole frame)."""
+    from fraudstream.detectors.bundle import load_bundle
+    from fraudstream.detectors.cascade.types import Decision
+    from fraudstream.detectors.features.batch import compute_features
+    from fraudstream.detectors.schema import TransactionBatch
+
+    cascade = load_bundle(model_dir).cascade
+    X = compute_features(frame, cascade.feature_config)[cascade.feature_names].to_numpy(dtype=np.float64)
+    batch = TransactionBatch.from_frame(frame)
+    out: dict[int, tuple[str, float]] = {}
+    for start in range(0, len(batch), 10_000):
+        rows = np.arange(start, min(start + 10_000, len(batch)))
+        result = cascade.score(X[rows], batch.take(rows))
+        for tid, d, r in zip(batch.transaction_id[rows].tolist(), result.decision.tolist(), result.risk.tolist()):
+            out[tid] = (Decision(d).name, r)
+    return out
+
+
+def check_decisions(bootstrap: str, topic: str, expected: dict[int, tuple[str, float]] | None, sent: int
+                    ) -> tuple[bool, str]:
+    """One decision per transaction, and (given ``expected``) the offline decision and risk."""
+    records = asyncio.run(_read_all(bootstrap, topic, sent))
+    seen: dict[int, set[bytes]] = {}
+    for value in records:
+        seen.setdefault(json.loads(value)["transaction_id"], set()).add(value)
+    twice = sum(1 for values in seen.values() if len(values) > 1)
+    problems = []
+    if len(seen) != sent:
+        problems.append(f"{len(seen)} of {sent} transactions decided")
+    if twice:
+        problems.append(f"{twice} with two different decisions")
+    if expected is not None:
+        wrong = 0
+        for tid, values in seen.items():
+            data = json.loads(next(iter(values)))
+            want = expected.get(tid)
+            if want is None or data["decision"] != want[0] or abs(data["risk"] - want[1]) >= RISK_TOLERANCE:
+                wrong += 1
+        if wrong:
+            problems.append(f"{wrong} differ from the offline decisions")
+    text = "; ".join(problems) or (f"{len(seen):,} decisions, one each" +
+                                   (", all equal to the offline path" if expected is not None else ""))
+    return not problems, text
+
+
+async def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 60.0) -> list[bytes]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        idle = 0
+        while time.monotonic() < deadline and idle < 6:
+            batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+            got = sum(len(records) for records in batch.values())
+            idle = idle + 1 if not got and len(values) >= n else 0
+            for records in batch.values():
+                values.extend(r.value for r in records)
+    finally:
+        await consumer.stop()
+    return values
+
+
+# ---- baselines -----------------------------------------------------------------------------------------------
+def noop_agent_rate(endpoints: Endpoints, frame: Any, label_feed: str | None) -> float:
+    """The do-nothing Faust agent on the same kind of topic (``stream.take(2000, within=0.05)``)."""
+    settings = fresh_settings(endpoints)
+    sent, _ = preload(settings, frame, label_feed)
+    result = endpoints.workdir / f"noop-{settings.redis_prefix}.json"
+    log = open(endpoints.workdir / f"noop-{settings.redis_prefix}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "fraudstream.bench.faust_noop", endpoints.bootstrap,
+                             settings.transactions_topic, str(sent), str(result)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        proc.wait(STARTUP_TIMEOUT_S + sent / 1000)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+    data = json.loads(result.read_text())
+    return data["events"] / data["seconds"]
+
+
+def bare_consumer_rate(endpoints: Endpoints, frame: Any, label_feed: str | None) -> float:
+    """A bare aiokafka consumer: ``getmany(max_records=2000)`` and ``orjson.loads`` of every event."""
+    settings = fresh_settings(endpoints)
+    sent, _ = preload(settings, frame, label_feed)
+    return asyncio.run(_bare(endpoints.bootstrap, settings.transactions_topic, sent))
+
+
+async def _bare(bootstrap: str, topic: str, n: int) -> float:
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=f"bare-{uuid.uuid4().hex[:8]}",
+                                max_partition_fetch_bytes=4 << 20, fetch_max_wait_ms=2)
+    await consumer.start()
+    count = 0
+    first_t = None
+    first_n = 0
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while count < n and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=100, max_records=2000)).values():
+                for r in records:
+                    orjson.loads(r.value)
+                count += len(records)
+            if first_t is None and count:
+                first_t, first_n = time.perf_counter(), count
+    finally:
+        await consumer.stop()
+    return (count - first_n) / (time.perf_counter() - first_t) if first_t else float("nan")
+
+
+# ---- latency and memory --------------------------------------------------------------------------------------
+def latency_run(endpoints: Endpoints, model_dir: Path, frame: Any, rate: float, label_feed: str | None,
+                warmup: Any = None) -> dict[str, Any]:
+    """Transactions (and labels) replayed at ``rate`` tx/s into a running worker: latency per transaction (ms),
+    worker RSS (MB) at the start and the end, CPU s per million transactions."""
+    from fraudstream.stream.embedded import free_port
+    from fraudstream.stream.replay import replay
+    from fraudstream.stream.topics import ensure_topics, topic_names
+
+    settings = fresh_settings(endpoints)
+    ensure_topics(settings.kafka_bootstrap_servers, topic_names(settings), settings.partitions)
+    worker = WorkerProcess(settings, model_dir, endpoints.workdir / f"latency-{settings.redis_prefix}.log",
+                           free_port())
+    try:
+        worker.wait_assigned()
+        cpu0, rss0 = cpu_seconds(worker.proc.pid), rss_mb(worker.proc.pid)
+        kwargs = dict(labels_delay_s=LABELS_DELAY_S, label_feed=label_feed) if label_feed else {}
+        summary = replay(frame, settings, rate=rate, progress=False, **kwargs)
+        deadline = time.monotonic() + 60
+        while worker.decisions() < summary.sent and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        cpu1, rss1 = cpu_seconds(worker.proc.pid), rss_mb(worker.proc.pid)
+    finally:
+        worker.stop()
+    latencies = asyncio.run(_latencies(endpoints.bootstrap, settings.decisions_topic, summary.sent))
+    return {"latency_ms": latencies, "achieved_tx_s": summary.tx_per_s, "sent": summary.sent,
+            "labels": summary.labels_sent, "rss_start_mb": rss0, "rss_end_mb": rss1,
+            "cpu_s_per_million": (cpu1 - cpu0) / max(summary.sent, 1) * 1e6}
+
+
+async def _latencies(bootstrap: str, topic: str, n: int) -> np.ndarray:
+    """Kafka timestamp of each decision - Kafka timestamp of its transaction (ms)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    latencies: list[float] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(latencies) < n and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                for rec in records:
+                    data = json.loads(rec.value)
+                    arrived_ms = data["decided_at"] * MS_PER_S - data["latency_ms"]
+                    latencies.append(rec.timestamp - arrived_ms)
+    finally:
+        await consumer.stop()
+    return np.asarray(latencies)
+
+
+def rates_for_sweep(quick: bool) -> Sequence[float]:
+    return (1000.0, 5000.0) if quick else (500.0, 1000.0, 2000.0, 5000.0)

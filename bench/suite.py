@@ -1,0 +1,288 @@
+"""The benchmark suite behind ``fraudstream bench``: every section, its tables and the floors next to them.
+
+1. kernel: features + cascade per transaction by batch size, next to naive per-row XGBoost and PyOD;
+2. worker end to end: ``fraudstream worker`` next to the do-nothing Faust agent and a bare aiokafka consumer on
+   the same broker and kind of topic, labels in the topic (both chargeback feeds), decisions checked;
+3. latency: p50 / p95 / p99 at offered rates with labels flowing, and the highest rate with p99 under 50 ms;
+4. scale: 1 and 2 workers on 2 partitions (tx/s, CPU s per million), state cost by population;
+5. memory: worker RSS at the start and the end of a soak at 1,000 tx/s.
+
+Each figure is the median of the repetitions with [min, max].  ``quick`` runs every table with fewer and shorter
+repetitions (under 2 minutes on a quiet machine).  Nothing here fails on a missed floor: the tables say so.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fraudstream.bench import kernel, state_cost, stream_runs
+from fraudstream.bench.common import Figure, ModelRecipe, bench_frame, floor_cell, percentiles_ms, prepare_model, table
+
+WORKER_FLOOR_TX_S = 50_000.0
+P50_FLOOR_1000_MS, P99_FLOOR_1000_MS, P99_FLOOR_5000_MS = 5.0, 20.0, 50.0
+P99_LIMIT_MS = 50.0
+FEEDS = ("fraud", "all")
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """Sizes of one run of the suite (see :meth:`quick` and :meth:`full`)."""
+
+    repeats: int
+    kernel_sizes: tuple[int, ...]
+    worker_events: int
+    latency_rates: tuple[float, ...]
+    latency_seconds: float
+    extra_rates: tuple[float, ...]
+    scale_events: int
+    populations: tuple[int, ...]
+    soak_seconds: float
+    recipe: ModelRecipe
+
+    @classmethod
+    def quick(cls) -> "SuiteConfig":
+        return cls(1, (1, 100, 1000), 20_000, (1000.0, 5000.0), 4.0, (), 20_000, (5000,), 0.0,
+                   ModelRecipe(light_trees=100, heavy_trees=200))
+
+    @classmethod
+    def full(cls, soak_seconds: float = 600.0) -> "SuiteConfig":
+        return cls(3, kernel.DEFAULT_SIZES, 150_000, (500.0, 1000.0, 2000.0, 5000.0), 20.0, (10_000.0,), 150_000,
+                   (5000, 50_000, 500_000), soak_seconds, ModelRecipe())
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run_suite(config: SuiteConfig, model_dir: str | None, sections: set[str], echo: Callable[[str], None] = print
+              ) -> dict[str, Any]:
+    """Run the chosen sections (kernel, worker, latency, scale, memory) and print their tables as they finish."""
+    from fraudstream.detectors.bundle import load_bundle
+    from fraudstream.stream.embedded import EmbeddedKafka, EmbeddedRedis
+
+    started = time.perf_counter()
+    root = prepare_model(model_dir, config.recipe, echo)
+    bundle = load_bundle(root)
+    echo(f"fraudstream bench, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}; model {bundle.version} "
+         f"(anomaly {bundle.cascade.anomaly.method}); each figure: median [min, max] of {config.repeats} run(s)")
+    out: dict[str, Any] = {}
+    if "kernel" in sections:
+        frame = bench_frame(60_000 if config.repeats > 1 else 30_000)
+        out["kernel"] = kernel.run(bundle.cascade, frame, config.kernel_sizes, config.repeats)
+        echo(kernel_table(out["kernel"]))
+    needs_servers = sections & {"worker", "latency", "scale", "memory"}
+    if needs_servers:
+        workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
+        with EmbeddedKafka() as kafka, EmbeddedRedis() as redis:
+            endpoints = stream_runs.Endpoints(kafka.bootstrap_servers, redis.url, workdir)
+            if "worker" in sections:
+                out["worker"] = worker_section(endpoints, root, config)
+                echo(worker_table(out["worker"], config))
+            if "latency" in sections:
+                out["latency"] = latency_section(endpoints, root, config)
+                echo(latency_table(out["latency"]))
+            if "scale" in sections:
+                out["scale"] = scale_section(endpoints, root, config, redis.url)
+                echo(scale_tables(out["scale"]))
+            if "memory" in sections:
+                out["memory"] = memory_section(endpoints, root, config, out.get("latency"))
+                echo(memory_table(out["memory"]))
+        echo(f"\nlogs in {workdir}")
+    echo(f"suite took {time.perf_counter() - started:.0f} s")
+    return out
+
+
+# ---- kernel --------------------------------------------------------------------------------------------------
+def kernel_table(result: dict[str, Any]) -> str:
+    stages = ("features", "rules", "light", "anomaly", "heavy", "policy", "reasons")
+    rows = []
+    for size, figures in result["sizes"].items():
+        rows.append([f"{size:,}", figures["total"].cell(2), figures["cascade"].cell(2)]
+                    + [figures[s].cell(2) for s in stages] + [f"{figures['flagged'].median:.3f}"])
+    naive = result["naive"]
+    at = result["sizes"].get(kernel.FLOOR_BATCH)
+    verdict = floor_cell(None if at is None else at["cascade"].median <= kernel.CASCADE_FLOOR_US)
+    note = (f"us per transaction. cascade = Cascade.score (rules .. reasons); features = state bytes decoded, "
+            f"incremental features, state encoded. Naive, one row per call: XGBoost predict "
+            f"{naive['xgboost'].cell(0)} us, PyOD decision_function {naive['pyod'].cell(0)} us. "
+            f"Floor Cascade.score <= {kernel.CASCADE_FLOOR_US:g} us/tx at batch {kernel.FLOOR_BATCH:,}: {verdict}. "
+            f"flagged = share of BLOCK / REVIEW rows (their reasons carry feature contributions).")
+    return table("1. Kernel: per transaction by micro-batch size (us)",
+                 ["batch", "total", "cascade", *stages, "flagged"], rows, note)
+
+
+# ---- worker end to end ---------------------------------------------------------------------------------------
+def worker_section(endpoints: Any, root: Path, config: SuiteConfig) -> dict[str, Any]:
+    frame = bench_frame(config.worker_events)
+    expected = stream_runs.expected_decisions(root, frame)
+    out: dict[str, Any] = {"events": len(frame)}
+    for feed in FEEDS:
+        rate, cpu, rss = Figure("tx/s"), Figure("s"), Figure("MB")
+        checks = []
+        for _ in range(config.repeats):
+            r = stream_runs.run_workers(endpoints, root, frame, feed, expected=expected)
+            rate.add(r.tx_per_s), cpu.add(r.cpu_s_per_million), rss.add(r.rss_mb)
+            checks.append((r.decisions_ok, r.check))
+        out[f"worker_{feed}"] = {"rate": rate, "cpu": cpu, "rss": rss, "checks": checks}
+    noop, bare = Figure("tx/s"), Figure("tx/s")
+    for _ in range(config.repeats):
+        noop.add(stream_runs.noop_agent_rate(endpoints, frame, "fraud"))
+        bare.add(stream_runs.bare_consumer_rate(endpoints, frame, "fraud"))
+    out["noop"], out["bare"] = noop, bare
+    return out
+
+
+def worker_table(result: dict[str, Any], config: SuiteConfig) -> str:
+    rows = []
+    for feed in FEEDS:
+        r = result[f"worker_{feed}"]
+        ok = all(c[0] for c in r["checks"])
+        label = "fraud reports only (default)" if feed == "fraud" else "one label per transaction"
+        rows.append([f"fraudstream worker, labels: {label}", r["rate"].cell(0), r["cpu"].cell(1),
+                     "; ".join(sorted({c[1] for c in r["checks"]})) if ok else "FAILED: " + r["checks"][0][1]])
+    rows.append(["do-nothing Faust agent (take 2000 / 50 ms)", result["noop"].cell(0), "", ""])
+    rows.append(["bare aiokafka consumer (getmany + orjson)", result["bare"].cell(0), "", ""])
+    default = result["worker_fraud"]["rate"].median
+    note = (f"{result['events']:,} transactions pre-loaded in 1 partition with their chargeback feed (7 d); "
+            f"rate between the first and the last decision. Floor >= {WORKER_FLOOR_TX_S:,.0f} tx/s with the default "
+            f"feed: {floor_cell(default >= WORKER_FLOOR_TX_S)}.")
+    return table("2. Worker end to end, one process, one partition",
+                 ["what", "tx/s", "CPU s per million tx", "decisions"], rows, note)
+
+
+# ---- latency -------------------------------------------------------------------------------------------------
+def latency_section(endpoints: Any, root: Path, config: SuiteConfig) -> dict[float, dict[str, Any]]:
+    out: dict[float, dict[str, Any]] = {}
+    rates = list(config.latency_rates)
+    k = 0
+    while k < len(rates):
+        rate = rates[k]
+        frame = bench_frame(int(rate * config.latency_seconds), seed=11)
+        figures = {q: Figure("ms") for q in ("p50", "p95", "p99")}
+        achieved = Figure("tx/s")
+        for _ in range(config.repeats):
+            r = stream_runs.latency_run(endpoints, root, frame, rate, "fraud")
+            for q, v in zip(("p50", "p95", "p99"), percentiles_ms(r["latency_ms"])):
+                figures[q].add(v)
+            achieved.add(r["achieved_tx_s"])
+            out.setdefault(rate, {})["last"] = r
+        out[rate].update(figures)
+        out[rate]["achieved"] = achieved
+        if k == len(rates) - 1 and figures["p99"].median < P99_LIMIT_MS and config.extra_rates:
+            rates += [x for x in config.extra_rates if x > rate][:1]  # go on while it holds
+        k += 1
+    return out
+
+
+def latency_table(result: dict[float, dict[str, Any]]) -> str:
+    rows = []
+    for rate, r in result.items():
+        rows.append([f"{rate:,.0f}", r["achieved"].cell(0), r["p50"].cell(1), r["p95"].cell(1), r["p99"].cell(1)])
+    ok_rates = [rate for rate, r in result.items() if r["p99"].median < P99_LIMIT_MS]
+    f1000 = result.get(1000.0)
+    f5000 = result.get(5000.0)
+    verdicts = []
+    if f1000:
+        verdicts.append(f"1,000 tx/s: p50 <= {P50_FLOOR_1000_MS:g} ms {floor_cell(f1000['p50'].median <= P50_FLOOR_1000_MS)}"
+                        f", p99 <= {P99_FLOOR_1000_MS:g} ms {floor_cell(f1000['p99'].median <= P99_FLOOR_1000_MS)}")
+    if f5000:
+        verdicts.append(f"5,000 tx/s: p99 <= {P99_FLOOR_5000_MS:g} ms {floor_cell(f5000['p99'].median <= P99_FLOOR_5000_MS)}")
+    highest = f"{max(ok_rates):,.0f} tx/s" if ok_rates else "none of the offered rates"
+    note = ("Kafka timestamp of the decision - Kafka timestamp of the transaction (ms), labels flowing (fraud "
+            f"reports, 7 d delay). Highest offered rate with p99 < {P99_LIMIT_MS:g} ms: {highest}. Floors: "
+            + "; ".join(verdicts) + ".")
+    return table("3. Latency by offered rate (ms)", ["offered tx/s", "achieved tx/s", "p50", "p95", "p99"], rows, note)
+
+
+# ---- scale ---------------------------------------------------------------------------------------------------
+def scale_section(endpoints: Any, root: Path, config: SuiteConfig, redis_url: str) -> dict[str, Any]:
+    frame = bench_frame(config.scale_events, seed=13)
+    out: dict[str, Any] = {}
+    for n_workers in (1, 2):
+        rate, cpu = Figure("tx/s"), Figure("s")
+        checks = []
+        for _ in range(config.repeats):
+            r = stream_runs.run_workers(endpoints, root, frame, "fraud", n_workers=n_workers, partitions=2)
+            rate.add(r.tx_per_s), cpu.add(r.cpu_s_per_million)
+            checks.append(r.check)
+        out[n_workers] = {"rate": rate, "cpu": cpu, "checks": checks}
+    out["state"] = {}
+    for population in config.populations:
+        figures = {"memory_mb": Figure("MB"), "bytes_per_customer": Figure("B"), "us_per_tx": Figure("us")}
+        for rep in range(config.repeats):
+            for name, value in state_cost.run(redis_url, population, seed=rep).items():
+                figures[name].add(value)
+        out["state"][population] = figures
+    return out
+
+
+def scale_tables(result: dict[str, Any]) -> str:
+    rows = [[f"{n} worker process{'es' if n > 1 else ''}", result[n]["rate"].cell(0), result[n]["cpu"].cell(1),
+             "; ".join(sorted(set(result[n]["checks"])))] for n in (1, 2)]
+    first = table("4a. Scale: workers on 2 partitions", ["workers", "tx/s", "CPU s per million tx", "decisions"], rows,
+                  "One consumer group; the machine has 2 cores, shared with the broker and Redis.")
+    rows = [[f"{p:,}", f["memory_mb"].cell(1), f["bytes_per_customer"].cell(0), f["us_per_tx"].cell(2)]
+            for p, f in result["state"].items()]
+    second = table("4b. State cost by population", ["customers", "Redis MB", "bytes per customer",
+                                                     "us per tx (MGET, features, write)"], rows,
+                   "Synthetic histories: ~2 tx a customer a day over 31 days, 2 terminals per customer at 1 a day; "
+                   "batches of 1,000 random customers.")
+    return first + "\n" + second
+
+
+# ---- memory --------------------------------------------------------------------------------------------------
+def memory_section(endpoints: Any, root: Path, config: SuiteConfig, latency: dict | None) -> dict[str, Any]:
+    if config.soak_seconds > 0:
+        frame = bench_frame(int(1000 * config.soak_seconds), seed=17)
+        r = stream_runs.latency_run(endpoints, root, frame, 1000.0, "fraud")
+        p50, p95, p99 = percentiles_ms(r["latency_ms"])
+        return {"seconds": config.soak_seconds, "start": r["rss_start_mb"], "end": r["rss_end_mb"],
+                "cpu": r["cpu_s_per_million"], "p99": p99, "sent": r["sent"]}
+    if latency and 1000.0 in latency:
+        r = latency[1000.0]["last"]
+        return {"seconds": r["sent"] / 1000.0, "start": r["rss_start_mb"], "end": r["rss_end_mb"],
+                "cpu": r["cpu_s_per_million"], "p99": percentiles_ms(r["latency_ms"])[2], "sent": r["sent"]}
+    return {}
+
+
+def memory_table(result: dict[str, Any]) -> str:
+    if not result:
+        return "\n### 5. Memory\n\n(no run)"
+    rows = [[f"{result['seconds']:.0f} s at 1,000 tx/s", f"{result['start']:.0f}", f"{result['end']:.0f}",
+             f"{result['end'] - result['start']:+.0f}", f"{result['cpu']:.1f}", f"{result['p99']:.1f}"]]
+    return table("5. Memory: worker RSS over a soak", ["run", "RSS start MB", "RSS end MB", "change MB",
+                                                       "CPU s per million tx", "p99 ms"], rows,
+                 "RSS after the model is loaded and warmed (start) and after the last decision (end).")
+
+
+def summary_rows(result: dict[str, Any]) -> list[str]:
+    """One line per floor, for a quick look (also printed at the end)."""
+    lines = []
+    if "kernel" in result and kernel.FLOOR_BATCH in result["kernel"]["sizes"]:
+        v = result["kernel"]["sizes"][kernel.FLOOR_BATCH]["cascade"].median
+        lines.append(f"Cascade.score at batch 1,000: {v:.2f} us/tx (floor 5)")
+    if "worker" in result:
+        lines.append(f"worker: {result['worker']['worker_fraud']['rate'].median:,.0f} tx/s (floor 50,000)")
+    return lines
+
+
+def as_jsonable(value: Any) -> Any:
+    if isinstance(value, Figure):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {str(k): as_jsonable(v) for k, v in value.items() if k != "last"}
+    if isinstance(value, (list, tuple)):
+        return [as_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return None
+    return value
