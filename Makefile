@@ -36,9 +36,11 @@ lint: install-test
 	$(IN_VENV) ruff check .
 	$(IN_VENV) mypy -p fraudstream
 
-## Install what the tests need (Python packages, Debian prometheus + chromium), lint, then run every test.
+## Install what the tests need (Python packages, Debian prometheus + chromium), lint, then run every test, then
+## the benchmark suite's quick run (its tables; a missed floor does not fail it, a broken benchmark does).
 test: lint
 	$(IN_VENV) bash scripts/run_tests.sh $(PYTEST_ARGS)
+	$(IN_VENV) fraudstream bench --quick
 
 test-unit: install-test
 	$(IN_VENV) bash scripts/run_tests.sh tests/unit $(PYTEST_ARGS)
@@ -47,7 +49,7 @@ test-integration: install-test
 	$(IN_VENV) bash scripts/run_tests.sh -m integration $(PYTEST_ARGS)
 
 bench: install
-	$(IN_VENV) python bench/bench_worker.py
+	$(IN_VENV) fraudstream bench
 
 ## The README's dashboard picture: a short real demo, its console page captured in headless chromium.
 screenshot: install-test

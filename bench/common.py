@@ -84,6 +84,8 @@ class ModelRecipe:
     light_trees: int = 300
     heavy_trees: int = 400
     anomaly_method: str = "IForest"
+    imbalance: str = "none"  # one treatment and one calibration: the bench needs the model's shape, not its best
+    calibration: str = "isotonic"
     seed: int = 3
 
     def key(self) -> str:
@@ -105,7 +107,8 @@ def prepare_model(model_dir: str | None, recipe: ModelRecipe, log: Any = print) 
     frame = simulate(SimulationConfig(n_customers=recipe.n_customers, n_terminals=recipe.n_terminals,
                                       nb_days=recipe.nb_days, seed=recipe.seed))
     result = train_from_frame(frame, TrainSettings(light_trees=recipe.light_trees, heavy_trees=recipe.heavy_trees,
-                                                   anomaly_methods=(recipe.anomaly_method,)))
+                                                   anomaly_methods=(recipe.anomaly_method,),
+                                                   imbalance=recipe.imbalance, calibration=recipe.calibration))
     save_bundle(result.cascade, root, result.manifest_extras)
     return root
 

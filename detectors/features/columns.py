@@ -52,6 +52,18 @@ def _gather(starts: np.ndarray, entities: np.ndarray) -> tuple[np.ndarray, np.nd
     return rows, _offsets(starts[entities + 1] - starts[entities])
 
 
+def _joined(columns: Sequence[array], dtype: np.dtype) -> np.ndarray:
+    """The ``array`` columns (host byte order) concatenated into one writable numpy array."""
+    return np.frombuffer(b"".join(columns), dtype=dtype).copy() if columns else _empty(dtype)
+
+
+def _array(code: str, values: np.ndarray) -> array:
+    """An ``array`` of ``code`` holding ``values`` (one copy of their bytes)."""
+    out = array(code)
+    out.frombytes(np.ascontiguousarray(values).view(np.uint8).data)
+    return out
+
+
 def _empty(dtype: np.dtype = _F8) -> np.ndarray:
     return np.zeros(0, dtype=dtype)
 
@@ -179,8 +191,7 @@ class CustomerColumns:
         lengths = np.asarray([len(h) if h is not None else 0 for h in histories], dtype=np.int64)
 
         def column(name: str, dtype: np.dtype) -> np.ndarray:
-            parts = [np.frombuffer(getattr(h, name), dtype=dtype) for h in present if len(h)]
-            return np.concatenate(parts) if parts else _empty(dtype)
+            return _joined([getattr(h, name) for h in present], dtype)
 
         return cls(np.asarray(ids, dtype=np.int64), _offsets(lengths), column("timestamps", np.float64),
                    column("transaction_ids", np.int64), column("amounts", np.float64),
@@ -190,10 +201,10 @@ class CustomerColumns:
         """Entity ``k`` as a :class:`CustomerHistory`."""
         a, b = int(self.starts[k]), int(self.starts[k + 1])
         out = CustomerHistory.__new__(CustomerHistory)
-        out.timestamps = array("d", self.timestamp[a:b].astype(np.float64).tobytes())
-        out.transaction_ids = array("q", self.transaction_id[a:b].astype(np.int64).tobytes())
-        out.amounts = array("d", self.amount[a:b].astype(np.float64).tobytes())
-        out.terminal_ids = array("q", self.terminal_id[a:b].astype(np.int64).tobytes())
+        out.timestamps = _array("d", self.timestamp[a:b])
+        out.transaction_ids = _array("q", self.transaction_id[a:b])
+        out.amounts = _array("d", self.amount[a:b])
+        out.terminal_ids = _array("q", self.terminal_id[a:b])
         return out
 
     @classmethod
@@ -268,8 +279,7 @@ class TerminalColumns:
                                    dtype=np.int64)
 
         def column(name: str, dtype: np.dtype) -> np.ndarray:
-            parts = [np.frombuffer(getattr(h, name), dtype=dtype) for h in present if len(getattr(h, name))]
-            return np.concatenate(parts) if parts else _empty(dtype)
+            return _joined([getattr(h, name) for h in present], dtype)
 
         return cls(np.asarray(ids, dtype=np.int64), _offsets(lengths), column("timestamps", np.float64),
                    column("transaction_ids", np.int64), _offsets(label_lengths),
@@ -280,11 +290,11 @@ class TerminalColumns:
         a, b = int(self.starts[k]), int(self.starts[k + 1])
         c, d = int(self.fraud_starts[k]), int(self.fraud_starts[k + 1])
         out = TerminalHistory.__new__(TerminalHistory)
-        out.timestamps = array("d", self.timestamp[a:b].astype(np.float64).tobytes())
-        out.transaction_ids = array("q", self.transaction_id[a:b].astype(np.int64).tobytes())
-        out.fraud_timestamps = array("d", self.fraud_timestamp[c:d].astype(np.float64).tobytes())
-        out.fraud_transaction_ids = array("q", self.fraud_transaction_id[c:d].astype(np.int64).tobytes())
-        out.fraud_known_at = known = array("d", self.fraud_known_at[c:d].astype(np.float64).tobytes())
+        out.timestamps = _array("d", self.timestamp[a:b])
+        out.transaction_ids = _array("q", self.transaction_id[a:b])
+        out.fraud_timestamps = _array("d", self.fraud_timestamp[c:d])
+        out.fraud_transaction_ids = _array("q", self.fraud_transaction_id[c:d])
+        out.fraud_known_at = known = _array("d", self.fraud_known_at[c:d])
         out.max_known_at = max(known) if known else float("-inf")
         return out
 
