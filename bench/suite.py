@@ -49,7 +49,7 @@ class SuiteConfig:
 
     @classmethod
     def quick(cls) -> "SuiteConfig":
-        return cls(1, (1, 100, 1000), 20_000, (1000.0, 5000.0), 4.0, (), 20_000, (5000,), 0.0,
+        return cls(1, (1, 100, 1000), 10_000, (1000.0, 5000.0), 4.0, (), 10_000, (5000,), 0.0,
                    ModelRecipe(light_trees=100, heavy_trees=200))
 
     @classmethod
