@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fraudstream.bench.common import MS_PER_S, cpu_seconds, rss_mb
+from fraudstream.stream.settings import ENV_PREFIX as WORKER_ENV_PREFIX
 
 STARTUP_TIMEOUT_S = 180.0
 POLL_S = 0.05
@@ -69,11 +70,11 @@ class WorkerProcess:
 
     def __init__(self, settings: Any, model_dir: Path, log_path: Path, metrics_port: int) -> None:
         env = dict(os.environ)
-        for name, value in vars(settings).items():
-            env[f"FRAUDSTREAM_{name.upper()}"] = str(value)
-        env["FRAUDSTREAM_MODEL_DIR"] = str(model_dir)
-        env["FRAUDSTREAM_METRICS_PORT"] = str(metrics_port)
-        env["FRAUDSTREAM_LOG_LEVEL"] = "INFO"
+        for name, value in settings.model_dump().items():
+            env[f"{WORKER_ENV_PREFIX}{name.upper()}"] = str(value)
+        env[f"{WORKER_ENV_PREFIX}MODEL_DIR"] = str(model_dir)
+        env[f"{WORKER_ENV_PREFIX}METRICS_PORT"] = str(metrics_port)
+        env[f"{WORKER_ENV_PREFIX}LOG_LEVEL"] = "INFO"
         self.port = metrics_port
         self.log_path = log_path
         self._log = open(log_path, "w")
