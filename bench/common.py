@@ -10,9 +10,10 @@ import hashlib
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class Figure:
     unit: str
     values: list[float] = field(default_factory=list)
 
-    def add(self, value: float) -> "Figure":
+    def add(self, value: float) -> Figure:
         self.values.append(float(value))
         return self
 

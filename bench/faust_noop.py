@@ -1,7 +1,7 @@
 """The do-nothing Faust agent the worker is compared with: ``stream.take(2000, within=0.05)`` and nothing else.
 
-Run as ``python -m fraudstream.bench.faust_noop BOOTSTRAP TOPIC EVENTS RESULT_JSON``; writes the events handled after the
-first batch and the seconds between the first and the last batch, then exits.
+Run as ``python -m fraudstream.bench.faust_noop BOOTSTRAP TOPIC EVENTS RESULT_JSON``; writes the events handled
+after the first batch and the seconds between the first and the last batch, then exits.
 """
 
 from __future__ import annotations

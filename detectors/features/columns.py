@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from numba import njit
@@ -174,18 +174,18 @@ class CustomerColumns:
         return int(self.ids.shape[0])
 
     @classmethod
-    def empty(cls, ids: np.ndarray) -> "CustomerColumns":
+    def empty(cls, ids: np.ndarray) -> CustomerColumns:
         ids = np.asarray(ids, dtype=np.int64)
         return cls(ids, np.zeros(ids.shape[0] + 1, dtype=np.int64), _empty(), _empty(_I8), _empty(), _empty(_I8))
 
-    def take(self, entities: np.ndarray) -> "CustomerColumns":
+    def take(self, entities: np.ndarray) -> CustomerColumns:
         """The given entities (positions), in that order."""
         rows, starts = _gather(self.starts, entities)
         return CustomerColumns(self.ids[entities], starts, self.timestamp[rows], self.transaction_id[rows],
                                self.amount[rows], self.terminal_id[rows])
 
     @classmethod
-    def from_histories(cls, ids: Sequence[int], histories: Sequence[CustomerHistory | None]) -> "CustomerColumns":
+    def from_histories(cls, ids: Sequence[int], histories: Sequence[CustomerHistory | None]) -> CustomerColumns:
         """Columns of these histories (None: an empty history)."""
         present = [h for h in histories if h is not None]
         lengths = np.asarray([len(h) if h is not None else 0 for h in histories], dtype=np.int64)
@@ -193,9 +193,9 @@ class CustomerColumns:
         def column(name: str, dtype: np.dtype) -> np.ndarray:
             return _joined([getattr(h, name) for h in present], dtype)
 
-        return cls(np.asarray(ids, dtype=np.int64), _offsets(lengths), column("timestamps", np.float64),
-                   column("transaction_ids", np.int64), column("amounts", np.float64),
-                   column("terminal_ids", np.int64))
+        return cls(np.asarray(ids, dtype=np.int64), _offsets(lengths), column("timestamps", _F8),
+                   column("transaction_ids", _I8), column("amounts", _F8),
+                   column("terminal_ids", _I8))
 
     def history(self, k: int) -> CustomerHistory:
         """Entity ``k`` as a :class:`CustomerHistory`."""
@@ -208,7 +208,7 @@ class CustomerColumns:
         return out
 
     @classmethod
-    def from_bytes_list(cls, ids: Sequence[int], raws: Sequence[bytes]) -> "CustomerColumns":
+    def from_bytes_list(cls, ids: Sequence[int], raws: Sequence[bytes]) -> CustomerColumns:
         """Decode ``CustomerHistory.to_bytes()`` outputs of these customers at once; ``ValueError`` when one is
         truncated or foreign (names its position in ``raws``)."""
         buffer, starts = _frame(raws, _CUSTOMER_HEADER_BYTES, _CUSTOMER_MAGIC, "customer history")
@@ -259,12 +259,12 @@ class TerminalColumns:
         return int(self.ids.shape[0])
 
     @classmethod
-    def empty(cls, ids: np.ndarray) -> "TerminalColumns":
+    def empty(cls, ids: np.ndarray) -> TerminalColumns:
         ids = np.asarray(ids, dtype=np.int64)
         zeros = np.zeros(ids.shape[0] + 1, dtype=np.int64)
         return cls(ids, zeros, _empty(), _empty(_I8), zeros.copy(), _empty(), _empty(_I8), _empty())
 
-    def take(self, entities: np.ndarray) -> "TerminalColumns":
+    def take(self, entities: np.ndarray) -> TerminalColumns:
         rows, starts = _gather(self.starts, entities)
         labels, fraud_starts = _gather(self.fraud_starts, entities)
         return TerminalColumns(self.ids[entities], starts, self.timestamp[rows], self.transaction_id[rows],
@@ -272,7 +272,7 @@ class TerminalColumns:
                                self.fraud_known_at[labels])
 
     @classmethod
-    def from_histories(cls, ids: Sequence[int], histories: Sequence[TerminalHistory | None]) -> "TerminalColumns":
+    def from_histories(cls, ids: Sequence[int], histories: Sequence[TerminalHistory | None]) -> TerminalColumns:
         present = [h for h in histories if h is not None]
         lengths = np.asarray([len(h) if h is not None else 0 for h in histories], dtype=np.int64)
         label_lengths = np.asarray([len(h.fraud_timestamps) if h is not None else 0 for h in histories],
@@ -281,10 +281,10 @@ class TerminalColumns:
         def column(name: str, dtype: np.dtype) -> np.ndarray:
             return _joined([getattr(h, name) for h in present], dtype)
 
-        return cls(np.asarray(ids, dtype=np.int64), _offsets(lengths), column("timestamps", np.float64),
-                   column("transaction_ids", np.int64), _offsets(label_lengths),
-                   column("fraud_timestamps", np.float64), column("fraud_transaction_ids", np.int64),
-                   column("fraud_known_at", np.float64))
+        return cls(np.asarray(ids, dtype=np.int64), _offsets(lengths), column("timestamps", _F8),
+                   column("transaction_ids", _I8), _offsets(label_lengths),
+                   column("fraud_timestamps", _F8), column("fraud_transaction_ids", _I8),
+                   column("fraud_known_at", _F8))
 
     def history(self, k: int) -> TerminalHistory:
         a, b = int(self.starts[k]), int(self.starts[k + 1])
@@ -299,7 +299,7 @@ class TerminalColumns:
         return out
 
     @classmethod
-    def from_bytes_list(cls, ids: Sequence[int], raws: Sequence[bytes]) -> "TerminalColumns":
+    def from_bytes_list(cls, ids: Sequence[int], raws: Sequence[bytes]) -> TerminalColumns:
         """Decode ``TerminalHistory.to_bytes()`` outputs of these terminals at once (see CustomerColumns)."""
         buffer, starts = _frame(raws, _TERMINAL_HEADER_BYTES, _TERMINAL_MAGIC, "terminal history")
         words = starts[:-1] // 4

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from fraudstream.detectors.features.calendar import night_flags, weekend_flags
-from fraudstream.detectors.features.columns import CustomerColumns, TerminalColumns, ragged_index
+from fraudstream.detectors.features.columns import CustomerColumns, TerminalColumns
 from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, FeatureConfig
 from fraudstream.detectors.schema import TransactionBatch
 
@@ -313,7 +313,7 @@ def update(batch: TransactionBatch, customers: CustomerColumns, terminals: Termi
     """Features of every event of ``batch`` and the state after it (see the module docstring)."""
     n = len(batch)
     out = np.empty((n, windows.n_features), dtype=np.float64)
-    t, tx_id = batch.timestamp, batch.transaction_id
+    t = batch.timestamp
     out[:, 0] = batch.amount
     out[:, 1] = weekend_flags(t)
     out[:, 2] = night_flags(t, windows.config.night_end_hour)
@@ -411,7 +411,6 @@ def _terminal_step(batch: TransactionBatch, new: np.ndarray, terminals: Terminal
     """Terminal count, risk and fraud episode age into ``out``; returns the merged and trimmed state and the
     changed entity positions."""
     t, tx_id = batch.timestamp, batch.transaction_id
-    n = t.shape[0]
     state, g = _with_entities(terminals, batch.terminal_id, TerminalColumns.empty)
     starts = state.starts
     # the customer-new events join their terminal's history unless it already holds that (timestamp, id)

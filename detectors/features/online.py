@@ -61,9 +61,10 @@ class IncrementalFeatures:
 
     Events of one customer must arrive in (timestamp, transaction id) order (within a batch they are taken in
     that order).  An event that arrives late anyway gets its features from the transactions before it and is
-    inserted at its place; features already returned for later events are not revised.  A transaction whose id is already in its customer's history (a
-    redelivery) is not added again: its features are computed from the transactions before it, the stored copy
-    excluded, which gives the values it got the first time as long as no late event came in between.
+    inserted at its place; features already returned for later events are not revised.  A transaction already in
+    its customer's history with the same timestamp and id (a redelivery), or earlier in the batch with the same
+    id, is not added again: its features are computed from the transactions before it, the stored copy excluded,
+    which gives the values it got the first time as long as no late event came in between.
 
     Parameters
     ----------

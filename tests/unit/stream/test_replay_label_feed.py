@@ -7,7 +7,12 @@ from fraudstream.detectors.features.definition import FeatureConfig
 from fraudstream.detectors.features.online import IncrementalFeatures
 from fraudstream.detectors.schema import LabelEvent, TransactionBatch
 from fraudstream.stream.replay import (
-    EVENT_LABEL, LABEL_FEED_ALL, LABEL_FEED_FRAUD, LABEL_SOURCE, columns_from_frame, plan_replay,
+    EVENT_LABEL,
+    LABEL_FEED_ALL,
+    LABEL_FEED_FRAUD,
+    LABEL_SOURCE,
+    columns_from_frame,
+    plan_replay,
 )
 from fraudstream.training.simulator import SimulationConfig, simulate
 
