@@ -41,6 +41,7 @@ lint: install-test
 test: lint
 	$(IN_VENV) bash scripts/run_tests.sh $(PYTEST_ARGS)
 	$(IN_VENV) fraudstream bench --quick
+	$(IN_VENV) python scripts/audit_dependencies.py
 
 test-unit: install-test
 	$(IN_VENV) bash scripts/run_tests.sh tests/unit $(PYTEST_ARGS)

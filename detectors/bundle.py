@@ -8,6 +8,8 @@ Layout of ``<root>/<version>/``::
     rules.json                      the rules in force
     manifest.json                   version, creation time, feature set, thresholds, metrics, data range,
                                     library versions, sha256 of every other file
+    manifest.json.sha256            sha256 of manifest.json (``sha256sum -c`` format), so that no field of the
+                                    manifest (a threshold, a checksum) changes unnoticed
 
 ``<root>/LATEST`` holds the name of the newest version; it is replaced atomically (temp file + rename), so a
 reader never sees a half-written pointer, and a version directory is complete before LATEST names it.
@@ -33,6 +35,7 @@ from fraudstream.detectors.models.light import LightModel
 from fraudstream.detectors.rules import RuleConfig, RuleSet
 
 MANIFEST = "manifest.json"
+MANIFEST_CHECKSUM = MANIFEST + ".sha256"
 LATEST = "LATEST"
 MANIFEST_FORMAT = 1
 ANOMALY_FILE = "anomaly.pkl"
@@ -115,6 +118,7 @@ def save_bundle(cascade: Cascade, directory: str | Path, manifest_extras: dict[s
         manifest.update(manifest_extras or {})
         manifest["files"] = {p.name: _sha256(p) for p in files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+        _write_manifest_checksum(staging)
         os.replace(staging, final)
     except BaseException:
         for p in staging.glob("*"):
@@ -123,6 +127,26 @@ def save_bundle(cascade: Cascade, directory: str | Path, manifest_extras: dict[s
         raise
     _write_latest(root, cascade.version)
     return final
+
+
+def _write_manifest_checksum(directory: Path) -> None:
+    (directory / MANIFEST_CHECKSUM).write_text(f"{_sha256(directory / MANIFEST)}  {MANIFEST}\n")
+
+
+def check_manifest_checksum(directory: Path) -> None:
+    """Raise :class:`ModelBundleError` when ``manifest.json`` does not match ``manifest.json.sha256``."""
+    where = directory / MANIFEST_CHECKSUM
+    try:
+        recorded = where.read_text().split()[0].lower()
+    except FileNotFoundError:
+        raise ModelBundleError(f"{where}: missing; the manifest cannot be verified (retrain, or restore the "
+                               "file from where the bundle was published)") from None
+    except (OSError, IndexError, UnicodeDecodeError) as exc:
+        raise ModelBundleError(f"{where}: unreadable ({exc!r})") from None
+    actual = _sha256(directory / MANIFEST)
+    if actual != recorded:
+        raise ModelBundleError(f"{directory / MANIFEST}: sha256 {actual} does not match {where} ({recorded}); "
+                               "the manifest was changed after training")
 
 
 def _json_default(value: Any) -> Any:
@@ -180,6 +204,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 def check_manifest(manifest: dict[str, Any], directory: Path) -> None:
     """Raise :class:`ModelBundleError` when files, checksums or the feature set do not match this code."""
+    check_manifest_checksum(directory)
     where = directory / MANIFEST
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ModelBundleError(f"{where}: manifest format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}")

@@ -36,6 +36,39 @@ ALL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS[:2] + (CUSTOMER_ID, TERMINAL_ID,
 MAX_AMOUNT = 1e9
 
 
+@dataclass(frozen=True, slots=True)
+class EventTimeRange:
+    """Sane range of event times (epoch s, UTC): ``earliest <= t < latest``; anything else is an invalid event.
+
+    The default, 2000-01-01 to 2100-01-01, rejects typing errors such as year 9999, epoch 0 or milliseconds
+    given as seconds; the stream's own future and lateness rules apply within it.
+    """
+
+    earliest_s: float = 946_684_800.0  # 2000-01-01T00:00:00Z
+    latest_s: float = 4_102_444_800.0  # 2100-01-01T00:00:00Z
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.earliest_s) and math.isfinite(self.latest_s) and self.earliest_s < self.latest_s):
+            raise ValueError(f"event time range: expected finite earliest < latest, got "
+                             f"[{self.earliest_s!r}, {self.latest_s!r})")
+
+    def check(self, ts: float, field: str, value: Any = None) -> float:
+        """``ts`` when in range, else :class:`InvalidEvent` naming ``field``."""
+        if not self.earliest_s <= ts < self.latest_s:
+            shown = ts if value is None else value
+            raise InvalidEvent(f"time {shown!r} outside the accepted range [{_iso_utc(self.earliest_s)}, "
+                               f"{_iso_utc(self.latest_s)})", field)
+        return ts
+
+
+def _iso_utc(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+#: The range used when none is given.
+DEFAULT_EVENT_TIME_RANGE = EventTimeRange()
+
+
 class InvalidEvent(ValueError):
     """A transaction or label that cannot be accepted, with the offending field and the reason."""
 
@@ -64,6 +97,12 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> float:
     if not math.isfinite(ts) or ts < 0:
         raise InvalidEvent(f"time out of range: {value!r}", field)
     return ts
+
+
+def parse_event_time(value: Any, field: str = "timestamp",
+                     time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> float:
+    """:func:`parse_timestamp`, then checked against the sane range of event times."""
+    return time_range.check(parse_timestamp(value, field), field, value)
 
 
 def _int_field(data: Mapping[str, Any], field: str) -> int:
@@ -129,21 +168,26 @@ class Transaction:
     amount: float
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Transaction:
+    def from_dict(cls, data: Mapping[str, Any],
+                  time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> Transaction:
+        """Validate one event; the sane range of ``timestamp`` is checked after every field's format."""
         if "timestamp" not in data:
             raise InvalidEvent("missing", "timestamp")
-        return cls(
+        tx = cls(
             transaction_id=_int_field(data, "transaction_id"),
             timestamp=parse_timestamp(data["timestamp"]),
             customer_id=_int_field(data, "customer_id"),
             terminal_id=_int_field(data, "terminal_id"),
             amount=_amount_field(data),
         )
+        time_range.check(tx.timestamp, "timestamp", data["timestamp"])
+        return tx
 
     @classmethod
-    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> Transaction:
+    def from_json(cls, raw: bytes | str | Mapping[str, Any],
+                  time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> Transaction:
         """Parse and validate one wire event; raises :class:`InvalidEvent` with the field at fault."""
-        return cls.from_dict(_decode_object(raw))
+        return cls.from_dict(_decode_object(raw), time_range)
 
     def to_dict(self) -> dict[str, Any]:
         return {"transaction_id": self.transaction_id, "timestamp": self.timestamp, "customer_id": self.customer_id,
@@ -170,7 +214,8 @@ class LabelEvent:
     source: str = "chargeback"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LabelEvent:
+    def from_dict(cls, data: Mapping[str, Any],
+                  time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> LabelEvent:
         for field in ("tx_timestamp", "fraud", "known_at"):
             if field not in data:
                 raise InvalidEvent("missing", field)
@@ -182,7 +227,7 @@ class LabelEvent:
         source = data.get("source", "chargeback")
         if not isinstance(source, str) or not source:
             raise InvalidEvent(f"expected a non-empty string, got {source!r}", "source")
-        return cls(
+        label = cls(
             transaction_id=_int_field(data, "transaction_id"),
             terminal_id=_int_field(data, "terminal_id"),
             customer_id=_int_field(data, "customer_id"),
@@ -191,10 +236,14 @@ class LabelEvent:
             known_at=parse_timestamp(data["known_at"], "known_at"),
             source=source,
         )
+        time_range.check(label.tx_timestamp, "tx_timestamp", data["tx_timestamp"])
+        time_range.check(label.known_at, "known_at", data["known_at"])
+        return label
 
     @classmethod
-    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> LabelEvent:
-        return cls.from_dict(_decode_object(raw))
+    def from_json(cls, raw: bytes | str | Mapping[str, Any],
+                  time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> LabelEvent:
+        return cls.from_dict(_decode_object(raw), time_range)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,6 +23,7 @@ import pandas as pd
 from fraudstream.detectors.schema import (
     ALL_COLUMNS,
     CUSTOMER_ID,
+    DEFAULT_EVENT_TIME_RANGE,
     MAX_AMOUNT,
     REQUIRED_COLUMNS,
     TERMINAL_ID,
@@ -175,16 +176,23 @@ def _datetimes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         parsed = pd.to_datetime(text, format=CSV_DATETIME_FORMAT, errors="coerce")
         if parsed.isna().any():
             parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
-    lowest, highest = pd.Timestamp.min.as_unit("us"), pd.Timestamp.max.as_unit("us")
-    outside = (parsed < lowest) | (parsed > highest)
+    lowest = pd.Timestamp(DEFAULT_EVENT_TIME_RANGE.earliest_s, unit="s")
+    highest = pd.Timestamp(DEFAULT_EVENT_TIME_RANGE.latest_s, unit="s")
+    outside = (parsed < lowest) | (parsed >= highest)
     bad = (parsed.isna() | outside).to_numpy()
     values = parsed.where(~outside.to_numpy(), pd.NaT).to_numpy().astype("datetime64[ns]")
     return values, bad
 
 
+def _date_of(epoch_s: float) -> str:
+    return pd.Timestamp(epoch_s, unit="s").strftime("%Y-%m-%d")
+
+
 COLUMN_CHECKS: dict[str, _ColumnCheck] = {
     TRANSACTION_ID: _ColumnCheck(_ids, "expected an integer id >= 0"),
-    TX_DATETIME: _ColumnCheck(_datetimes, "expected a date-time like 2018-04-01 00:00:31"),
+    TX_DATETIME: _ColumnCheck(_datetimes, "expected a date-time like 2018-04-01 00:00:31, from "
+                                          f"{_date_of(DEFAULT_EVENT_TIME_RANGE.earliest_s)} to before "
+                                          f"{_date_of(DEFAULT_EVENT_TIME_RANGE.latest_s)}"),
     CUSTOMER_ID: _ColumnCheck(_ids, "expected an integer id >= 0"),
     TERMINAL_ID: _ColumnCheck(_ids, "expected an integer id >= 0"),
     TX_AMOUNT: _ColumnCheck(_amounts, f"expected a finite number >= 0 and <= {MAX_AMOUNT:g}"),
@@ -226,10 +234,33 @@ def _load_raw(path: Path, kind: str) -> pd.DataFrame:
         match = _PARSER_LINE.search(str(exc))
         row = int(match.group(1)) if match else None
         raise DataFileError(path, row, None, f"malformed CSV: {exc}") from None
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except UnicodeDecodeError as exc:
+        raise _undecodable(path, exc) from None
+    except (OSError, EOFError) as exc:
         raise DataFileError(path, None, None, f"cannot read file: {exc}") from None
     except Exception as exc:  # pyarrow raises its own types for broken Parquet files
         raise DataFileError(path, None, None, f"cannot read {kind} file: {type(exc).__name__}: {exc}") from None
+
+
+def _undecodable(path: Path, exc: UnicodeDecodeError) -> DataFileError:
+    """The first line (and its column) of a CSV file that is not UTF-8, found by reading the lines again."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    header: list[str] = []
+    try:
+        with opener(path, "rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    cells = line[:bad.start].count(b",")
+                    column = header[cells] if cells < len(header) else None
+                    return DataFileError(path, number if number > 1 else None, column,
+                                         f"not UTF-8 text (byte 0x{line[bad.start]:02x}); save the file as UTF-8")
+                if number == 1:
+                    header = [name.strip() for name in text.rstrip("\r\n").split(",")]
+    except (OSError, EOFError):
+        pass
+    return DataFileError(path, None, None, f"not UTF-8 text: {exc}")
 
 
 def read_transactions(path: str | os.PathLike, *, require_labels: bool = False) -> pd.DataFrame:

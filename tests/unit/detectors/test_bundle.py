@@ -1,5 +1,6 @@
 """Model bundles: versioned layout, LATEST, checksums, refusal of mismatched feature sets."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -7,7 +8,14 @@ import pandas as pd
 import pytest
 
 from fraudstream.detectors import bundle as bundle_module
-from fraudstream.detectors.bundle import LATEST, MANIFEST, ModelBundleError, load_bundle, save_bundle
+from fraudstream.detectors.bundle import (
+    LATEST,
+    MANIFEST,
+    MANIFEST_CHECKSUM,
+    ModelBundleError,
+    load_bundle,
+    save_bundle,
+)
 from fraudstream.detectors.features.definition import FEATURE_NAMES, FEATURE_SET_VERSION
 from fraudstream.detectors.schema import TransactionBatch
 from fraudstream.training.train import TrainSettings, fit_cascade
@@ -78,9 +86,30 @@ def test_tampered_file_is_refused(cascade, tmp_path):
 
 
 def _rewrite_manifest(directory, **changes):
+    """Change manifest fields and record the new manifest checksum (a bundle made by another code version)."""
     manifest = json.loads((directory / MANIFEST).read_text())
     manifest.update(changes)
     (directory / MANIFEST).write_text(json.dumps(manifest))
+    digest = hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
+    (directory / MANIFEST_CHECKSUM).write_text(f"{digest}  {MANIFEST}\n")
+
+
+def test_an_edited_manifest_field_is_refused(cascade, tmp_path):
+    directory = save_bundle(cascade, tmp_path)
+    assert (directory / MANIFEST_CHECKSUM).read_text().split() == [
+        hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest(), MANIFEST]
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["thresholds"] = {k: (0.99 if isinstance(v, float) else v) for k, v in manifest["thresholds"].items()}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    with pytest.raises(ModelBundleError, match="manifest was changed after training"):
+        load_bundle(directory)
+
+
+def test_a_bundle_without_its_manifest_checksum_is_refused(cascade, tmp_path):
+    directory = save_bundle(cascade, tmp_path)
+    (directory / MANIFEST_CHECKSUM).unlink()
+    with pytest.raises(ModelBundleError, match="manifest.json.sha256: missing"):
+        load_bundle(tmp_path)
 
 
 def test_other_feature_set_version_is_refused(cascade, tmp_path):

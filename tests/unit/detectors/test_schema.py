@@ -57,7 +57,8 @@ def test_missing_field_and_bad_json():
 
 def test_label_event_validation():
     label = LabelEvent.from_dict(
-        {"transaction_id": 1, "terminal_id": 2, "customer_id": 3, "tx_timestamp": 10, "fraud": 1, "known_at": 20}
+        {"transaction_id": 1, "terminal_id": 2, "customer_id": 3, "tx_timestamp": 1_600_000_000, "fraud": 1,
+         "known_at": 1_600_000_020}
     )
     assert label.fraud is True and label.source == "chargeback"
     assert LabelEvent.from_json(label.to_json()) == label

@@ -141,8 +141,10 @@ def test_random_interleavings_never_release_a_record_more_than_the_slack_after_a
 
 
 @pytest.mark.parametrize("value, expected", [
-    (json.dumps({"timestamp": 12.5}).encode(), 12.5),
-    (json.dumps({"timestamp": "1970-01-01T00:01:00Z"}).encode(), 60.0),
+    (json.dumps({"timestamp": 1_600_000_012.5}).encode(), 1_600_000_012.5),
+    (json.dumps({"timestamp": "2020-09-13T12:26:40Z"}).encode(), 1_600_000_000.0),
+    (json.dumps({"timestamp": 12.5}).encode(), None),  # outside the sane range: a dead letter, waits for nothing
+    (json.dumps({"timestamp": "9999-12-31T23:59:59Z"}).encode(), None),
     (b"{not json", None),
     (json.dumps({"amount": 1}).encode(), None),
     (None, None),
