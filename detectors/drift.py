@@ -104,7 +104,7 @@ def reference_histograms(signals: Mapping[str, np.ndarray], bins: int = REFERENC
     return {"format": FORMAT, "bins": bins, "signals": out}
 
 
-def training_signals(light: np.ndarray, anomaly: np.ndarray, X: np.ndarray,
+def watched_signals(light: np.ndarray, anomaly: np.ndarray, X: np.ndarray,
                      feature_names: list[str]) -> dict[str, np.ndarray]:
     """The watched signals of scored rows: light and anomaly scores and the :data:`DRIFT_FEATURES` columns."""
     signals = {LIGHT_SCORE: light, ANOMALY_SCORE: anomaly}
@@ -119,6 +119,11 @@ def load_reference(data: Mapping[str, Any] | None) -> dict[str, ReferenceHistogr
     if not data or data.get("format") != FORMAT:
         return {}
     return {name: ReferenceHistogram.from_dict(h) for name, h in data.get("signals", {}).items()}
+
+
+def reference_of_manifest(manifest: Mapping[str, Any]) -> dict[str, ReferenceHistogram]:
+    """The drift reference a model bundle's manifest holds (``metrics.drift_reference``; none: no signals)."""
+    return load_reference((manifest.get("metrics") or {}).get("drift_reference"))
 
 
 class DriftWindow:

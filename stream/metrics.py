@@ -16,6 +16,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from fraudstream.detectors.cascade.types import Decision, Stage
+from fraudstream.detectors.drift import DriftWindow, ReferenceHistogram
 
 if TYPE_CHECKING:
     from fraudstream.stream.core.batch import BatchOutcome
@@ -27,6 +28,9 @@ PREFIX = "fraudstream_"
 #: so that quantiles there are not interpolated across a wide bucket.
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03,
                      0.04, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: Label delay buckets (s): transaction -> its label known; 1 h to 60 days (chargebacks take days to weeks).
+LABEL_DELAY_BUCKETS_S = (3600.0, 6 * 3600.0, 86400.0, 2 * 86400.0, 3 * 86400.0, 5 * 86400.0, 7 * 86400.0,
+                         10 * 86400.0, 14 * 86400.0, 21 * 86400.0, 30 * 86400.0, 60 * 86400.0)
 #: Score buckets: scores are probabilities in [0, 1].
 SCORE_BUCKETS = tuple(np.round(np.linspace(0.05, 1.0, 20), 2).tolist())
 #: Micro-batch size buckets (events).
@@ -125,15 +129,36 @@ class WorkerMetrics:
                                       LATENCY_BUCKETS_S)
         self.scores = BatchHistogram(f"{PREFIX}score", "Scores of decided transactions, by score kind",
                                      SCORE_BUCKETS, label="kind")
+        self.labelled_decisions = Counter(
+            f"{PREFIX}labelled_decisions_total",
+            "Labels joined to the stored decision of their transaction, by model version, decision and label "
+            "(fraud|legit)", ["model_version", "decision", "label"], registry=r)
+        self.label_delay = BatchHistogram(f"{PREFIX}label_delay_seconds",
+                                          "Label known_at - transaction time (s), by label source",
+                                          LABEL_DELAY_BUCKETS_S, label="source")
+        self.drift_psi = Gauge(f"{PREFIX}drift_psi",
+                               "Population stability index of the recent events against the training reference, "
+                               "by model version and signal", ["model_version", "signal"], registry=r)
         r.register(self.latency)
         r.register(self.scores)
+        r.register(self.label_delay)
         self._model_version: str | None = None
+        self._drift: DriftWindow | None = None
 
-    def set_model_version(self, version: str) -> None:
+    def set_model_version(self, version: str, drift_reference: dict[str, ReferenceHistogram] | None = None
+                          ) -> None:
+        """The model in use; drift is measured from now on against its ``drift_reference`` (none: no drift)."""
         if self._model_version is not None and self._model_version != version:
             self.model_info.remove(self._model_version)
+            if self._drift is not None:
+                for signal in self._drift.reference:
+                    try:
+                        self.drift_psi.remove(self._model_version, signal)
+                    except KeyError:  # never set: the window had not filled up
+                        pass
         self._model_version = version
         self.model_info.labels(version=version).set(1)
+        self._drift = DriftWindow(drift_reference) if drift_reference else None
 
     def count_outcome(self, outcome: BatchOutcome) -> None:
         """Count what one batch did: dead letters, duplicates, labels, review items, decisions and scores."""
@@ -147,6 +172,12 @@ class WorkerMetrics:
             self.duplicate_labels.inc(outcome.duplicate_labels)
         if outcome.review_items:
             self.review_items.inc(outcome.review_items)
+        truth = outcome.label_truth
+        if truth is not None:
+            for version, decision, label, n in truth.counts():
+                self.labelled_decisions.labels(model_version=version, decision=decision, label=label).inc(n)
+            for source, delays in truth.delays_by_source().items():
+                self.label_delay.observe_many(delays, source)
         scored = outcome.scored
         if scored is None:
             return
@@ -157,6 +188,11 @@ class WorkerMetrics:
         self.scores.observe_many(scored.risk, "risk")
         for kind, values in scored.scores.items():
             self.scores.observe_many(values, kind)
+        if self._drift is not None and scored.drift_signals:
+            self._drift.add(scored.drift_signals)
+            for signal, value in self._drift.psi().items():
+                if np.isfinite(value):
+                    self.drift_psi.labels(model_version=self._model_version, signal=signal).set(value)
 
     def serve(self, port: int) -> None:
         """Expose the registry over HTTP on ``port`` (0 = do nothing)."""

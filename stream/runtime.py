@@ -24,6 +24,7 @@ from typing import Any
 
 from mode import Service
 
+from fraudstream.detectors.drift import reference_of_manifest
 from fraudstream.stream.broker.client_config import KafkaClientConfig
 from fraudstream.stream.broker.label_feed import LabelFeed
 from fraudstream.stream.broker.sink import DecisionSink
@@ -67,7 +68,7 @@ class WorkerRuntime(Service):
 
     def _on_model_swap(self, model: ActiveModel) -> None:
         self.metrics.model_reloads.labels(outcome="loaded").inc()
-        self.metrics.set_model_version(model.version)
+        self.metrics.set_model_version(model.version, reference_of_manifest(model.bundle.manifest))
 
     async def on_start(self) -> None:
         s = self.settings

@@ -30,7 +30,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from fraudstream.detectors.cascade.calibration import CalibrationTargets, choose_thresholds, policy_report
 from fraudstream.detectors.cascade.cascade import Cascade
 from fraudstream.detectors.cascade.policy import route_light
-from fraudstream.detectors.drift import reference_histograms, training_signals
+from fraudstream.detectors.drift import reference_histograms, watched_signals
 from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.features.definition import ANOMALY_FEATURES, DEFAULT_CONFIG, FeatureConfig
 from fraudstream.detectors.models.anomaly import ANOMALY_METHODS, DEFAULT_MAX_CALL_MS, select_anomaly_model
@@ -306,7 +306,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
         "targets": targets.to_dict(),
         "timings_s": timings,
         # what the live traffic is compared with (PSI): the validation period, scored by the final models
-        "drift_reference": reference_histograms(training_signals(light_va, anomaly_va, X_va, names)),
+        "drift_reference": reference_histograms(watched_signals(light_va, anomaly_va, X_va, names)),
     }
     return Cascade(
         rules=RuleSet(rules_config, names), light=light, anomaly=anomaly, heavy=heavy, thresholds=thresholds,

@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fraudstream.detectors.cascade.types import Decision
+from fraudstream.detectors.drift import watched_signals
 from fraudstream.detectors.schema import Transaction, TransactionBatch
 from fraudstream.stream.core.encode import encode_decisions
+from fraudstream.stream.core.label_truth import LabelTruth, join_labels
 from fraudstream.stream.core.parse import ParsedBatch, parse_events
 from fraudstream.stream.core.plan import BatchPlan, batch_reads, plan_batch
 from fraudstream.stream.state.base import BatchChanges, BatchState, StateStore
@@ -60,6 +62,8 @@ class ScoredBatch:
     risk: np.ndarray
     scores: dict[str, np.ndarray]
     encoded: list[bytes]
+    #: the values drift is watched on (light and anomaly scores, key features), by signal name.
+    drift_signals: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +88,8 @@ class BatchOutcome:
     duplicate_labels: int = 0
     #: the new transactions' arrays, for metrics.
     scored: ScoredBatch | None = None
+    #: the new labels joined to the stored decisions of their transactions, for metrics.
+    label_truth: LabelTruth | None = None
 
 
 @dataclass
@@ -129,7 +135,9 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
         changes.decisions = list(zip(scored.batch.transaction_id.tolist(), scored.encoded))
         review_rows = np.flatnonzero(scored.decision == Decision.REVIEW).tolist()
         changes.review_items = [DecisionRecord.from_json(scored.encoded[i]) for i in review_rows]
-    return BatchResult(changes, _outcome(parsed, plan, scored, len(changes.review_items)))
+    outcome = _outcome(parsed, plan, scored, len(changes.review_items))
+    outcome.label_truth = join_labels(plan.new_labels, state.decisions)
+    return BatchResult(changes, outcome)
 
 
 def score_transactions(model: ActiveModel, txs: list[Transaction], broker_ts_s: np.ndarray,
@@ -139,9 +147,10 @@ def score_transactions(model: ActiveModel, txs: list[Transaction], broker_ts_s: 
     features = model.features.transform(batch, customers, terminals)
     result = model.bundle.cascade.score(features, batch)
     encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
+    light, anomaly = np.asarray(result.light_score), np.asarray(result.anomaly_score)
     return ScoredBatch(batch, np.asarray(result.decision), np.asarray(result.stage), np.asarray(result.risk),
-                       {"light": np.asarray(result.light_score), "anomaly": np.asarray(result.anomaly_score),
-                        "heavy": np.asarray(result.heavy_score)}, encoded)
+                       {"light": light, "anomaly": anomaly, "heavy": np.asarray(result.heavy_score)}, encoded,
+                       watched_signals(light, anomaly, features, model.bundle.cascade.feature_names))
 
 
 def _outcome(parsed: ParsedBatch, plan: BatchPlan, scored: ScoredBatch | None, review_items: int) -> BatchOutcome:

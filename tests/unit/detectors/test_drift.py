@@ -17,7 +17,7 @@ from fraudstream.detectors.drift import (
     psi,
     reference_histogram,
     reference_histograms,
-    training_signals,
+    watched_signals,
 )
 
 
@@ -74,7 +74,7 @@ def test_window_drops_the_oldest_batches() -> None:
 def test_stored_reference_round_trips_and_rejects_nonsense() -> None:
     rng = np.random.default_rng(3)
     X = np.column_stack([rng.gamma(2.0, 30.0, 2_000), rng.poisson(3, 2_000)])
-    signals = training_signals(rng.uniform(size=2_000), rng.uniform(size=2_000), X,
+    signals = watched_signals(rng.uniform(size=2_000), rng.uniform(size=2_000), X,
                                ["TX_AMOUNT", "CUSTOMER_ID_NB_TX_1DAY_WINDOW"])
     stored = reference_histograms(signals)
     loaded = load_reference(stored)

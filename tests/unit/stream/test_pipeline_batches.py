@@ -163,3 +163,50 @@ def test_duplicates_inside_one_batch_and_bad_events_do_not_stop_the_batch(redis_
     expected = expected_decisions(model, rows)
     for rec in new_records(out):
         assert abs(rec.risk - expected[rec.transaction_id][1]) < 1e-6
+
+
+def test_labels_are_joined_to_stored_decisions_and_drift_is_measured(small_model):
+    from fraudstream.detectors.drift import LIGHT_SCORE, reference_of_manifest
+
+    root, frame = small_model
+    rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(N_ROWS).reset_index(drop=True)
+    pipeline, model, store = make_pipeline("memory", None, root)
+    metrics = WorkerMetrics()
+    reference = reference_of_manifest(model.bundle.manifest)
+    assert LIGHT_SCORE in reference
+    metrics.set_model_version(model.version, reference)
+    events = events_of(rows, with_labels=True, delay_s=model.bundle.feature_config.label_delay_s)
+    size = 257
+    outcomes = asyncio.run(run_batches(pipeline, events, size, metrics))
+
+    # expected: a label counts when its transaction was decided by an earlier batch
+    decided_in, decision_of = {}, {}
+    for b, out in enumerate(outcomes):
+        for raw in out.new_decisions:
+            record = DecisionRecord.from_json(raw)
+            decided_in[record.transaction_id], decision_of[record.transaction_id] = b, record.decision
+    expected: dict[tuple[str, str], int] = {}
+    labels_seen = 0
+    for b in range(len(outcomes)):
+        for event in events[b * size:(b + 1) * size]:
+            if event.topic != LABEL_TOPIC:
+                continue
+            labels_seen += 1
+            label = LabelEvent.from_json(event.value)
+            if decided_in.get(label.transaction_id, b) < b:
+                key = (decision_of[label.transaction_id], "fraud" if label.fraud else "legit")
+                expected[key] = expected.get(key, 0) + 1
+    counted = {(s.labels["decision"], s.labels["label"]): s.value
+               for family in metrics.registry.collect() if family.name == "fraudstream_labelled_decisions"
+               for s in family.samples if s.name.endswith("_total")}
+    assert counted == expected and sum(expected.values()) > 100
+    assert {s.labels["model_version"] for family in metrics.registry.collect()
+            if family.name == "fraudstream_labelled_decisions" for s in family.samples} == {model.version}
+    assert metrics.label_delay.count("chargeback") == labels_seen == sum(o.labels_learned for o in outcomes)
+
+    psi = {s.labels["signal"]: s.value for family in metrics.registry.collect()
+           if family.name == "fraudstream_drift_psi" for s in family.samples}
+    assert set(psi) == set(reference) and all(np.isfinite(v) and v >= 0 for v in psi.values())
+    metrics.set_model_version("another-version")  # a new model: the old version's drift series go
+    assert not [s for family in metrics.registry.collect() if family.name == "fraudstream_drift_psi"
+                for s in family.samples]
