@@ -87,10 +87,12 @@ class LocalPrometheus:
     port : listen port on 127.0.0.1.
     work_dir : where its configuration, data and log go.
     binary, deploy_dir : the server binary and the deploy/prometheus directory (defaults: found here).
+    scrape_interval_s : scrape and rule evaluation interval (s) instead of the configuration's (tests).
     """
 
     def __init__(self, targets: Mapping[str, Sequence[str]], port: int, work_dir: Path,
-                 binary: str | None = None, deploy_dir: Path = DEPLOY_DIR) -> None:
+                 binary: str | None = None, deploy_dir: Path = DEPLOY_DIR,
+                 scrape_interval_s: float | None = None) -> None:
         import yaml
 
         self.binary = binary or find_binary()
@@ -103,8 +105,12 @@ class LocalPrometheus:
         self.work_dir = work_dir
         self.log_path = work_dir / "prometheus.log"
         self.config_path = work_dir / "prometheus.yml"
-        base = yaml.safe_load((deploy_dir / CONFIG_FILE).read_text())
-        self.config_path.write_text(yaml.safe_dump(local_config(base, targets, deploy_dir), sort_keys=False))
+        config = local_config(yaml.safe_load((deploy_dir / CONFIG_FILE).read_text()), targets, deploy_dir)
+        if scrape_interval_s is not None:
+            interval = f"{scrape_interval_s:g}s"
+            config["global"] = {**config.get("global", {}), "scrape_interval": interval,
+                                "evaluation_interval": interval, "scrape_timeout": interval}
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.argv = [self.binary, f"--config.file={self.config_path}",
                      f"--storage.tsdb.path={work_dir / 'prometheus-data'}",
                      f"--storage.tsdb.retention.time={RETENTION}",
