@@ -16,6 +16,63 @@ DEFAULT_OUT = "data/transactions.csv.gz"
 _DEFAULTS = {f.name: f.default for f in fields(SimulationConfig)}
 
 
+class _Range(click.ParamType):
+    """``LOW,HIGH`` (inclusive range) as a tuple of two numbers of one type."""
+
+    name = "LOW,HIGH"
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            return tuple(self.kind(p.strip()) for p in parts)
+        except ValueError:
+            self.fail(f"expected LOW,HIGH ({self.kind.__name__}s), got {value!r}", param, ctx)
+
+
+def _families(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected scenario numbers like 4,5,6,7, got {value!r}",
+                                 param_hint="--novel-families") from None
+
+
+#: Options of the novel families 5-7: (option, config field, click type, help).
+_FAMILY_OPTIONS = [
+    ("--cashout-cards-per-day", "cashout_cards_per_day", click.IntRange(min=0), "Scenario 5: cards a day."),
+    ("--cashout-count", "cashout_count", _Range(int), "Scenario 5: transactions of one run."),
+    ("--cashout-factor", "cashout_factor", _Range(float), "Scenario 5: amounts x the customer's mean."),
+    ("--cashout-min-distance", "cashout_min_distance", click.FloatRange(min=0),
+     "Scenario 5: least distance of the terminals from home (grid units)."),
+    ("--breach-terminals-per-day", "breach_terminals_per_day", click.IntRange(min=0),
+     "Scenario 6: terminals taken over a day."),
+    ("--breach-cards", "breach_cards", _Range(int), "Scenario 6: cards charged in one breach."),
+    ("--breach-span", "breach_span_s", click.FloatRange(min=0, min_open=True),
+     "Scenario 6: length of a breach (s)."),
+    ("--drain-cards-per-day", "drain_cards_per_day", click.IntRange(min=0), "Scenario 7: cards a day."),
+    ("--drain-days", "drain_days", _Range(int), "Scenario 7: length of a drain (days)."),
+    ("--drain-per-day", "drain_per_day", _Range(int), "Scenario 7: charges a day."),
+    ("--drain-amount", "drain_amount", _Range(float), "Scenario 7: the fixed amount of a drain."),
+]
+
+
+def _family_options(function):
+    for option, name, kind, help_text in reversed(_FAMILY_OPTIONS):
+        default = _DEFAULTS[name]
+        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
+        function = click.option(option, name, type=kind, default=default,
+                                show_default=shown if isinstance(default, tuple) else True,
+                                help=help_text)(function)
+    return function
+
+
 def summarize(frame: pd.DataFrame) -> dict[str, float]:
     """Rows, days, tx/day, fraud share and the share of each scenario (of all rows) of a simulated frame."""
     n_rows = len(frame)
@@ -60,15 +117,19 @@ def summarize(frame: pd.DataFrame) -> dict[str, float]:
 @click.option("--novel-customers-per-day", type=click.IntRange(min=0),
               default=_DEFAULTS["novel_customers_per_day"], show_default=True,
               help="Scenario 4: cards compromised each day.")
+@click.option("--novel-families", "novel_families", default=",".join(map(str, _DEFAULTS["novel_families"])),
+              show_default=True, help="Novel scenarios turned on by --novel-start (4 card testing, 5 distant "
+                                      "cash-out, 6 merchant breach, 7 slow drain).")
+@_family_options
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=DEFAULT_OUT, show_default=True,
               help="Output file: .csv, .csv.gz or .parquet.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def command(customers: int, terminals: int, days: int, start_date: str, radius: float, seed: int,
             terminals_per_day: int, terminal_compromise_days: int, customers_per_day: int,
-            customer_compromise_days: int, novel_start: str | None, novel_customers_per_day: int, out: str,
-            quiet: bool) -> None:
-    """Simulate transactions with the handbook method (fraud scenarios 1-3, optional card testing) and write
-    them to --out."""
+            customer_compromise_days: int, novel_start: str | None, novel_customers_per_day: int,
+            novel_families: str, out: str, quiet: bool, **family_settings) -> None:
+    """Simulate transactions with the handbook method (fraud scenarios 1-3, optional novel attack families 4-7)
+    and write them to --out."""
     started = time.perf_counter()
     try:
         config = SimulationConfig(
@@ -76,6 +137,7 @@ def command(customers: int, terminals: int, days: int, start_date: str, radius: 
             seed=seed, terminals_per_day=terminals_per_day, terminal_compromise_days=terminal_compromise_days,
             customers_per_day=customers_per_day, customer_compromise_days=customer_compromise_days,
             novel_start_date=novel_start, novel_customers_per_day=novel_customers_per_day,
+            novel_families=_families(novel_families), **family_settings,
         )
         file_format(out)
     except (ValueError, DataFileError) as exc:

@@ -11,13 +11,20 @@ fraud scenarios are added as in the handbook:
 3. each day ``customers_per_day`` random customers are compromised for ``customer_compromise_days`` days: a third
    of their transactions in that period get their amount multiplied by 5 and are fraud.
 
-Scenario 4, "card testing", is our own and off by default (``novel_start_date=None``): from that date on, each
-day ``novel_customers_per_day`` cards are compromised; each gets one burst of small transactions at terminals the
-customer never used, followed hours later by a few large ones.  It models an attack a model trained on the
-scenarios 1-3 has not seen.
+Scenarios 4 to 7 are novel attack families of our own, off by default (``novel_start_date=None``), each different
+in kind from 1-3 and from each other; from that date on, every day (5 to 7 live in :mod:`fraudstream.training.attacks`):
 
-Each part draws from its own random stream (spawned from ``seed``), so turning scenario 4 on leaves the rest of
-the data unchanged, and the same configuration always gives the same frame.
+4. *card testing*: ``novel_customers_per_day`` cards each get one burst of small transactions at terminals the
+   customer never used, followed hours later by a few large ones;
+5. *distant cash-out*: ``cashout_cards_per_day`` cards each make a run of a few large amounts within hours at
+   terminals far from home (at least ``cashout_min_distance`` grid units);
+6. *merchant breach*: ``breach_terminals_per_day`` terminals are taken over for a short window in which many
+   cards that never used them pay there;
+7. *slow drain*: ``drain_cards_per_day`` cards each get one or a few small, identical charges a day for days
+   to weeks at one terminal the customer never used.
+
+Each part draws from its own random stream (spawned from ``seed``), so turning the novel families on leaves the
+rest of the data unchanged, and the same configuration always gives the same frame.
 """
 
 from __future__ import annotations
@@ -61,6 +68,11 @@ SCENARIO_AMOUNT = 1
 SCENARIO_TERMINAL = 2
 SCENARIO_CUSTOMER = 3
 SCENARIO_CARD_TESTING = 4
+SCENARIO_DISTANT_CASHOUT = 5
+SCENARIO_MERCHANT_BREACH = 6
+SCENARIO_SLOW_DRAIN = 7
+#: The novel attack families, in scenario order (all start on ``novel_start_date``).
+NOVEL_SCENARIOS = (SCENARIO_CARD_TESTING, SCENARIO_DISTANT_CASHOUT, SCENARIO_MERCHANT_BREACH, SCENARIO_SLOW_DRAIN)
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,20 @@ class SimulationConfig:
     novel_cashout_count : inclusive range of the number of large transactions after the burst.
     novel_cashout_delay_s : range of the delay between the end of the burst and each large transaction (s).
     novel_cashout_factor : range of the large amounts as multiples of the customer's mean amount.
+    novel_families : which novel scenarios (of 4..7) are on once ``novel_start_date`` is set.
+    cashout_cards_per_day : scenario 5, cards compromised each day.
+    cashout_count : scenario 5, inclusive range of the number of transactions of one run.
+    cashout_span_s : scenario 5, a run lasts at most this long (s).
+    cashout_factor : scenario 5, range of the amounts as multiples of the customer's mean amount.
+    cashout_min_distance : scenario 5, the terminals are at least this far from the customer (grid units).
+    breach_terminals_per_day : scenario 6, terminals taken over each day.
+    breach_cards : scenario 6, inclusive range of the number of distinct cards charged in one breach.
+    breach_span_s : scenario 6, a breach lasts at most this long (s).
+    breach_amount : scenario 6, range of the amounts (currency units).
+    drain_cards_per_day : scenario 7, cards compromised each day.
+    drain_days : scenario 7, inclusive range of the length of a drain (days).
+    drain_per_day : scenario 7, inclusive range of the charges a day.
+    drain_amount : scenario 7, range of the fixed amount of one drain (currency units).
     """
 
     n_customers: int = 5000
@@ -109,6 +135,20 @@ class SimulationConfig:
     novel_cashout_count: tuple[int, int] = (1, 3)
     novel_cashout_delay_s: tuple[float, float] = (1_800.0, 4 * 3_600.0)
     novel_cashout_factor: tuple[float, float] = (3.0, 8.0)
+    novel_families: tuple[int, ...] = NOVEL_SCENARIOS
+    cashout_cards_per_day: int = 2
+    cashout_count: tuple[int, int] = (3, 8)
+    cashout_span_s: float = 6 * 3_600.0
+    cashout_factor: tuple[float, float] = (1.5, 4.0)
+    cashout_min_distance: float = 30.0
+    breach_terminals_per_day: int = 1
+    breach_cards: tuple[int, int] = (15, 40)
+    breach_span_s: float = 2 * 3_600.0
+    breach_amount: tuple[float, float] = (10.0, 150.0)
+    drain_cards_per_day: int = 1
+    drain_days: tuple[int, int] = (7, 21)
+    drain_per_day: tuple[int, int] = (1, 3)
+    drain_amount: tuple[float, float] = (1.0, 9.99)
 
     def __post_init__(self) -> None:
         positive = ("n_customers", "n_terminals", "nb_days")
@@ -118,7 +158,8 @@ class SimulationConfig:
         if self.terminals_per_day > self.n_terminals or self.terminals_per_day < 0:
             raise ValueError("SimulationConfig.terminals_per_day: expected 0..n_terminals, "
                              f"got {self.terminals_per_day}")
-        for name in ("customers_per_day", "novel_customers_per_day"):
+        for name in ("customers_per_day", "novel_customers_per_day", "cashout_cards_per_day",
+                     "drain_cards_per_day"):
             if not 0 <= getattr(self, name) <= self.n_customers:
                 raise ValueError(f"SimulationConfig.{name}: expected 0..n_customers, got {getattr(self, name)}")
         if self.radius <= 0:
@@ -128,8 +169,21 @@ class SimulationConfig:
                              f"got {self.customer_fraud_share}")
         if self.novel_burst_span_s + self.novel_cashout_delay_s[1] >= DAY_S:
             raise ValueError("SimulationConfig: novel_burst_span_s + novel_cashout_delay_s must fit in one day")
+        if not 0 <= self.breach_terminals_per_day <= self.n_terminals:
+            raise ValueError("SimulationConfig.breach_terminals_per_day: expected 0..n_terminals, got "
+                             f"{self.breach_terminals_per_day}")
+        unknown = set(self.novel_families) - set(NOVEL_SCENARIOS)
+        if unknown:
+            raise ValueError(f"SimulationConfig.novel_families: expected scenarios among {NOVEL_SCENARIOS}, got "
+                             f"{sorted(unknown)}")
+        for name in ("cashout_span_s", "breach_span_s"):
+            if not 0 < getattr(self, name) < DAY_S:
+                raise ValueError(f"SimulationConfig.{name}: expected in (0, {DAY_S}) s, got {getattr(self, name)}")
+        if self.breach_cards[1] > self.n_customers:
+            raise ValueError(f"SimulationConfig.breach_cards: at most n_customers cards, got {self.breach_cards}")
         for name in ("novel_burst_size", "novel_burst_amount", "novel_cashout_count", "novel_cashout_delay_s",
-                     "novel_cashout_factor"):
+                     "novel_cashout_factor", "cashout_count", "cashout_factor", "breach_cards", "breach_amount",
+                     "drain_days", "drain_per_day", "drain_amount"):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"SimulationConfig.{name}: expected 0 <= low <= high, got {(low, high)!r}")
@@ -259,14 +313,27 @@ def _draw_unused_terminals(customer: np.ndarray, used_keys: np.ndarray, n_termin
     raise ValueError("could not find terminals the compromised customers never used (too few terminals)")
 
 
+def novel_days(config: SimulationConfig) -> np.ndarray:
+    """Day numbers (since the start) on which the novel families strike; empty when they are off."""
+    if config.novel_start_date is None:
+        return np.zeros(0, dtype=np.int64)
+    first_day = max(0, int(np.ceil(_day_offset(config.start_date, config.novel_start_date))))
+    return np.arange(first_day, config.nb_days, dtype=np.int64)
+
+
+def draw_unused_terminals(customer: np.ndarray, used_keys: np.ndarray, n_terminals: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Random terminals (any distance) that ``customer`` never used; ``used_keys`` = sorted customer*n_t+terminal."""
+    return _draw_unused_terminals(customer, used_keys, n_terminals, rng)
+
+
 def _card_testing(config: SimulationConfig, profiles: Profiles, used_keys: np.ndarray,
                   rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Scenario 4 transactions: (seconds since start, customer, terminal, amount), all fraud."""
     empty = (np.zeros(0, dtype=np.int64),) * 3 + (np.zeros(0),)
-    if config.novel_start_date is None or config.novel_customers_per_day == 0:
+    if SCENARIO_CARD_TESTING not in config.novel_families or config.novel_customers_per_day == 0:
         return empty
-    first_day = max(0, int(np.ceil(_day_offset(config.start_date, config.novel_start_date))))
-    days = np.arange(first_day, config.nb_days, dtype=np.int64)
+    days = novel_days(config)
     if len(days) == 0:
         return empty
     victims = np.concatenate([rng.choice(config.n_customers, config.novel_customers_per_day, replace=False)
@@ -302,8 +369,8 @@ def build_population(config: SimulationConfig) -> tuple[Profiles, Reach]:
 
 
 def _streams(config: SimulationConfig) -> list[np.random.Generator]:
-    """Independent random streams: profiles, legitimate transactions, scenarios 2, 3 and 4."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(5)]
+    """Independent random streams: profiles, legitimate transactions, scenarios 2, 3, 4, 5, 6 and 7."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
 
 
 def simulate(config: SimulationConfig | None = None, progress: bool = False) -> pd.DataFrame:
@@ -316,7 +383,7 @@ def simulate(config: SimulationConfig | None = None, progress: bool = False) -> 
     ``TX_TIME_DAYS``, ``TX_FRAUD`` (int8 0/1) and ``TX_FRAUD_SCENARIO`` (int8, 0 = legitimate).
     """
     config = config or SimulationConfig()
-    _, tx_rng, terminal_rng, customer_rng, novel_rng = _streams(config)
+    _, tx_rng, terminal_rng, customer_rng, novel_rng, *family_rngs = _streams(config)
     profiles, reach = build_population(config)
 
     days = range(config.nb_days)
@@ -336,10 +403,17 @@ def simulate(config: SimulationConfig | None = None, progress: bool = False) -> 
     amount[customer_fraud] = np.round(amount[customer_fraud] * config.customer_fraud_amount_factor, 2)
 
     used_keys = np.unique(customer * config.n_terminals + terminal)
-    novel = _card_testing(config, profiles, used_keys, novel_rng)
-    seconds, customer, terminal, amount = (np.concatenate([a, b]) for a, b in zip((seconds, customer, terminal,
-                                                                                   amount), novel))
-    scenario = np.concatenate([scenario, np.full(len(novel[0]), SCENARIO_CARD_TESTING, dtype=np.int8)])
+    from fraudstream.training.attacks import distant_cashout, merchant_breach, slow_drain
+
+    families = [(SCENARIO_CARD_TESTING, _card_testing(config, profiles, used_keys, novel_rng))]
+    for number, family, rng in zip((SCENARIO_DISTANT_CASHOUT, SCENARIO_MERCHANT_BREACH, SCENARIO_SLOW_DRAIN),
+                                   (distant_cashout, merchant_breach, slow_drain), family_rngs):
+        if number in config.novel_families:
+            families.append((number, family(config, profiles, used_keys, rng)))
+    for number, novel in families:
+        seconds, customer, terminal, amount = (np.concatenate([a, b]) for a, b in zip((seconds, customer, terminal,
+                                                                                       amount), novel))
+        scenario = np.concatenate([scenario, np.full(len(novel[0]), number, dtype=np.int8)])
 
     order = np.argsort(seconds, kind="stable")
     seconds = seconds[order]

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,11 @@ from fraudstream.detectors.schema import ALL_COLUMNS
 from fraudstream.training.datasets import read_transactions
 from fraudstream.training.simulator import (
     DAY_S,
+    NOVEL_SCENARIOS,
     SCENARIO_CARD_TESTING,
+    SCENARIO_DISTANT_CASHOUT,
+    SCENARIO_MERCHANT_BREACH,
+    SCENARIO_SLOW_DRAIN,
     SimulationConfig,
     build_population,
     simulate,
@@ -117,10 +123,48 @@ def test_card_testing_never_before_its_date_and_present_after(novel):
     assert not used & set(zip(card_testing["CUSTOMER_ID"], card_testing["TERMINAL_ID"]))
 
 
-def test_card_testing_leaves_the_rest_of_the_stream_unchanged(small, novel):
-    rest = novel[novel["TX_FRAUD_SCENARIO"] != SCENARIO_CARD_TESTING].drop(columns="TRANSACTION_ID")
+def test_novel_families_leave_the_rest_of_the_stream_unchanged(small, novel):
+    rest = novel[~novel["TX_FRAUD_SCENARIO"].isin(NOVEL_SCENARIOS)].drop(columns="TRANSACTION_ID")
     pd.testing.assert_frame_equal(rest.reset_index(drop=True), small.drop(columns="TRANSACTION_ID"))
     assert simulate(NOVEL).equals(novel)
+
+
+def test_each_novel_family_is_present_from_its_start_and_can_be_turned_off(novel):
+    start = pd.Timestamp(NOVEL.novel_start_date)
+    for scenario in NOVEL_SCENARIOS:
+        rows = novel[novel["TX_FRAUD_SCENARIO"] == scenario]
+        assert len(rows) > 0, scenario
+        assert (rows["TX_DATETIME"] >= start).all()
+    only_drain = simulate(replace(NOVEL, novel_families=(SCENARIO_SLOW_DRAIN,)))
+    assert set(only_drain["TX_FRAUD_SCENARIO"].unique()) & set(NOVEL_SCENARIOS) == {SCENARIO_SLOW_DRAIN}
+
+
+def test_distant_cashout_uses_terminals_far_from_home(novel):
+    profiles, _ = build_population(NOVEL)
+    rows = novel[novel["TX_FRAUD_SCENARIO"] == SCENARIO_DISTANT_CASHOUT]
+    gap = profiles.customer_xy[rows["CUSTOMER_ID"]] - profiles.terminal_xy[rows["TERMINAL_ID"]]
+    assert (np.hypot(gap[:, 0], gap[:, 1]) >= NOVEL.cashout_min_distance).all()
+    low, high = NOVEL.cashout_factor
+    ratio = rows["TX_AMOUNT"].to_numpy() / profiles.mean_amount[rows["CUSTOMER_ID"]]
+    assert (ratio >= low - 0.01).all() and (ratio <= high + 0.01).all()
+
+
+def test_merchant_breach_charges_many_distinct_cards_at_one_terminal_in_a_short_window(novel):
+    rows = novel[novel["TX_FRAUD_SCENARIO"] == SCENARIO_MERCHANT_BREACH]
+    for _, group in rows.groupby([rows["TX_DATETIME"].dt.floor("D"), "TERMINAL_ID"]):
+        assert group["CUSTOMER_ID"].is_unique
+        assert (group["TX_TIME_SECONDS"].max() - group["TX_TIME_SECONDS"].min()) <= NOVEL.breach_span_s
+    assert rows.groupby([rows["TX_DATETIME"].dt.floor("D"), "TERMINAL_ID"]).size().max() >= NOVEL.breach_cards[0]
+
+
+def test_slow_drain_repeats_one_small_amount_at_one_terminal_per_card(novel):
+    rows = novel[novel["TX_FRAUD_SCENARIO"] == SCENARIO_SLOW_DRAIN]
+    per_card = rows.groupby("CUSTOMER_ID").agg(amounts=("TX_AMOUNT", "nunique"), terminals=("TERMINAL_ID", "nunique"),
+                                               days=("TX_TIME_DAYS", "nunique"))
+    assert (per_card["terminals"] == 1).all()
+    assert (per_card["amounts"] <= 2).all()  # a card drained twice in a row may hold two
+    assert per_card["days"].max() >= NOVEL.drain_days[0]
+    assert rows["TX_AMOUNT"].max() <= NOVEL.drain_amount[1]
 
 
 def test_card_testing_date_after_the_period_adds_nothing(small):
@@ -129,7 +173,8 @@ def test_card_testing_date_after_the_period_adds_nothing(small):
 
 
 @pytest.mark.parametrize("change", [{"n_customers": 0}, {"radius": -1.0}, {"start_date": "not a date"},
-                                    {"terminals_per_day": 20_000}, {"novel_start_date": "2018-99-01"}])
+                                    {"terminals_per_day": 20_000}, {"novel_start_date": "2018-99-01"},
+                                    {"novel_families": (9,)}, {"breach_span_s": 0.0}, {"drain_days": (5, 2)}])
 def test_bad_configuration_is_rejected_with_the_field_named(change):
     with pytest.raises(ValueError, match="SimulationConfig"):
         SimulationConfig(**change)
