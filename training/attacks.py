@@ -39,7 +39,7 @@ def _pack(seconds: np.ndarray, customer: np.ndarray, terminal: np.ndarray, amoun
         np.round(amount[keep], 2)
 
 
-def distant_cashout(config: "SimulationConfig", profiles: "Profiles", used_keys: np.ndarray,
+def distant_cashout(config: SimulationConfig, profiles: Profiles, used_keys: np.ndarray,
                     rng: np.random.Generator) -> Transactions:
     """Scenario 5: per day ``cashout_cards_per_day`` cards, each a run of ``cashout_count`` transactions within
     ``cashout_span_s`` at terminals at least ``cashout_min_distance`` from home, amounts ``cashout_factor`` x the
@@ -61,7 +61,7 @@ def distant_cashout(config: "SimulationConfig", profiles: "Profiles", used_keys:
     return _pack(seconds, customer, terminal, amount, config.nb_days)
 
 
-def _far_terminals(customer: np.ndarray, profiles: "Profiles", min_distance: float,
+def _far_terminals(customer: np.ndarray, profiles: Profiles, min_distance: float,
                    rng: np.random.Generator) -> np.ndarray:
     """A random terminal at least ``min_distance`` from each customer (redrawn until it is; falls back to the
     farthest of the draws on a grid too small for the distance)."""
@@ -76,7 +76,7 @@ def _far_terminals(customer: np.ndarray, profiles: "Profiles", min_distance: flo
     return terminal
 
 
-def merchant_breach(config: "SimulationConfig", profiles: "Profiles", used_keys: np.ndarray,
+def merchant_breach(config: SimulationConfig, profiles: Profiles, used_keys: np.ndarray,
                     rng: np.random.Generator) -> Transactions:
     """Scenario 6: per day ``breach_terminals_per_day`` terminals, each charging ``breach_cards`` distinct cards
     that never used it, one ``breach_amount`` each, within ``breach_span_s``."""
@@ -104,7 +104,7 @@ def merchant_breach(config: "SimulationConfig", profiles: "Profiles", used_keys:
     return _pack(seconds, customer, terminals[owner], amount, config.nb_days)
 
 
-def slow_drain(config: "SimulationConfig", profiles: "Profiles", used_keys: np.ndarray,
+def slow_drain(config: SimulationConfig, profiles: Profiles, used_keys: np.ndarray,
                rng: np.random.Generator) -> Transactions:
     """Scenario 7: per day ``drain_cards_per_day`` cards, each charged one fixed ``drain_amount``
     ``drain_per_day`` times a day for ``drain_days`` days, at any hour, at one terminal the card never used."""
