@@ -1,0 +1,98 @@
+"""A real Redis (REDIS_URL, else the embedded redis-server) and a case store on a fresh key prefix per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pytest
+
+from fraudstream.review_queue.cases import CaseStore
+from fraudstream.review_queue.queue import ReviewQueue
+from fraudstream.review_queue.settings import ReviewSettings
+from fraudstream.stream.decisions import DecisionRecord
+
+#: Wall-clock start of every test's fake clock (epoch s).
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    from fraudstream.stream.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@dataclass
+class Clock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def review_record(transaction_id: int, customer_id: int, amount: float, risk: float, decided_at: float = T0,
+                  terminal_id: int = 7, model_version: str = "m1", heavy: float | None = 0.5,
+                  reasons: tuple[str, ...] = ("heavy_review:0.5>=0.4", "LIGHT_SCORE:+1.5")) -> DecisionRecord:
+    return DecisionRecord(transaction_id=transaction_id, customer_id=customer_id, terminal_id=terminal_id,
+                          amount=amount, decision="REVIEW", stage="HEAVY", risk=risk, light_score=0.4,
+                          anomaly_score=0.9, heavy_score=heavy, reasons=reasons, model_version=model_version,
+                          event_timestamp=1_525_000_000.0 + transaction_id, decided_at=decided_at, latency_ms=3.0)
+
+
+@dataclass
+class Harness:
+    """One event loop, one client and one store per test; ``run`` awaits a coroutine on the loop."""
+
+    url: str
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    clock: Clock = field(default_factory=Clock)
+    settings_overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import redis.asyncio as aioredis
+
+        self.loop = asyncio.new_event_loop()
+        self.redis = aioredis.from_url(self.url, decode_responses=True)
+        self.settings = ReviewSettings(redis_url=self.url, redis_prefix=self.prefix, **self.settings_overrides)
+        self.store = CaseStore(self.redis, self.settings, clock=self.clock)
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def add_items(self, *records: DecisionRecord) -> None:
+        """Write REVIEW items exactly as the worker does (its queue writer), then ingest them into cases."""
+        queue = ReviewQueue(self.prefix)
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                queue.queue_items(pipe, records)
+                await pipe.execute()
+
+        self.run(write())
+        self.run(self.store.ingest())
+
+    def close(self) -> None:
+        async def cleanup() -> None:
+            keys = [k async for k in self.redis.scan_iter(match=f"{self.prefix}:*", count=1000)]
+            if keys:
+                await self.redis.delete(*keys)
+            await self.redis.aclose()
+
+        self.run(cleanup())
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(redis_url: str) -> Iterator[Harness]:
+    h = Harness(redis_url)
+    yield h
+    h.close()
