@@ -16,6 +16,9 @@ COMMANDS: dict[str, str] = {
     "replay": "replay",
     "demo": "demo",
     "bench": "bench",
+    "review": "review",
+    "users": "users",
+    "labels": "labels",
 }
 
 HELP: dict[str, str] = {
@@ -27,6 +30,9 @@ HELP: dict[str, str] = {
     "replay": "Replay a transaction file to Kafka in event-time order.",
     "demo": "Start broker, Redis, worker, metrics and review page, and replay a sample stream.",
     "bench": "Benchmark suite: kernel, worker end to end, latency, scale, memory (tables).",
+    "review": "Serve the analysts' review page and its JSON API.",
+    "users": "Manage the review page's users: add, remove, list, set-role.",
+    "labels": "Export the labels kept by the review workbench (Parquet or CSV).",
 }
 
 

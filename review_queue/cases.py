@@ -41,6 +41,7 @@ class ReviewError(Exception):
         "not_admin": (403, "this needs the admin role"),
         "not_in_case": (404, "no such item in this case"),
         "conflict": (409, "the item already has a different verdict"),
+        "taken": (409, "the case is leased to another analyst"),
     }
 
     def __init__(self, code: str, message: str | None = None) -> None:
@@ -265,11 +266,23 @@ class CaseStore:
 
         An analyst holds one case at a time: while the lease lasts, claim-next returns the case held.
         """
+        return await self._run_claim(analyst, admin, "")
+
+    async def claim(self, analyst: str, customer_id: int, admin: bool = False) -> bool:
+        """Lease this case to ``analyst`` (giving up the case held); raises :class:`ReviewError` when it is
+        resolved, leased to someone else, or escalated and the analyst is not an admin.  True when newly leased."""
+        out = await self._run_claim(analyst, admin, str(int(customer_id)))
+        assert out is not None
+        return out[1]
+
+    async def _run_claim(self, analyst: str, admin: bool, wanted: str) -> tuple[int, bool] | None:
         s = self.settings
         out = await self._claim(args=self._args(analyst, int(admin), s.lease_s, s.claim_scan, s.age_doubling_s,
-                                                s.retention_s))
+                                                s.retention_s, wanted))
         if not out:
             return None
+        if out[1] == "error":
+            raise ReviewError(out[0])
         return int(out[0]), out[1] == "new"
 
     async def handover(self, actor: str, customer_id: int, mode: str, admin: bool = False,

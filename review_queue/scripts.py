@@ -151,8 +151,9 @@ return #tids
 """
 
 #: Return expired leases, then lease the best claimable case to ARGV[3].  ARGV: root, now, analyst, is admin
-#: (0/1), lease (s), scan (cases looked at), doubling (s), retention (s).  Returns {case id, 'held'|'new'} or
-#: false when nothing is claimable.
+#: (0/1), lease (s), scan (cases looked at), doubling (s), retention (s), and optionally the case id wanted
+#: (its claim gives up the case held).  Returns {case id, 'held'|'new'}, false when nothing is claimable, or
+#: {code, 'error'} ('no_case', 'taken', 'not_admin') for a wanted case that cannot be claimed.
 CLAIM = LIBRARY + r"""
 local analyst, admin, lease = ARGV[3], ARGV[4] == '1', tonumber(ARGV[5])
 local scan, doubling, retention = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -169,8 +170,12 @@ end
 local held = redis.call('GET', B .. ':holder:' .. analyst)
 if held then
   local c = redis.call('HMGET', case_key(held), 'status', 'owner')
-  if c[1] == 'open' and c[2] == analyst then return {held, 'held'} end
-  redis.call('DEL', B .. ':holder:' .. analyst)
+  if c[1] == 'open' and c[2] == analyst then
+    if (ARGV[9] or '') == '' or ARGV[9] == held then return {held, 'held'} end
+  else
+    redis.call('DEL', B .. ':holder:' .. analyst)
+    held = nil
+  end
 end
 local skips = B .. ':skips:' .. analyst
 local function pick(zkey)
@@ -181,9 +186,24 @@ local function pick(zkey)
   return nil
 end
 local cid = nil
-if admin then cid = pick(B .. ':escalated') end
-if not cid then cid = pick(B .. ':available') end
-if not cid then return false end
+local wanted = ARGV[9] or ''
+if wanted ~= '' then
+  local c = redis.call('HMGET', case_key(wanted), 'status', 'owner', 'escalated')
+  if c[1] ~= 'open' then return {'no_case', 'error'} end
+  if c[2] and c[2] ~= '' then return {'taken', 'error'} end
+  if c[3] == '1' and not admin then return {'not_admin', 'error'} end
+  if held then
+    redis.call('HSET', case_key(held), 'owner', '', 'lease_until', '')
+    redis.call('ZREM', B .. ':leases', held)
+    redis.call('DEL', B .. ':holder:' .. analyst)
+    if redis.call('HGET', case_key(held), 'status') == 'open' then refresh(held, doubling, retention) end
+  end
+  cid = wanted
+else
+  if admin then cid = pick(B .. ':escalated') end
+  if not cid then cid = pick(B .. ':available') end
+  if not cid then return false end
+end
 local until_ = NOW + lease
 redis.call('HSET', case_key(cid), 'owner', analyst, 'lease_until', fmt(until_))
 redis.call('ZREM', B .. ':available', cid)

@@ -169,3 +169,18 @@ def test_claim_next_passes_over_skips_without_scanning_the_whole_queue(harness):
     assert harness.run(store.claim_next("ann"))[0] == 1300  # the largest expected loss
     cases, total = harness.run(store.queue(QueueFilter(sort="amount"), offset=10, limit=5))
     assert total == 300 and [c.customer_id for c in cases] == [1290, 1289, 1288, 1287, 1286]
+
+
+def test_claiming_a_chosen_case_gives_up_the_one_held_and_never_takes_anothers(harness):
+    harness.add_items(review_record(1, 90, 100.0, 0.9), review_record(2, 91, 10.0, 0.9))
+    store = harness.store
+    assert harness.run(store.claim_next("ann"))[0] == 90
+    with pytest.raises(ReviewError) as err:
+        harness.run(store.claim("bob", 90))
+    assert err.value.code == "taken"
+    assert harness.run(store.claim("ann", 91)) is True
+    assert harness.run(store.case(90)).owner == "" and harness.run(store.case(91)).owner == "ann"
+    assert harness.run(store.claim_next("bob"))[0] == 90
+    with pytest.raises(ReviewError) as err:
+        harness.run(store.claim("bob", 12345))
+    assert err.value.code == "no_case"

@@ -1,0 +1,56 @@
+"""What the review commands share: settings from the environment (the one place they are read) and a Redis
+client with clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, TypeVar
+
+import click
+
+T = TypeVar("T")
+
+
+def load_settings(**overrides: Any) -> Any:
+    """``ReviewSettings`` from the environment, then the command-line overrides that were given."""
+    from pydantic import ValidationError
+
+    from fraudstream.review_queue.settings import ReviewSettings
+
+    try:
+        base = ReviewSettings()
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return base.model_copy(update=given) if given else base
+    except ValidationError as exc:
+        details = "; ".join(f"FRAUDSTREAM_REVIEW_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                            for e in exc.errors())
+        raise click.ClickException(f"bad review settings: {details}") from None
+
+
+def settings_help() -> str:
+    from fraudstream.review_queue.settings import ENV_PREFIX, ReviewSettings
+
+    rows = [f"{ENV_PREFIX}{name.upper()} (default {field.default!r}): {field.description}"
+            for name, field in ReviewSettings.model_fields.items()]
+    return "\b\nSettings (environment):\n" + "\n".join(rows)
+
+
+def run_with_redis(settings: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(redis)`` on a ``redis.asyncio`` client (text); a Redis that does not answer is a clear error."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    if not settings.redis_url:
+        raise click.ClickException("no Redis: set REDIS_URL or FRAUDSTREAM_REVIEW_REDIS_URL")
+
+    async def main() -> T:
+        client = aioredis.from_url(settings.redis_url, decode_responses=True)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(main())
+    except RedisConnectionError as exc:
+        raise click.ClickException(f"Redis at {settings.redis_url} does not answer: {exc}") from None
