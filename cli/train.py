@@ -65,8 +65,11 @@ def format_metrics(metrics: dict) -> str:
 @click.option("--review-capacity", type=click.FloatRange(min=0, min_open=True), default=None,
               help="analyst capacity (cards/day) [100]")
 @click.option("--seed", type=int, default=None, help="random seed [0]")
+@click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="label file from `fraudstream labels export`: its labels replace TX_FRAUD (an analyst label "
+                   "counts from its known_at; a later chargeback wins)")
 def command(data: Path, start: str | None, to: str | None, until: str | None, out: Path, valid_days: int | None,
-            review_capacity: float | None, seed: int | None) -> None:
+            review_capacity: float | None, seed: int | None, labels_path: Path | None) -> None:
     """Train the cascade on DATA (CSV / Parquet in handbook columns with TX_FRAUD); settings also from
     FRAUDSTREAM_TRAIN_* variables."""
     from fraudstream.detectors.bundle import save_bundle
@@ -87,6 +90,14 @@ def command(data: Path, start: str | None, to: str | None, until: str | None, ou
     except DataFileError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"read {len(frame)} rows from {data} in {time.monotonic() - started:.1f} s", err=True)
+    if labels_path is not None:
+        from fraudstream.training.labels import merge_labels, read_labels
+
+        try:
+            frame, merged = merge_labels(frame, read_labels(labels_path), end)
+        except DataFileError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(merged.describe(), err=True)
     try:
         result = train_from_frame(frame, settings, start=start, end=end)
     except (SplitError, TrainingDataError, FeatureInputError, RulesConfigError) as exc:

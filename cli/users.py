@@ -90,3 +90,27 @@ def set_role(name: str, role: str) -> None:
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{name} is now {role}")
+
+
+#: The analyst account ``fraudstream demo`` prints a login for.
+DEMO_USER = "demo"
+
+
+def demo_login(redis_url: str, redis_prefix: str) -> tuple[str, str]:
+    """Create the demo analyst (or give it a new password): (name, generated password), to print once."""
+    from fraudstream.review_queue.users import generate_password
+
+    settings = load_settings().model_copy(update={"redis_url": redis_url, "redis_prefix": redis_prefix})
+    password = generate_password()
+
+    async def work(redis):
+        from fraudstream.review_queue.users import UserStore
+
+        store = UserStore(redis, settings)
+        if await store.get(DEMO_USER) is None:
+            await store.add(DEMO_USER, password, "analyst", actor="demo")
+        else:
+            await store.set_password(DEMO_USER, password, actor="demo")
+
+    run_with_redis(settings, work)
+    return DEMO_USER, password

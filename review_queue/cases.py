@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import orjson
+
 from fraudstream.review_queue import scripts
 from fraudstream.review_queue.keys import SORTS, ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
@@ -179,6 +181,7 @@ class CaseStore:
         self._verdict = r.register_script(scripts.VERDICT)
         self._chargeback = r.register_script(scripts.CHARGEBACK)
         self._unblock = r.register_script(scripts.UNBLOCK)
+        self._queue_page = r.register_script(scripts.QUEUE_PAGE)
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def _args(self, *rest: Any) -> list[Any]:
@@ -224,41 +227,17 @@ class CaseStore:
                     max_scan: int = 5000) -> tuple[list[CaseSummary], int]:
         """Open cases in the filter's sort order, and how many cases are open in all.
 
-        With filters, cases are read in sort order in chunks until ``limit`` match or ``max_scan`` were looked at.
+        The page is read by one script call; with filters it looks at cases in sort order until ``limit`` match or
+        ``max_scan`` were looked at.
         """
         limit = limit or self.settings.page_size
-        index = self.keys.index(flt.sort)
-        total = int(await self.redis.zcard(index))
+        raw = await self._queue_page(args=self._args(
+            flt.sort, int(flt.sort == "age"), int(offset), int(limit), int(max_scan), flt.stage, flt.model_version,
+            repr(float(flt.min_risk))))
+        page = orjson.loads(raw)
         now = self.clock()
-        out: list[CaseSummary] = []
-        skipped, start = 0, 0 if flt.active else offset
-        chunk = limit if not flt.active else max(limit * 4, 200)
-        while len(out) < limit and start < min(total, max_scan + offset):
-            if flt.sort == "age":
-                ids = await self.redis.zrange(index, start, start + chunk - 1)
-            else:
-                ids = await self.redis.zrevrange(index, start, start + chunk - 1)
-            if not ids:
-                break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for cid in ids:
-                    pipe.hgetall(self.keys.case(cid))
-                rows = await pipe.execute()
-            for h in rows:
-                if not h or h.get("status") != "open":
-                    continue
-                case = CaseSummary.from_hash(h, now, self.settings.age_doubling_s)
-                if flt.active:
-                    if not flt.accepts(case):
-                        continue
-                    if skipped < offset:
-                        skipped += 1
-                        continue
-                out.append(case)
-                if len(out) >= limit:
-                    break
-            start += chunk
-        return out, total
+        cases = [CaseSummary.from_hash(h, now, self.settings.age_doubling_s) for h in page["cases"]]
+        return cases, int(page["total"])
 
     # ---- leases --------------------------------------------------------------------------------------------
     async def claim_next(self, analyst: str, admin: bool = False) -> tuple[int, bool] | None:
