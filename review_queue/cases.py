@@ -306,8 +306,7 @@ class CaseStore:
         flat: list[Any] = []
         for tid, fraud in labels:
             flat.extend((int(tid), int(bool(fraud))))
-        return int(await self._chargeback(args=self._args(s.age_doubling_s, s.retention_s, self.audit_cutoff_ms(),
-                                                          *flat)))
+        return int(await self._chargeback(args=self._args(s.age_doubling_s, s.retention_s, *flat)))
 
     # ---- block list ----------------------------------------------------------------------------------------
     async def blocked(self, limit: int = 200) -> list[dict[str, Any]]:
@@ -328,6 +327,12 @@ class CaseStore:
     async def unblock(self, actor: str, customer_id: int, note: str = "") -> bool:
         """Lift a card's block (audited); False when it was not blocked."""
         return bool(int(await self._unblock(args=self._args(actor, customer_id, note, self.audit_cutoff_ms()))))
+
+    async def publish_config(self) -> None:
+        """Write the settings the worker's calls of the scripts need (SLA, aging, retention) to Redis."""
+        s = self.settings
+        await self.redis.hset(self.keys.config, mapping={"sla_s": s.sla_s, "age_doubling_s": s.age_doubling_s,
+                                                         "retention_s": s.retention_s})
 
     # ---- retention -----------------------------------------------------------------------------------------
     async def trim(self) -> None:

@@ -24,6 +24,8 @@ Workbench side:
 ``<p>:review:holder:<analyst>`` (string): the case the analyst holds.
 ``<p>:review:skips:<analyst>`` (set, expires): cases the analyst skipped.
 ``<p>:review:blocked`` (sorted set): cards on the block list by the time they were put there.
+``<p>:review:config`` (hash): ``sla_s``, ``age_doubling_s``, ``retention_s`` the review service runs with (the
+    worker's calls of the case scripts read them).
 ``<p>:review:audit`` (stream): the append-only audit journal.
 ``<p>:review:label-log`` (stream): every label the workbench produced or settled (durable; exported);
     ``<p>:review:label-log:published`` holds the id up to which it is on the labels topic.
@@ -93,6 +95,10 @@ class ReviewKeys:
     @property
     def blocked(self) -> str:
         return f"{self.base}:blocked"
+
+    @property
+    def config(self) -> str:
+        return f"{self.base}:config"
 
     @property
     def audit(self) -> str:

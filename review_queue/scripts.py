@@ -8,10 +8,25 @@ items, resolving one item, appending to the audit journal and the label log.
 
 from __future__ import annotations
 
+#: Defaults of the settings the scripts need (the review service's settings use them as their defaults, and
+#: writes what it runs with to ``<p>:review:config``; the worker passes nothing and the scripts read that hash).
+DEFAULT_SLA_S = 4 * 3600
+DEFAULT_AGE_DOUBLING_S = 4 * 3600
+DEFAULT_RETENTION_S = 90 * 86_400
+
 LIBRARY = r"""
 local ROOT = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local B = ROOT .. ':review'
+-- a setting given in ARGV, else the review service's config hash, else the default
+local function setting(given, name, default)
+  if given and given ~= '' then return tonumber(given) end
+  local stored = redis.call('HGET', B .. ':config', name)
+  if stored then return tonumber(stored) end
+  return default
+end
+""" + f"""local DEFAULTS = {{sla_s = {DEFAULT_SLA_S}, age_doubling_s = {DEFAULT_AGE_DOUBLING_S}, retention_s = {DEFAULT_RETENTION_S}}}
+""" + r"""
 local function fmt(x) return string.format('%.17g', x) end
 local function case_key(cid) return B .. ':case:' .. cid end
 local function items_key(cid) return B .. ':case-items:' .. cid end
@@ -116,9 +131,12 @@ end
 """
 
 #: Move up to ARGV[3] inbox items into their cards' cases.  ARGV: root, now, max items, doubling (s), sla (s),
-#: retention (s).  Returns the number of items moved.
+#: retention (s) (each '' = from the config hash).  Returns the number of items moved.
 INGEST = LIBRARY + r"""
-local limit, doubling, sla, retention = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local limit = tonumber(ARGV[3])
+local doubling = setting(ARGV[4], 'age_doubling_s', DEFAULTS.age_doubling_s)
+local sla = setting(ARGV[5], 'sla_s', DEFAULTS.sla_s)
+local retention = setting(ARGV[6], 'retention_s', DEFAULTS.retention_s)
 local inbox = ROOT .. ':review:pending'
 local tids = redis.call('ZRANGE', inbox, 0, limit - 1)
 local touched, order = {}, {}
@@ -296,11 +314,14 @@ return {'ok', #targets, open}
 """
 
 #: Chargeback labels for pending items resolve them (source chargeback).  ARGV: root, now, doubling (s),
-#: retention (s), audit cutoff (ms), then (transaction id, fraud 0/1) pairs.  Returns the number resolved.
+#: retention (s) (each '' = from the config hash), then (transaction id, fraud 0/1) pairs.  Returns the number
+#: resolved.
 CHARGEBACK = LIBRARY + r"""
-local doubling, retention, cutoff = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local doubling = setting(ARGV[3], 'age_doubling_s', DEFAULTS.age_doubling_s)
+local retention = setting(ARGV[4], 'retention_s', DEFAULTS.retention_s)
+local cutoff = string.format('%d', (NOW - retention) * 1000)
 local n, touched, order = 0, {}, {}
-for i = 6, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local tid, verdict = ARGV[i], ARGV[i + 1] == '1' and 'fraud' or 'legit'
   local f = redis.call('HMGET', item_key(tid), 'status', 'customer_id')
   if f[1] == 'pending' then

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fraudstream.review_queue.scripts import DEFAULT_AGE_DOUBLING_S, DEFAULT_RETENTION_S, DEFAULT_SLA_S
+
 ENV_PREFIX = "FRAUDSTREAM_REVIEW_"
 HOUR_S = 3600
 DAY_S = 86_400
@@ -37,11 +39,11 @@ class ReviewSettings(BaseSettings):
                               validation_alias=_shared("labels_topic", "FRAUDSTREAM_LABELS_TOPIC"))
     host: str = Field("127.0.0.1", description="address the page listens on")
     page_port: int = Field(8080, ge=0, le=65535, description="HTTP port of the page")
-    sla_s: int = Field(4 * HOUR_S, gt=0, description="a case is overdue this long after its first item (s)")
+    sla_s: int = Field(DEFAULT_SLA_S, gt=0, description="a case is overdue this long after its first item (s)")
     lease_s: int = Field(15 * 60, gt=0, description="how long a claimed case stays with its analyst (s)")
-    age_doubling_s: int = Field(4 * HOUR_S, gt=0, description="a case's priority doubles every this long (s)")
+    age_doubling_s: int = Field(DEFAULT_AGE_DOUBLING_S, gt=0, description="a case's priority doubles every this long (s)")
     skip_ttl_s: int = Field(HOUR_S, gt=0, description="a skipped case is not offered to that analyst again for (s)")
-    retention_s: int = Field(90 * DAY_S, gt=0, description="resolved items, cases, audit and label log kept for (s)")
+    retention_s: int = Field(DEFAULT_RETENTION_S, gt=0, description="resolved items, cases, audit and label log kept for (s)")
     block_ttl_s: int = Field(365 * DAY_S, gt=0, description="a block-list entry expires after (s)")
     session_idle_s: int = Field(30 * 60, gt=0, description="a session ends after this long without a request (s)")
     session_max_s: int = Field(12 * HOUR_S, gt=0, description="a session ends this long after login (s)")

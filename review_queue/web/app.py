@@ -149,7 +149,9 @@ def create_app(settings: ReviewSettings, clock: Callable[[], float] = time.time,
         svc = await ReviewService.connect(settings, clock=clock)
         app.state.service = svc
         if background:
-            svc.start()
+            await svc.start()
+        else:
+            await svc.cases.publish_config()
         try:
             yield
         finally:

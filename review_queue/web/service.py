@@ -65,7 +65,8 @@ class ReviewService:
             await producer.start()
         return cls(settings, redis, raw, clock=clock, producer=producer)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self.cases.publish_config()
         self._tasks = [asyncio.create_task(self._every(self.settings.ingest_every_s, self.cases.ingest, "ingest")),
                        asyncio.create_task(self._every(METRICS_EVERY_S, self.refresh_metrics, "metrics")),
                        asyncio.create_task(self._every(TRIM_EVERY_S, self.cases.trim, "retention"))]
