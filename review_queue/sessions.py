@@ -58,7 +58,10 @@ class SessionStore:
         if not token or len(token) > 128:
             return None
         key = self.keys.session(_digest(token))
-        h = await self.redis.hgetall(key)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            pipe.expire(key, self.settings.session_idle_s)  # renew the idle time-out (no-op when absent)
+            h, _ = await pipe.execute()
         if not h or "user" not in h:
             return None
         created = float(h.get("created_at", 0))
@@ -66,7 +69,8 @@ class SessionStore:
         if age >= self.settings.session_max_s or age < 0:
             await self.redis.delete(key)
             return None
-        await self.redis.expire(key, int(min(self.settings.session_idle_s, self.settings.session_max_s - age)) or 1)
+        if self.settings.session_max_s - age < self.settings.session_idle_s:
+            await self.redis.expire(key, max(1, int(self.settings.session_max_s - age)))
         return Session(h["user"], h.get("csrf", ""), created)
 
     async def delete(self, token: str | None) -> None:
