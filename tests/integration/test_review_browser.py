@@ -105,7 +105,7 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
     topics = unique_topics
     prefix = topics.prefix
     metrics_port, page_port = free_port(), free_port()
-    settings = topics.settings(model_dir=str(model_dir), metrics_port=metrics_port)
+    settings = topics.settings(model_dir=str(model_dir), metrics_port=metrics_port, redis_url=redis_url)
     env = dict(os.environ)
     env.update(worker_env(settings))
     env.update(REDIS_URL=redis_url, KAFKA_BOOTSTRAP_SERVERS=topics.bootstrap, FRAUDSTREAM_REDIS_PREFIX=prefix,
@@ -194,7 +194,17 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
         assert dict(zip(frame["TRANSACTION_ID"], frame["TX_FRAUD"])) == {t: int(f) for t, f in labelled.items()}
         assert set(frame["analyst"]) == {"ann"}
 
-        # 4. the worker learned the labels: counted, and in its terminal state
+        # 4. the next transaction of a blocked card is BLOCKed by the rules stage
+        card = sorted(blocked)[0]
+        probe = {"transaction_id": 60_000_000, "timestamp": t0 + 86_400.0, "customer_id": card,
+                 "terminal_id": 99, "amount": 12.0}
+        produce(topics.bootstrap, topics.transactions, [probe])
+        decided = wait_for("the probe's decision", lambda: [
+            json.loads(rec.value) for rec in read_topic(topics.decisions, len(events) + 1, timeout_s=5)
+            if json.loads(rec.value)["transaction_id"] == probe["transaction_id"]], WAIT_S, logs)
+        assert decided[0]["decision"] == "BLOCK" and decided[0]["stage"] == "RULES"
+        assert BLOCK_REASON in decided[0]["reasons"]
+        # 5. the worker learned the labels before it scored that transaction: counted, and in its terminal state
         def learned() -> bool:
             text = metrics_text()
             line = [ln for ln in text.splitlines() if ln.startswith("fraudstream_labels_total ")]
@@ -207,16 +217,6 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
             for tid in pending[card]:
                 assert (int(tid) in frauds) == (verdicts[card] == "fraud")
 
-        # 5. the next transaction of a blocked card is BLOCKed by the rules stage
-        card = sorted(blocked)[0]
-        probe = {"transaction_id": 60_000_000, "timestamp": t0 + 86_400.0, "customer_id": card,
-                 "terminal_id": 99, "amount": 12.0}
-        produce(topics.bootstrap, topics.transactions, [probe])
-        decided = wait_for("the probe's decision", lambda: [
-            json.loads(rec.value) for rec in read_topic(topics.decisions, len(events) + 1, timeout_s=5)
-            if json.loads(rec.value)["transaction_id"] == probe["transaction_id"]], WAIT_S, logs)
-        assert decided[0]["decision"] == "BLOCK" and decided[0]["stage"] == "RULES"
-        assert BLOCK_REASON in decided[0]["reasons"]
     finally:
         stop(page)
         stop(worker)
