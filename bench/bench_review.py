@@ -1,6 +1,6 @@
 """Benchmark of the review page with a large queue: the queue page and claim-next with 100,000 pending items.
 
-Seeds ``--items`` REVIEW items (``--items-per-card`` per card) through the worker's own queue writer into a
+Seeds ``--items`` REVIEW items (``--items-per-card`` per card) through the worker's own state-store write into a
 fresh key prefix of the embedded Redis (or ``REDIS_URL``), moves them into cases (timed), starts
 ``fraudstream review`` as a child process and measures over HTTP from a logged-in session:
 
@@ -42,14 +42,15 @@ async def seed(redis_url: str, prefix: str, items: int, per_card: int) -> tuple[
     import redis.asyncio as aioredis
 
     from fraudstream.review_queue.cases import CaseStore
-    from fraudstream.review_queue.queue import ReviewQueue
     from fraudstream.review_queue.settings import ReviewSettings
     from fraudstream.review_queue.users import UserStore
-    from fraudstream.stream.decisions import DecisionRecord
+    from fraudstream.stream.state.base import BatchChanges, BatchReads
+    from fraudstream.stream.state.redis_store import RedisStateStore
+    from fraudstream.stream.types import DecisionRecord
 
     rng = np.random.default_rng(0)
     client = aioredis.from_url(redis_url, decode_responses=True)
-    queue = ReviewQueue(prefix)
+    worker_store = RedisStateStore.from_url(redis_url, prefix, "labels", 3600, 3600)
     now = time.time()
     started = time.perf_counter()
     for start in range(0, items, WRITE_CHUNK):
@@ -63,10 +64,10 @@ async def seed(redis_url: str, prefix: str, items: int, per_card: int) -> tuple[
                 reasons=(f"heavy_review:{risk:.3f}>=0.300", "LIGHT_SCORE:+2.100", "TERMINAL_ID_RISK_7DAY_WINDOW:+1.2"),
                 model_version="bench", event_timestamp=1_530_000_000.0 + i, decided_at=now - float(rng.uniform(0, 7200)),
                 latency_ms=5.0))
-        async with client.pipeline(transaction=False) as pipe:
-            queue.queue_items(pipe, records)
-            await pipe.execute()
+        state = await worker_store.read_batch(BatchReads([], [], [], []))
+        await worker_store.commit(state, BatchChanges(review_items=records))  # the worker's own write
     written = time.perf_counter() - started
+    await worker_store.close()
     settings = ReviewSettings(redis_url=redis_url, redis_prefix=prefix)
     store = CaseStore(client, settings)
     started = time.perf_counter()
@@ -119,7 +120,7 @@ def main() -> int:
         written, ingested = asyncio.run(seed(redis_url, prefix, args.items, args.items_per_card))
         cards = (args.items + args.items_per_card - 1) // args.items_per_card
         port = free_port()
-        env = dict(os.environ, REDIS_URL=redis_url, FRAUDSTREAM_REDIS_PREFIX=prefix,
+        env = dict(os.environ, REDIS_URL=redis_url, FRAUDSTREAM_REVIEW_REDIS_PREFIX=prefix,
                    FRAUDSTREAM_REVIEW_PAGE_PORT=str(port), KAFKA_BOOTSTRAP_SERVERS="")
         proc = spawn_logged([sys.executable, "-m", "fraudstream.cli.main", "review", "--log-level", "warning"],
                             log_dir / "review.log", env)

@@ -15,13 +15,9 @@ from fraudstream.cli.review_common import load_settings, settings_help
               show_default=True)
 def command(host: str | None, port: int | None, log_level: str) -> None:
     """Serve the review page: queue, cases, verdicts, stats, users; JSON API under /api; /metrics; /health."""
-    import uvicorn
-
-    from fraudstream.review_queue.web import create_app
+    from fraudstream.review_queue.web.serve import serve
 
     settings = load_settings(host=host, page_port=port)
     if not settings.redis_url:
         raise click.ClickException("no Redis: set REDIS_URL or FRAUDSTREAM_REVIEW_REDIS_URL")
-    click.echo(f"review page: http://{settings.host}:{settings.page_port}/", err=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.page_port, log_level=log_level,
-                access_log=False)
+    serve(settings, log_level)

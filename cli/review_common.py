@@ -13,25 +13,19 @@ T = TypeVar("T")
 
 def load_settings(**overrides: Any) -> Any:
     """``ReviewSettings`` from the environment, then the command-line overrides that were given."""
-    from pydantic import ValidationError
-
+    from fraudstream.detectors.env_settings import SettingsError
     from fraudstream.review_queue.settings import ReviewSettings
 
     try:
-        base = ReviewSettings()
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return base.model_copy(update=given) if given else base
-    except ValidationError as exc:
-        details = "; ".join(f"FRAUDSTREAM_REVIEW_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                            for e in exc.errors())
-        raise click.ClickException(f"bad review settings: {details}") from None
+        return ReviewSettings.from_env(**overrides)
+    except SettingsError as exc:
+        raise click.ClickException(f"bad review settings: {exc}") from None
 
 
 def settings_help() -> str:
-    from fraudstream.review_queue.settings import ENV_PREFIX, ReviewSettings
+    from fraudstream.review_queue.settings import ReviewSettings
 
-    rows = [f"{ENV_PREFIX}{name.upper()} (default {field.default!r}): {field.description}"
-            for name, field in ReviewSettings.model_fields.items()]
+    rows = [f"{name} (default {default}): {help_text}" for name, default, help_text in ReviewSettings.describe()]
     return "\b\nSettings (environment):\n" + "\n".join(rows)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fraudstream.detectors.features.online import CustomerHistory, TerminalHistory
-from fraudstream.stream.online_store import OnlineFeatureStore
+from fraudstream.stream.state.keys import Keyspace
 
 DAY_S = 86_400.0
 #: Window of the card timeline and of the terminal statistics (s).
@@ -136,10 +136,14 @@ class CaseFile:
 
 async def load_case_file(raw_redis: Any, prefix: str, items: list[dict[str, str]]) -> CaseFile:
     """Build the case file of a card's items from the online state (``raw_redis``: ``decode_responses=False``)."""
-    store = OnlineFeatureStore(prefix, 0)
+    keys = Keyspace(prefix)
     customer_ids = sorted({int(i["customer_id"]) for i in items if i.get("customer_id")})
     terminal_ids = sorted({int(i["terminal_id"]) for i in items if i.get("terminal_id")})
-    customers, terminals = await store.load(raw_redis, customer_ids, terminal_ids)
+    wanted = [keys.customer(c) for c in customer_ids] + [keys.terminal(t) for t in terminal_ids]
+    raws = await raw_redis.mget(wanted) if wanted else []
+    customers = {c: CustomerHistory.from_bytes(raw) for c, raw in zip(customer_ids, raws) if raw is not None}
+    terminals = {t: TerminalHistory.from_bytes(raw) for t, raw in zip(terminal_ids, raws[len(customer_ids):])
+                 if raw is not None}
     history = customers.get(customer_ids[0]) if customer_ids else None
     views = []
     ends = []

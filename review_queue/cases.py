@@ -6,7 +6,7 @@ ordered by expected loss (sum of risk x amount of the pending items) raised with
 changes with time and one sorted-set score (:func:`priority_key`) holds it.  Claim-next is then a range read on
 that sorted set, O(log n) in the pending cases (plus the few skipped cases it passes over).
 
-Every operation is one Lua script (:mod:`fraudstream.review_queue.scripts`), so two analysts never get the
+Every operation is one Lua script (:mod:`fraudstream.stream.state.review_scripts`), so two analysts never get the
 same case and a verdict, its audit entry, its label and the block-list entry are written together or not at all.
 """
 
@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import orjson
 
-from fraudstream.review_queue import scripts
-from fraudstream.review_queue.keys import SORTS, ReviewKeys
+from fraudstream.stream.state import review_scripts as scripts
+from fraudstream.stream.state.keys import SORTS, ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
 
 VERDICTS = ("fraud", "legit")

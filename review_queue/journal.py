@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from fraudstream.review_queue.keys import ReviewKeys
+from fraudstream.stream.state.keys import ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
 
 AUDIT_FIELDS = ("id", "at", "actor", "action", "target", "before", "after", "note")

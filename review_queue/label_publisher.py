@@ -15,7 +15,7 @@ from typing import Any
 
 from fraudstream.detectors.schema import LabelEvent
 from fraudstream.review_queue.journal import label_from_stream
-from fraudstream.review_queue.keys import ReviewKeys
+from fraudstream.stream.state.keys import ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
 
 log = logging.getLogger(__name__)

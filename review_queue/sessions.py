@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fraudstream.review_queue.keys import ReviewKeys
+from fraudstream.stream.state.keys import ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
 
 TOKEN_BYTES = 32

@@ -1,17 +1,20 @@
 """Typed settings of the review service (page, API, case store), from ``FRAUDSTREAM_REVIEW_*`` variables.
 
-Built once at the command-line edge (``ReviewSettings()`` reads the environment) and passed in explicitly.  The
-Redis URL, key prefix, broker and labels topic are shared with the worker, so they also honour the worker's
-names (``REDIS_URL`` / ``FRAUDSTREAM_REDIS_URL``, ``FRAUDSTREAM_REDIS_PREFIX``, ``KAFKA_BOOTSTRAP_SERVERS``,
-``FRAUDSTREAM_LABELS_TOPIC``).
+Read once at the command-line edge (:meth:`ReviewSettings.from_env`) and passed in explicitly; constructing the
+model reads no environment.  The Redis URL, key prefix, broker, labels topic and page port are shared with the
+worker, so they also honour the worker's names (``REDIS_URL`` / ``FRAUDSTREAM_WORKER_REDIS_URL``,
+``FRAUDSTREAM_WORKER_REDIS_PREFIX``, ``KAFKA_BOOTSTRAP_SERVERS``, ``FRAUDSTREAM_WORKER_LABELS_TOPIC``,
+``FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT``).
 """
 
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from fraudstream.review_queue.scripts import DEFAULT_AGE_DOUBLING_S, DEFAULT_RETENTION_S, DEFAULT_SLA_S
+from fraudstream.detectors.env_settings import EnvSettings
+
+from fraudstream.stream.state.review_scripts import DEFAULT_AGE_DOUBLING_S, DEFAULT_RETENTION_S, DEFAULT_SLA_S
 
 ENV_PREFIX = "FRAUDSTREAM_REVIEW_"
 HOUR_S = 3600
@@ -22,23 +25,24 @@ def _shared(field: str, *names: str) -> AliasChoices:
     return AliasChoices(ENV_PREFIX + field.upper(), *names)
 
 
-class ReviewSettings(BaseSettings):
+class ReviewSettings(EnvSettings):
     """Settings of ``fraudstream review`` and ``fraudstream users``/``labels`` (times in s)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     redis_url: str = Field("", description="Redis URL of the review queue (also REDIS_URL)",
-                           validation_alias=_shared("redis_url", "FRAUDSTREAM_REDIS_URL", "REDIS_URL"))
-    redis_prefix: str = Field("fs", description="prefix of every Redis key (also FRAUDSTREAM_REDIS_PREFIX)",
-                              validation_alias=_shared("redis_prefix", "FRAUDSTREAM_REDIS_PREFIX"))
+                           validation_alias=_shared("redis_url", "FRAUDSTREAM_WORKER_REDIS_URL", "REDIS_URL"))
+    redis_prefix: str = Field("fs", description="prefix of every Redis key (as the worker's)",
+                              validation_alias=_shared("redis_prefix", "FRAUDSTREAM_WORKER_REDIS_PREFIX"))
     kafka_bootstrap_servers: str = Field(
         "", description="broker for verdict labels; empty = labels are only kept in Redis (also KAFKA_BOOTSTRAP_SERVERS)",
-        validation_alias=_shared("kafka_bootstrap_servers", "FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS",
+        validation_alias=_shared("kafka_bootstrap_servers", "FRAUDSTREAM_WORKER_KAFKA_BOOTSTRAP_SERVERS",
                                  "KAFKA_BOOTSTRAP_SERVERS"))
-    labels_topic: str = Field("labels", description="topic verdict labels go to (also FRAUDSTREAM_LABELS_TOPIC)",
-                              validation_alias=_shared("labels_topic", "FRAUDSTREAM_LABELS_TOPIC"))
+    labels_topic: str = Field("labels", description="topic verdict labels go to (as the worker's)",
+                              validation_alias=_shared("labels_topic", "FRAUDSTREAM_WORKER_LABELS_TOPIC"))
     host: str = Field("127.0.0.1", description="address the page listens on")
-    page_port: int = Field(8080, ge=0, le=65535, description="HTTP port of the page")
+    page_port: int = Field(8080, ge=0, le=65535, description="HTTP port of the page",
+                           validation_alias=_shared("page_port", "FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT"))
     sla_s: int = Field(DEFAULT_SLA_S, gt=0, description="a case is overdue this long after its first item (s)")
     lease_s: int = Field(15 * 60, gt=0, description="how long a claimed case stays with its analyst (s)")
     age_doubling_s: int = Field(DEFAULT_AGE_DOUBLING_S, gt=0, description="a case's priority doubles every this long (s)")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from fraudstream.review_queue.keys import ReviewKeys
+from fraudstream.stream.state.keys import ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
 
 ROLES = ("analyst", "admin")

@@ -8,7 +8,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fraudstream.review_queue.cases import QueueFilter
-from fraudstream.review_queue.keys import SORTS
+from fraudstream.stream.state.keys import SORTS
 
 MAX_NOTE_LENGTH = 2000
 STAGES = ("RULES", "LIGHT", "HEAVY")

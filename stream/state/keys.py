@@ -31,6 +31,40 @@ Review queue (no expiry):
     the fields of ``stream.types.review_item_fields``; a verdict sets ``status``, ``verdict``, ``analyst``,
     ``resolved_at``.
 
+Live block list (TTL ``block_ttl_s`` of the review service, 365 days):
+
+``<p>:blocklist:<customer_id>`` (string, JSON ``{"since": epoch s, "by": analyst, "case": card}``)
+    the card was labelled fraud by an analyst; the worker reads the entries of a batch's cards with the rest of
+    the batch's state and its rules stage blocks them (``stream.core.block_list``).  Lifted by an admin.
+
+Review workbench (:class:`ReviewKeys`; written by the review service's scripts in
+:mod:`fraudstream.stream.state.review_scripts`, which the worker also calls to settle items by chargeback and to
+file new items into cases):
+
+
+``<p>:review:case:<customer id>`` (hash)
+    the card's case: ``status`` (open / resolved), ``opened_at`` and ``sla_due`` (epoch s), ``items`` (pending),
+    ``amount``, ``expected_loss`` (sum of risk x amount), ``top_risk``, ``top_reasons`` (JSON), ``stages`` and
+    ``models`` (comma lists), ``owner`` and ``lease_until`` while leased, ``escalated`` (0/1).
+``<p>:review:case-items:<customer id>`` (sorted set): pending transaction ids of the open case, by risk.
+``<p>:review:idx:{priority,age,amount,risk}`` (sorted sets): open cases by priority key, by ``-opened_at``, by
+    amount and top risk (queue page sorts).
+``<p>:review:available`` / ``<p>:review:escalated`` (sorted sets, priority key): claimable cases.
+``<p>:review:leases`` (sorted set): leased cases by lease expiry (epoch s).
+``<p>:review:holder:<analyst>`` (string): the case the analyst holds.
+``<p>:review:skips:<analyst>`` (set, expires): cases the analyst skipped.
+``<p>:review:blocked`` (sorted set): cards on the block list by the time they were put there.
+``<p>:review:config`` (hash): ``sla_s``, ``age_doubling_s``, ``retention_s`` the review service runs with (the
+    worker's calls of the case scripts read them).
+``<p>:review:audit`` (stream): the append-only audit journal.
+``<p>:review:label-log`` (stream): every label the workbench produced or settled (durable; exported);
+    ``<p>:review:label-log:published`` holds the id up to which it is on the labels topic.
+``<p>:review:verdicts:<YYYY-MM-DD>`` (hash): ``<analyst>|<verdict>`` -> count that day (UTC).
+``<p>:review:precision`` (hash): ``<model version>|<verdict>`` -> count (measured precision of REVIEW).
+``<p>:review:user:<name>`` (hash) and ``<p>:review:users`` (set): accounts.
+``<p>:review:session:<sha-256 of the token>`` (hash, expires): a login session.
+``<p>:review:login-fail:{user,addr}:<who>`` (counter, expires), ``<p>:review:lock:{user,addr}:<who>`` (expires).
+
 A batch's decisions, histories, label offsets and review items are written in one atomic script call
 (:mod:`fraudstream.stream.state.compare_and_write`), so a REVIEW decision is never stored without its item.
 """
@@ -67,3 +101,96 @@ class Keyspace:
 
     def review_item(self, transaction_id: int | str) -> str:
         return f"{self.prefix}:review:item:{transaction_id}"
+
+    def block(self, customer_id: int | str) -> str:
+        return f"{self.prefix}:blocklist:{customer_id}"
+
+
+#: Sorts of the queue page, each backed by an index sorted set.
+SORTS = ("priority", "age", "amount", "risk")
+
+
+class ReviewKeys(Keyspace):
+    """The review workbench's keys (and, inherited, the worker's) under one prefix."""
+
+    @property
+    def inbox(self) -> str:
+        return self.review_pending
+
+    def item(self, transaction_id: int | str) -> str:
+        return self.review_item(transaction_id)
+
+    @property
+    def base(self) -> str:
+        """Prefix of the workbench's own keys (Lua scripts build per-entity keys from it)."""
+        return f"{self.prefix}:review"
+
+    def case(self, customer_id: int | str) -> str:
+        return f"{self.base}:case:{customer_id}"
+
+    def case_items(self, customer_id: int | str) -> str:
+        return f"{self.base}:case-items:{customer_id}"
+
+    def index(self, sort: str) -> str:
+        return f"{self.base}:idx:{sort}"
+
+    @property
+    def available(self) -> str:
+        return f"{self.base}:available"
+
+    @property
+    def escalated(self) -> str:
+        return f"{self.base}:escalated"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.base}:leases"
+
+    def holder(self, analyst: str) -> str:
+        return f"{self.base}:holder:{analyst}"
+
+    def skips(self, analyst: str) -> str:
+        return f"{self.base}:skips:{analyst}"
+
+    @property
+    def blocked(self) -> str:
+        return f"{self.base}:blocked"
+
+    @property
+    def config(self) -> str:
+        return f"{self.base}:config"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.base}:audit"
+
+    @property
+    def label_log(self) -> str:
+        return f"{self.base}:label-log"
+
+    @property
+    def label_log_published(self) -> str:
+        return f"{self.base}:label-log:published"
+
+    def verdicts_day(self, day: str) -> str:
+        return f"{self.base}:verdicts:{day}"
+
+    @property
+    def precision(self) -> str:
+        return f"{self.base}:precision"
+
+    def user(self, name: str) -> str:
+        return f"{self.base}:user:{name}"
+
+    @property
+    def users(self) -> str:
+        return f"{self.base}:users"
+
+    def session(self, token_digest: str) -> str:
+        return f"{self.base}:session:{token_digest}"
+
+    def login_failures(self, kind: str, who: str) -> str:
+        return f"{self.base}:login-fail:{kind}:{who}"
+
+    def lock(self, kind: str, who: str) -> str:
+        return f"{self.base}:lock:{kind}:{who}"

@@ -11,9 +11,8 @@ from typing import Any, Iterator
 import pytest
 
 from fraudstream.review_queue.cases import CaseStore
-from fraudstream.review_queue.queue import ReviewQueue
 from fraudstream.review_queue.settings import ReviewSettings
-from fraudstream.stream.decisions import DecisionRecord
+from fraudstream.stream.types import DecisionRecord
 
 #: Wall-clock start of every test's fake clock (epoch s).
 T0 = 1_800_000_000.0
@@ -48,6 +47,19 @@ def review_record(transaction_id: int, customer_id: int, amount: float, risk: fl
                           event_timestamp=1_525_000_000.0 + transaction_id, decided_at=decided_at, latency_ms=3.0)
 
 
+async def write_review_items(url: str, prefix: str, records) -> None:
+    """Write REVIEW items exactly as the worker does: its state store's batch commit."""
+    from fraudstream.stream.state.base import BatchChanges, BatchReads
+    from fraudstream.stream.state.redis_store import RedisStateStore
+
+    store = RedisStateStore.from_url(url, prefix, "labels", 3600, 3600)
+    try:
+        state = await store.read_batch(BatchReads([], [], [], []))
+        assert await store.commit(state, BatchChanges(review_items=list(records)))
+    finally:
+        await store.close()
+
+
 @dataclass
 class Harness:
     """One event loop, one client and one store per test; ``run`` awaits a coroutine on the loop."""
@@ -69,15 +81,8 @@ class Harness:
         return self.loop.run_until_complete(coro)
 
     def add_items(self, *records: DecisionRecord) -> None:
-        """Write REVIEW items exactly as the worker does (its queue writer), then ingest them into cases."""
-        queue = ReviewQueue(self.prefix)
-
-        async def write() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                queue.queue_items(pipe, records)
-                await pipe.execute()
-
-        self.run(write())
+        """Write REVIEW items exactly as the worker does, then ingest them into cases."""
+        self.run(write_review_items(self.url, self.prefix, records))
         self.run(self.store.ingest())
 
     def close(self) -> None:

@@ -7,12 +7,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fraudstream.review_queue.queue import ReviewQueue
 from fraudstream.review_queue.settings import ReviewSettings
 from fraudstream.review_queue.users import UserStore
 from fraudstream.review_queue.web import create_app
 
-from .conftest import Clock
+from .conftest import Clock, write_review_items
 
 PASSWORD = "correct horse battery"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
@@ -54,12 +53,8 @@ class WebHarness:
         self.call(UserStore(self.service.redis, self.settings, clock=self.clock).add, name, PASSWORD, role)
 
     def add_items(self, *records: Any) -> None:
-        queue = ReviewQueue(self.prefix)
-
         async def write() -> None:
-            async with self.service.redis.pipeline(transaction=True) as pipe:
-                queue.queue_items(pipe, records)
-                await pipe.execute()
+            await write_review_items(self.url, self.prefix, records)
             await self.service.cases.ingest()
 
         self.call(write)

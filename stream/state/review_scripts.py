@@ -1,7 +1,7 @@
 """Lua scripts of the case store: each operation on cases, leases and verdicts is one atomic script call.
 
 Every script gets ``ARGV[1]`` = the Redis key prefix and ``ARGV[2]`` = now (epoch s) and builds the per-entity
-keys of :mod:`fraudstream.review_queue.keys` from the prefix (the store runs on one Redis, not a cluster).
+keys of :mod:`fraudstream.stream.state.keys` from the prefix (the store runs on one Redis, not a cluster).
 :data:`LIBRARY` holds the helpers the scripts share: refreshing a case's aggregates and indexes from its pending
 items, resolving one item, appending to the audit journal and the label log.
 """
