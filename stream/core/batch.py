@@ -36,6 +36,7 @@ import numpy as np
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.drift import watched_signals
 from fraudstream.detectors.schema import Transaction, TransactionBatch
+from fraudstream.stream.core.block_list import apply_block_list
 from fraudstream.stream.core.encode import encode_decisions
 from fraudstream.stream.core.label_truth import LabelTruth, join_labels
 from fraudstream.stream.core.parse import ParsedBatch, parse_events
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Label source of analysts' verdicts; every other label (chargebacks) settles a pending review item.
+ANALYST_SOURCE = "analyst"
 #: Recomputations of one batch after concurrent changes of its shared state before giving up (the caller retries).
 MAX_STATE_CONFLICT_RETRIES = 20
 
@@ -124,13 +127,16 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
         model.features.learn_labels(plan.new_labels, terminals)  # type: ignore[union-attr]
     if new_txs:
         new_ts = np.asarray([parsed.tx_broker_ts_s[i] for i in plan.new_index], dtype=np.float64)
-        scored = score_transactions(model, new_txs, new_ts, customers, terminals, decided_at)  # type: ignore[arg-type]
+        scored = score_transactions(model, new_txs, new_ts, customers, terminals, decided_at,  # type: ignore[arg-type]
+                                    state.blocked_customers)
 
     touched_customers = {t.customer_id for t in new_txs}
     touched_terminals = {t.terminal_id for t in new_txs} | {lab.terminal_id for lab in plan.new_labels}
     changes = BatchChanges(customers={c: customers[c] for c in touched_customers},
                            terminals={t: terminals[t] for t in touched_terminals},
-                           label_offsets=dict(plan.applied))
+                           label_offsets=dict(plan.applied),
+                           settled_reviews=[(lab.transaction_id, lab.fraud) for lab in plan.new_labels
+                                            if lab.source != ANALYST_SOURCE])
     if scored is not None:
         changes.decisions = list(zip(scored.batch.transaction_id.tolist(), scored.encoded))
         review_rows = np.flatnonzero(scored.decision == Decision.REVIEW).tolist()
@@ -141,11 +147,13 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
 
 
 def score_transactions(model: ActiveModel, txs: list[Transaction], broker_ts_s: np.ndarray,
-                       customers: dict, terminals: dict, decided_at: float) -> ScoredBatch:  # type: ignore[type-arg]
-    """Features (incremental, updating the histories) and one vectorized cascade call for new transactions."""
+                       customers: dict, terminals: dict, decided_at: float,  # type: ignore[type-arg]
+                       blocked_customers: frozenset[int] = frozenset()) -> ScoredBatch:
+    """Features (incremental, updating the histories) and one vectorized cascade call for new transactions;
+    cards on the live block list are then blocked by rule (:mod:`~fraudstream.stream.core.block_list`)."""
     batch = TransactionBatch.from_transactions(txs)
     features = model.features.transform(batch, customers, terminals)
-    result = model.bundle.cascade.score(features, batch)
+    result = apply_block_list(model.bundle.cascade.score(features, batch), batch, blocked_customers)
     encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
     light, anomaly = np.asarray(result.light_score), np.asarray(result.anomaly_score)
     return ScoredBatch(batch, np.asarray(result.decision), np.asarray(result.stage), np.asarray(result.risk),

@@ -42,6 +42,7 @@ class BatchState:
     customers, terminals : histories found (absent ones are left out: the features start them empty).
     label_offsets : label partition -> applied offset (0 when none).
     snapshot : what the store needs to check, at commit, that the state is unchanged (implementation's own).
+    blocked_customers : the batch's customers on the live block list (confirmed fraud; the rules stage blocks them).
     """
 
     reads: BatchReads
@@ -50,6 +51,7 @@ class BatchState:
     terminals: dict[int, TerminalHistory]
     label_offsets: dict[int, int]
     snapshot: object = None
+    blocked_customers: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -60,6 +62,8 @@ class BatchChanges:
     label_offsets : label partition -> new applied offset, only partitions that advance (checked, then written).
     decisions : (transaction id, decision JSON) of the transactions decided by the batch.
     review_items : the REVIEW decisions among them (an item each in the review queue).
+    settled_reviews : (transaction id, fraud) of the batch's new chargeback labels; a pending review item among
+        them is resolved (source chargeback), so no analyst works a settled case.  Idempotent.
     """
 
     customers: dict[int, CustomerHistory] = field(default_factory=dict)
@@ -67,6 +71,7 @@ class BatchChanges:
     label_offsets: dict[int, int] = field(default_factory=dict)
     decisions: list[tuple[int, bytes]] = field(default_factory=list)
     review_items: list[DecisionRecord] = field(default_factory=list)
+    settled_reviews: list[tuple[int, bool]] = field(default_factory=list)
 
 
 class StateStore(Protocol):

@@ -28,6 +28,8 @@ class InMemoryStateStore:
         self.progress: dict[tuple[str, int], bytes] = {}
         self.review_items: dict[int, dict[str, str]] = {}
         self.review_pending: dict[int, float] = {}
+        #: customers on the live block list.
+        self.blocked: set[int] = set()
         #: commits refused because a checked entry changed (for tests).
         self.conflicts = 0
 
@@ -48,6 +50,7 @@ class InMemoryStateStore:
                        if t in self.terminals},
             label_offsets={p: self.offsets.get(p, 0) for p in reads.label_partitions},
             snapshot=snapshot,
+            blocked_customers=frozenset(c for c in reads.customer_ids if c in self.blocked),
         )
 
     def _current(self, key: _Key) -> bytes | int | None:
@@ -72,6 +75,11 @@ class InMemoryStateStore:
             self.terminals[tid] = terminal.to_bytes()
         self.offsets.update(changes.label_offsets)
         self.decisions.update(changes.decisions)
+        for transaction_id, fraud in changes.settled_reviews:
+            item = self.review_items.get(transaction_id)
+            if item is not None and transaction_id in self.review_pending:
+                item.update(status="resolved", verdict="fraud" if fraud else "legit", source="chargeback")
+                self.review_pending.pop(transaction_id)
         for record in changes.review_items:
             self.review_items[record.transaction_id] = review_item_fields(record)
             self.review_pending[record.transaction_id] = float(record.risk)

@@ -7,6 +7,7 @@ read (:mod:`~fraudstream.stream.state.compare_and_write`), so concurrent workers
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import cast
 
@@ -15,6 +16,7 @@ from redis.exceptions import RedisError
 
 from fraudstream.detectors.features.state import CustomerHistory, TerminalHistory
 from fraudstream.detectors.units import MS_PER_S
+from fraudstream.stream.state import review_scripts
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, StateStoreError
 from fraudstream.stream.state.compare_and_write import BatchCommit, BatchWrite
 from fraudstream.stream.state.keys import Keyspace
@@ -50,6 +52,7 @@ class RedisStateStore:
         self.state_ttl_s = int(state_ttl_s)
         self.decision_ttl_s = int(decision_ttl_s)
         self._commit = BatchCommit(redis)
+        self._settle = redis.register_script(review_scripts.CHARGEBACK)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, labels_topic: str, state_ttl_s: int,
@@ -72,12 +75,16 @@ class RedisStateStore:
         customer_keys = [k.customer(c) for c in reads.customer_ids]
         terminal_keys = [k.terminal(t) for t in reads.terminal_ids]
         offset_keys = [k.labels_applied(self.labels_topic, p) for p in reads.label_partitions]
+        block_keys = [k.block(c) for c in reads.customer_ids]
         keys = [k.decision(t) for t in reads.transaction_ids] + customer_keys + terminal_keys + offset_keys
+        keys += block_keys
         raws = cast(list[bytes | None], await self.redis.mget(keys)) if keys else []
         n_tx, n_cust, n_term = len(reads.transaction_ids), len(reads.customer_ids), len(reads.terminal_ids)
+        n_off = len(reads.label_partitions)
         customer_raws = raws[n_tx:n_tx + n_cust]
         terminal_raws = raws[n_tx + n_cust:n_tx + n_cust + n_term]
-        offset_raws = raws[n_tx + n_cust + n_term:]
+        offset_raws = raws[n_tx + n_cust + n_term:n_tx + n_cust + n_term + n_off]
+        block_raws = raws[n_tx + n_cust + n_term + n_off:]
         snapshot = dict(zip(customer_keys + terminal_keys + offset_keys, customer_raws + terminal_raws + offset_raws))
         return BatchState(
             reads=reads,
@@ -88,6 +95,7 @@ class RedisStateStore:
                        if raw is not None},
             label_offsets={p: decode_offset(raw) for p, raw in zip(reads.label_partitions, offset_raws)},
             snapshot=snapshot,
+            blocked_customers=frozenset(c for c, raw in zip(reads.customer_ids, block_raws) if raw is not None),
         )
 
     async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
@@ -115,7 +123,16 @@ class RedisStateStore:
         if members:
             write.zset_key = k.review_pending
             write.members.extend((score, member) for member, score in members.items())
+        if changes.settled_reviews:  # idempotent, so done before the write that may be refused and recomputed
+            await self.settle_reviews(changes.settled_reviews)
         return await self._commit(write)
+
+    async def settle_reviews(self, labels: Sequence[tuple[int, bool]]) -> int:
+        """Resolve the pending review items among these chargeback labels (transaction id, fraud); how many."""
+        args: list[str] = [self.keys.prefix, repr(time.time()), "", ""]
+        for transaction_id, fraud in labels:
+            args.extend((str(int(transaction_id)), "1" if fraud else "0"))
+        return int(await self._settle(args=args))
 
     # ---- around batches ----------------------------------------------------------------------------------------
     async def label_offsets(self, partitions: Sequence[int]) -> dict[int, int]:

@@ -108,8 +108,8 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
     settings = topics.settings(model_dir=str(model_dir), metrics_port=metrics_port, redis_url=redis_url)
     env = dict(os.environ)
     env.update(worker_env(settings))
-    env.update(REDIS_URL=redis_url, KAFKA_BOOTSTRAP_SERVERS=topics.bootstrap, FRAUDSTREAM_REDIS_PREFIX=prefix,
-               FRAUDSTREAM_LABELS_TOPIC=topics.labels, FRAUDSTREAM_REVIEW_PAGE_PORT=str(page_port),
+    env.update(REDIS_URL=redis_url, KAFKA_BOOTSTRAP_SERVERS=topics.bootstrap,
+               FRAUDSTREAM_REVIEW_PAGE_PORT=str(page_port),
                FRAUDSTREAM_REVIEW_INGEST_EVERY_S="0.2", FRAUDSTREAM_REVIEW_PUBLISH_EVERY_S="0.2")
     worker_log, page_log = tmp_path / "worker.log", tmp_path / "review.log"
     added = subprocess.run([sys.executable, "-m", "fraudstream.cli.main", "users", "add", "ann",
@@ -225,5 +225,7 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
 
 
 def worker_env(settings) -> dict[str, str]:
-    """The worker's environment for these settings."""
-    return {f"FRAUDSTREAM_{name.upper()}": str(value) for name, value in vars(settings).items()}
+    """The worker's environment for these settings (the review page reads the shared ones: prefix, topic)."""
+    from fraudstream.stream.settings import ENV_PREFIX
+
+    return {f"{ENV_PREFIX}{name.upper()}": str(getattr(settings, name)) for name in type(settings).model_fields}
