@@ -374,7 +374,11 @@ def run_demo(options: DemoOptions, settings: StreamSettings, stack: ExitStack) -
         say(f"prometheus: {prometheus.url} (alerts: {prometheus.url}/alerts)")
     say(f"metrics: {metrics_url}")
     if review is not None:
-        say(f"review page: http://127.0.0.1:{settings.review_page_port}/")
+        from fraudstream.cli.users import demo_login
+
+        name, password = demo_login(settings.redis_url, settings.redis_prefix)
+        say(f"review page: http://127.0.0.1:{settings.review_page_port}/ (log in as {name} / {password}; "
+            "the password is new on every run)")
 
     replayer = ReplayThread(frame, settings, options, replay_start,
                             lambda n, stop: wait_until_decided(metrics_url, n, stop, DRAIN_IDLE_TIMEOUT_S))

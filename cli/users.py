@@ -100,7 +100,7 @@ def demo_login(redis_url: str, redis_prefix: str) -> tuple[str, str]:
     """Create the demo analyst (or give it a new password): (name, generated password), to print once."""
     from fraudstream.review_queue.users import generate_password
 
-    settings = load_settings().model_copy(update={"redis_url": redis_url, "redis_prefix": redis_prefix})
+    settings = load_settings(redis_url=redis_url, redis_prefix=redis_prefix)
     password = generate_password()
 
     async def work(redis):

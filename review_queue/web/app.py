@@ -91,8 +91,10 @@ async def health(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    """Open to Prometheus unless ``metrics_token`` is set; then it needs that bearer token or a session."""
     svc = request.app.state.service
-    if not metrics_token_ok(request, svc.settings.metrics_token):
+    token = svc.settings.metrics_token
+    if token and not metrics_token_ok(request, token):
         return await protected()(_metrics_body)(request)
     return await _metrics_body(request)
 

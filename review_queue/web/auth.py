@@ -1,10 +1,11 @@
 """Who may call what: session cookie, roles, CSRF token, login and logout.
 
-Every route but ``/login``, ``/api/login`` and ``/health`` is wrapped in :func:`protected`: without a live
+Every route but ``/login``, ``/api/login``, ``/health`` and ``/metrics`` is wrapped in :func:`protected`: without a live
 session a page redirects to the login (303) and the API answers 401; an admin route answers 403 to analysts;
 a state-changing request (anything but GET/HEAD) must carry the session's CSRF token, as the form field
-``csrf_token`` or the header ``X-CSRF-Token`` (compared in constant time), or gets 403.  ``/metrics`` also takes
-``Authorization: Bearer <FRAUDSTREAM_REVIEW_METRICS_TOKEN>`` so that Prometheus can scrape it.
+``csrf_token`` or the header ``X-CSRF-Token`` (compared in constant time), or gets 403.  ``/metrics`` (aggregate
+counts for Prometheus) is open unless ``FRAUDSTREAM_REVIEW_METRICS_TOKEN`` is set; then it needs a session or
+``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations

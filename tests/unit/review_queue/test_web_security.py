@@ -10,7 +10,7 @@ from fraudstream.review_queue.web.app import routes
 from .conftest import T0, review_record
 from .webclient import PASSWORD, WebHarness
 
-PUBLIC = {"/login", "/api/login", "/health"}
+PUBLIC = {"/login", "/api/login", "/health", "/metrics"}
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_every_route_but_login_and_health_refuses_a_request_without_a_session(we
             continue
         for method in sorted(route.methods - {"HEAD"}):
             response = web.client.request(method, concrete(route.path))
-            if method == "GET" and not route.path.startswith("/api/") and route.path != "/metrics":
+            if method == "GET" and not route.path.startswith("/api/"):
                 assert response.status_code == 303 and response.headers["location"] == "/login", route.path
             else:
                 assert response.status_code == 401, (method, route.path, response.status_code)
@@ -167,3 +167,16 @@ def test_bad_api_input_gets_a_400_json_error(web):
     assert web.call(web.service.cases.case, 40).items == 1
     assert web.client.get("/api/cases/999").status_code == 404
     assert web.client.get("/case/abc").status_code == 404
+
+
+def test_metrics_are_open_to_prometheus_unless_a_token_is_set(redis_url):
+    with WebHarness(redis_url) as open_web:
+        assert "fraudstream_review_pending_cases" in open_web.client.get("/metrics").text
+    with WebHarness(redis_url, overrides={"metrics_token": "s3cret-token"}) as web:
+        web.add_user("ann")
+        assert web.client.get("/metrics").status_code == 401
+        assert web.client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        scraped = web.client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+        assert scraped.status_code == 200 and "fraudstream_review_overdue_cases" in scraped.text
+        web.login("ann")
+        assert web.client.get("/metrics").status_code == 200
