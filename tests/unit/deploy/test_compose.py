@@ -25,7 +25,7 @@ EXPECTED_SERVICES = {"kafka", "redis", "trainer", "worker", "review", "replay", 
 #: Services running the fraudstream image (its entrypoint is the `fraudstream` command).
 FRAUDSTREAM_DOCKERFILE = "deploy/Dockerfile"
 #: Sub-commands the compose file names that are not part of this release yet; each must really be missing.
-PENDING_COMMANDS = {"review"}
+PENDING_COMMANDS: set[str] = set()
 #: Environment variable names the fraudstream services may read (settings are listed by `--help`).
 SETTING_NAME = re.compile(r"\b(FRAUDSTREAM_[A-Z0-9_]+|KAFKA_BOOTSTRAP_SERVERS|REDIS_URL)\b")
 CONTAINER_PROMETHEUS_DIR = "/etc/prometheus"
