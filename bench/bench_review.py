@@ -62,7 +62,8 @@ async def seed(redis_url: str, prefix: str, items: int, per_card: int) -> tuple[
                 amount=float(rng.gamma(2.0, 40.0)), decision="REVIEW", stage="HEAVY", risk=risk,
                 light_score=risk, anomaly_score=float(rng.uniform()), heavy_score=risk,
                 reasons=(f"heavy_review:{risk:.3f}>=0.300", "LIGHT_SCORE:+2.100", "TERMINAL_ID_RISK_7DAY_WINDOW:+1.2"),
-                model_version="bench", event_timestamp=1_530_000_000.0 + i, decided_at=now - float(rng.uniform(0, 7200)),
+                model_version="bench", event_timestamp=1_530_000_000.0 + i,
+                decided_at=now - float(rng.uniform(0, 7200)),
                 latency_ms=5.0))
         state = await worker_store.read_batch(BatchReads([], [], [], []))
         await worker_store.commit(state, BatchChanges(review_items=records))  # the worker's own write

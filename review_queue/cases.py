@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
+from fraudstream.review_queue.settings import ReviewSettings
 from fraudstream.stream.state import review_scripts as scripts
 from fraudstream.stream.state.keys import SORTS, ReviewKeys
-from fraudstream.review_queue.settings import ReviewSettings
 
 VERDICTS = ("fraud", "legit")
 HANDOVER_MODES = ("release", "skip", "escalate", "reassign")
@@ -64,7 +65,7 @@ def priority_at(expected_loss: float, opened_at: float, now: float, age_doubling
 
 
 def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
 
 
 def _float(value: Any, default: float = 0.0) -> float:
@@ -104,7 +105,7 @@ class CaseSummary:
         return out
 
     @classmethod
-    def from_hash(cls, h: dict[str, str], now: float, age_doubling_s: float) -> "CaseSummary":
+    def from_hash(cls, h: dict[str, str], now: float, age_doubling_s: float) -> CaseSummary:
         opened = _float(h.get("opened_at"), now)
         el = _float(h.get("expected_loss"))
         try:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
-from fraudstream.stream.state.keys import ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
+from fraudstream.stream.state.keys import ReviewKeys
 
 AUDIT_FIELDS = ("id", "at", "actor", "action", "target", "before", "after", "note")
 #: Entries read per XRANGE call when exporting.
@@ -34,7 +35,7 @@ class AuditEntry:
     note: str
 
     @classmethod
-    def from_stream(cls, entry_id: str, f: dict[str, str]) -> "AuditEntry":
+    def from_stream(cls, entry_id: str, f: dict[str, str]) -> AuditEntry:
         return cls(entry_id, float(f.get("at", 0)), f.get("actor", ""), f.get("action", ""), f.get("target", ""),
                    f.get("before", ""), f.get("after", ""), f.get("note", ""))
 

@@ -7,8 +7,9 @@ datetime is the transaction's own time, UTC) and ``source`` (analyst / chargebac
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from fraudstream.detectors.schema import LabelEvent
 from fraudstream.review_queue.journal import label_from_stream
-from fraudstream.stream.state.keys import ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
+from fraudstream.stream.state.keys import ReviewKeys
 
 log = logging.getLogger(__name__)
 
@@ -73,5 +73,5 @@ class LabelPublisher:
                 log.exception("publishing verdict labels failed; retrying")
             try:
                 await asyncio.wait_for(stop.wait(), self.settings.publish_every_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

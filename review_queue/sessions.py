@@ -14,11 +14,12 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from fraudstream.stream.state.keys import ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
+from fraudstream.stream.state.keys import ReviewKeys
 
 TOKEN_BYTES = 32
 

@@ -13,7 +13,6 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from fraudstream.detectors.env_settings import EnvSettings
-
 from fraudstream.stream.state.review_scripts import DEFAULT_AGE_DOUBLING_S, DEFAULT_RETENTION_S, DEFAULT_SLA_S
 
 ENV_PREFIX = "FRAUDSTREAM_REVIEW_"
@@ -35,7 +34,7 @@ class ReviewSettings(EnvSettings):
     redis_prefix: str = Field("fs", description="prefix of every Redis key (as the worker's)",
                               validation_alias=_shared("redis_prefix", "FRAUDSTREAM_WORKER_REDIS_PREFIX"))
     kafka_bootstrap_servers: str = Field(
-        "", description="broker for verdict labels; empty = labels are only kept in Redis (also KAFKA_BOOTSTRAP_SERVERS)",
+        "", description="broker for verdict labels; empty = labels are only kept in Redis",
         validation_alias=_shared("kafka_bootstrap_servers", "FRAUDSTREAM_WORKER_KAFKA_BOOTSTRAP_SERVERS",
                                  "KAFKA_BOOTSTRAP_SERVERS"))
     labels_topic: str = Field("labels", description="topic verdict labels go to (as the worker's)",
@@ -45,9 +44,11 @@ class ReviewSettings(EnvSettings):
                            validation_alias=_shared("page_port", "FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT"))
     sla_s: int = Field(DEFAULT_SLA_S, gt=0, description="a case is overdue this long after its first item (s)")
     lease_s: int = Field(15 * 60, gt=0, description="how long a claimed case stays with its analyst (s)")
-    age_doubling_s: int = Field(DEFAULT_AGE_DOUBLING_S, gt=0, description="a case's priority doubles every this long (s)")
+    age_doubling_s: int = Field(DEFAULT_AGE_DOUBLING_S, gt=0,
+                                description="a case's priority doubles every this long (s)")
     skip_ttl_s: int = Field(HOUR_S, gt=0, description="a skipped case is not offered to that analyst again for (s)")
-    retention_s: int = Field(DEFAULT_RETENTION_S, gt=0, description="resolved items, cases, audit and label log kept for (s)")
+    retention_s: int = Field(DEFAULT_RETENTION_S, gt=0,
+                             description="resolved items, cases, audit and label log kept for (s)")
     block_ttl_s: int = Field(365 * DAY_S, gt=0, description="a block-list entry expires after (s)")
     session_idle_s: int = Field(30 * 60, gt=0, description="a session ends after this long without a request (s)")
     session_max_s: int = Field(12 * HOUR_S, gt=0, description="a session ends this long after login (s)")

@@ -10,14 +10,15 @@ import asyncio
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from fraudstream.stream.state.keys import ReviewKeys
 from fraudstream.review_queue.settings import ReviewSettings
+from fraudstream.stream.state.keys import ReviewKeys
 
 ROLES = ("analyst", "admin")
 #: Account names: letters, digits, dot, dash, underscore; 1 to 64 characters.

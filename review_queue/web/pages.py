@@ -8,14 +8,27 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from fraudstream.review_queue.cases import ReviewError
 from fraudstream.review_queue.casefile import load_case_file
+from fraudstream.review_queue.cases import ReviewError
 from fraudstream.review_queue.users import UserError, generate_password
 from fraudstream.review_queue.web.auth import (
-    SESSION_COOKIE, client_address, clear_session_cookie, error_response, protected, set_session_cookie,
+    SESSION_COOKIE,
+    clear_session_cookie,
+    client_address,
+    error_response,
+    protected,
+    set_session_cookie,
 )
 from fraudstream.review_queue.web.forms import (
-    BadInput, LoginInput, NoteInput, QueueInput, ReassignInput, RoleInput, UserAddInput, VerdictInput, form_fields,
+    BadInput,
+    LoginInput,
+    NoteInput,
+    QueueInput,
+    ReassignInput,
+    RoleInput,
+    UserAddInput,
+    VerdictInput,
+    form_fields,
 )
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from fraudstream.review_queue.cases import CaseStore
 from fraudstream.review_queue.journal import Journal
@@ -48,7 +49,7 @@ class ReviewService:
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
-    async def connect(cls, settings: ReviewSettings, clock: Callable[[], float] = time.time) -> "ReviewService":
+    async def connect(cls, settings: ReviewSettings, clock: Callable[[], float] = time.time) -> ReviewService:
         import redis.asyncio as aioredis
 
         if not settings.redis_url:
@@ -88,7 +89,7 @@ class ReviewService:
                 log.exception("review service: %s failed; retrying in %.1f s", what, period_s)
             try:
                 await asyncio.wait_for(self._stop.wait(), period_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def close(self) -> None:
@@ -96,7 +97,7 @@ class ReviewService:
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 5.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         if self.publisher is not None:
             try:

@@ -25,7 +25,8 @@ local function setting(given, name, default)
   if stored then return tonumber(stored) end
   return default
 end
-""" + f"""local DEFAULTS = {{sla_s = {DEFAULT_SLA_S}, age_doubling_s = {DEFAULT_AGE_DOUBLING_S}, retention_s = {DEFAULT_RETENTION_S}}}
+""" + f"""local DEFAULTS = {{sla_s = {DEFAULT_SLA_S}, age_doubling_s = {DEFAULT_AGE_DOUBLING_S},
+                  retention_s = {DEFAULT_RETENTION_S}}}
 """ + r"""
 local function fmt(x) return string.format('%.17g', x) end
 local function case_key(cid) return B .. ':case:' .. cid end
@@ -247,7 +248,9 @@ if mode == 'reassign' then
 elseif owner ~= actor and not (admin and mode == 'release') then
   return 'not_holder'
 end
-if owner ~= '' and redis.call('GET', B .. ':holder:' .. owner) == cid then redis.call('DEL', B .. ':holder:' .. owner) end
+if owner ~= '' and redis.call('GET', B .. ':holder:' .. owner) == cid then
+  redis.call('DEL', B .. ':holder:' .. owner)
+end
 redis.call('ZREM', B .. ':leases', cid)
 if mode == 'reassign' then
   local until_ = NOW + lease

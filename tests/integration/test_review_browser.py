@@ -96,8 +96,8 @@ def produce(bootstrap: str, topic: str, events: list[dict]) -> None:
 
 def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_card(
         unique_topics, redis_url, model_dir, read_topic, tmp_path):
-    from playwright.sync_api import sync_playwright
     import redis
+    from playwright.sync_api import sync_playwright
 
     from fraudstream.detectors.features.online import TerminalHistory
     from fraudstream.stream.embedded import free_port

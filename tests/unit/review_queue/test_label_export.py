@@ -23,7 +23,8 @@ def labelled(harness):
 
 
 def env(h):
-    return {"REDIS_URL": h.url, "FRAUDSTREAM_WORKER_REDIS_PREFIX": h.prefix, "FRAUDSTREAM_REVIEW_PASSWORD_TIME_COST": "1",
+    return {"REDIS_URL": h.url, "FRAUDSTREAM_WORKER_REDIS_PREFIX": h.prefix,
+            "FRAUDSTREAM_REVIEW_PASSWORD_TIME_COST": "1",
             "FRAUDSTREAM_REVIEW_PASSWORD_MEMORY_KIB": "8192"}
 
 

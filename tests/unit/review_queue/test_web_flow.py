@@ -3,10 +3,10 @@ users, block list, metrics."""
 
 from __future__ import annotations
 
+import pytest
+
 from .conftest import review_record
 from .webclient import PASSWORD, WebHarness
-
-import pytest
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ class WebHarness:
     prefix: str = field(default_factory=lambda: f"w{uuid.uuid4().hex[:10]}")
     clock: Clock = field(default_factory=Clock)
 
-    def __enter__(self) -> "WebHarness":
+    def __enter__(self) -> WebHarness:
         from starlette.testclient import TestClient
 
         # cheap password hashing: the tests log in dozens of times (production keeps the strong default)

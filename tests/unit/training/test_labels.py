@@ -33,7 +33,8 @@ def test_the_last_known_label_wins_a_chargeback_wins_ties_and_future_labels_do_n
     ])
     merged, summary = merge_labels(data_frame(), read_labels(path), pd.Timestamp("2018-04-20"))
     assert merged["TX_FRAUD"].tolist() == [0, 0, 1, 0]
-    assert (summary.read, summary.applied, summary.changed, summary.not_yet_known, summary.not_in_data) == (4, 2, 0, 1, 1)
+    counts = (summary.read, summary.applied, summary.changed, summary.not_yet_known, summary.not_in_data)
+    assert counts == (4, 2, 0, 1, 1)
     merged, summary = merge_labels(data_frame(), read_labels(path), pd.Timestamp("2018-04-05"))
     assert merged["TX_FRAUD"].tolist() == [1, 0, 1, 0] and summary.changed == 1
     merged, _ = merge_labels(data_frame(), read_labels(path), None)
