@@ -61,7 +61,7 @@ def priority_key(expected_loss: float, opened_at: float, age_doubling_s: float) 
 def priority_at(expected_loss: float, opened_at: float, now: float, age_doubling_s: float) -> float:
     """The case's priority at ``now``: expected loss doubled every ``age_doubling_s`` of age."""
     exponent = min((now - opened_at) / age_doubling_s, 40.0)
-    return min(max(expected_loss, 0.0) * 2.0 ** exponent, MAX_PRIORITY)
+    return float(min(max(expected_loss, 0.0) * 2.0 ** exponent, MAX_PRIORITY))
 
 
 def day_of(ts: float) -> str:

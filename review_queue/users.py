@@ -147,7 +147,7 @@ class UserStore:
             # verified against for unknown names, so a login takes as long whether the name exists or not
             self._dummy_hash = await self._hash(generate_password())
         try:
-            await asyncio.to_thread(self.hasher.verify, stored or self._dummy_hash, password[:MAX_PASSWORD_LENGTH])
+            await asyncio.to_thread(self.hasher.verify, str(stored or self._dummy_hash), password[:MAX_PASSWORD_LENGTH])
         except (VerificationError, InvalidHashError):
             return None
         if stored is None:

@@ -39,7 +39,9 @@ def error_response(request: Request, status: int, message: str) -> Response:
     session = getattr(request.state, "session", None)
     context = {"status": status, "error_text": message, "user": getattr(request.state, "user", None),
                "csrf_token": session.csrf if session is not None else "", "now": time.time(), "message": ""}
-    return request.app.state.templates.TemplateResponse(request, "error.html", context, status_code=status)
+    response: Response = request.app.state.templates.TemplateResponse(request, "error.html", context,
+                                                                      status_code=status)
+    return response
 
 
 def set_session_cookie(response: Response, token: str, settings: Any) -> None:

@@ -37,7 +37,8 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
     session = getattr(request.state, "session", None)
     context.update(user=user, csrf_token=session.csrf if session is not None else "", now=time.time(),
                    message=request.query_params.get("msg", "")[:200])
-    return request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
+    response: Response = request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
+    return response
 
 
 def service(request: Request) -> Any:
@@ -74,7 +75,8 @@ async def attempt_login(svc: Any, name: str, password: str, addr: str) -> str | 
         await svc.guard.failed(name, addr)  # the limit-th failure locks the next attempts out
         return 401, "wrong user name or password"
     await svc.guard.succeeded(name)
-    return await svc.sessions.create(user.name)
+    token: str = await svc.sessions.create(user.name)
+    return token
 
 
 @protected()

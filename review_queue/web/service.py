@@ -46,7 +46,7 @@ class ReviewService:
         self.guard = LoginGuard(r, s)
         self.publisher = LabelPublisher(r, self.producer, s) if self.producer is not None else None
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
 
     @classmethod
     async def connect(cls, settings: ReviewSettings, clock: Callable[[], float] = time.time) -> ReviewService:
