@@ -10,7 +10,7 @@ import pandas as pd
 
 from fraudstream.detectors.schema import TX_FRAUD, TX_FRAUD_SCENARIO, TX_TIME_DAYS
 from fraudstream.training.datasets import DataFileError, file_format, write_transactions
-from fraudstream.training.simulator import SimulationConfig, simulate
+from fraudstream.training.simulator import NOVEL_SCENARIOS, SimulationConfig, simulate
 
 DEFAULT_OUT = "data/transactions.csv.gz"
 _DEFAULTS = {f.name: f.default for f in fields(SimulationConfig)}
@@ -117,7 +117,7 @@ def summarize(frame: pd.DataFrame) -> dict[str, float]:
 @click.option("--novel-customers-per-day", type=click.IntRange(min=0),
               default=_DEFAULTS["novel_customers_per_day"], show_default=True,
               help="Scenario 4: cards compromised each day.")
-@click.option("--novel-families", "novel_families", default=",".join(map(str, _DEFAULTS["novel_families"])),
+@click.option("--novel-families", "novel_families", default=",".join(str(s) for s in NOVEL_SCENARIOS),
               show_default=True, help="Novel scenarios turned on by --novel-start (4 card testing, 5 distant "
                                       "cash-out, 6 merchant breach, 7 slow drain).")
 @_family_options
