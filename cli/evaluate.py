@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
@@ -18,29 +17,32 @@ import click
 @click.option("--review-capacity", type=click.IntRange(min=1), default=None,
               help="cards analysts review per day (cards/day) [FRAUDSTREAM_EVAL_REVIEW_CAPACITY, 100]")
 @click.option("--seed", type=int, default=None, help="random seed of training [FRAUDSTREAM_EVAL_SEED, 0]")
+@click.option("--protocol", type=click.Choice(["handbook", "all-cards"]), default=None,
+              help="test set: handbook = cards known to be compromised by a test day are left out of it; all-cards "
+                   "= every transaction [FRAUDSTREAM_EVAL_PROTOCOL, handbook]")
+@click.option("--training", type=click.Choice(["week", "all-history"]), default=None,
+              help="fit each fold on its training week (the handbook) or on all history whose labels are known "
+                   "when the test week starts [FRAUDSTREAM_EVAL_TRAINING, week]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the full report (every fold) as JSON to this file")
 def command(data: Path, folds: int | None, anchor: str | None, review_capacity: int | None, seed: int | None,
-            json_path: Path | None) -> None:
+            protocol: str | None, training: str | None, json_path: Path | None) -> None:
     """Evaluate on DATA (CSV / Parquet in handbook columns, with TX_FRAUD): AUC, AP, CP@100 and cascade figures.
     Settings also from FRAUDSTREAM_EVAL_* variables; the models' training settings from FRAUDSTREAM_TRAIN_*."""
     from fraudstream.training.datasets import DataFileError, read_transactions
     from fraudstream.training.evaluate import EvaluationSettings, ProtocolError, evaluate
+    from fraudstream.training.progress import ConsoleProgress
     from fraudstream.training.report import format_report
     from fraudstream.training.train import TrainSettings
 
     try:
         settings = EvaluationSettings.from_env(folds=folds, anchor=anchor, review_capacity=review_capacity,
-                                               seed=seed)
+                                               seed=seed, protocol=protocol, training=training)
         train_settings = TrainSettings.from_env(review_capacity=settings.review_capacity, seed=settings.seed)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    started = time.monotonic()
-
-    def progress(message: str) -> None:
-        click.echo(f"[{time.monotonic() - started:7.1f} s] {message}", err=True)
-
-    progress(f"reading {data}")
+    progress = ConsoleProgress()
+    progress.phase(f"reading {data}")
     try:
         frame = read_transactions(data, require_labels=True)
     except DataFileError as exc:
@@ -52,5 +54,5 @@ def command(data: Path, folds: int | None, anchor: str | None, review_capacity: 
     click.echo(format_report(report))
     if json_path is not None:
         json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        progress(f"wrote {json_path}")
-    progress("done")
+        progress.phase(f"wrote {json_path}")
+    progress.phase("done")

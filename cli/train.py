@@ -76,6 +76,7 @@ def command(data: Path, start: str | None, to: str | None, until: str | None, ou
     from fraudstream.detectors.features.batch import FeatureInputError
     from fraudstream.detectors.rules import RulesConfigError
     from fraudstream.training.datasets import DataFileError, read_transactions
+    from fraudstream.training.progress import ConsoleProgress
     from fraudstream.training.splits import SplitError
     from fraudstream.training.train import TrainingDataError, TrainSettings, train_from_frame
 
@@ -85,11 +86,13 @@ def command(data: Path, start: str | None, to: str | None, until: str | None, ou
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     started = time.monotonic()
+    progress = ConsoleProgress()
+    progress.phase(f"reading {data}")
     try:
         frame = read_transactions(data, require_labels=True)
     except DataFileError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"read {len(frame)} rows from {data} in {time.monotonic() - started:.1f} s", err=True)
+    progress.phase(f"read {len(frame)} rows")
     if labels_path is not None:
         from fraudstream.training.labels import merge_labels, read_labels
 
@@ -99,7 +102,7 @@ def command(data: Path, start: str | None, to: str | None, until: str | None, ou
             raise click.ClickException(str(exc)) from None
         click.echo(merged.describe(), err=True)
     try:
-        result = train_from_frame(frame, settings, start=start, end=end)
+        result = train_from_frame(frame, settings, start=start, end=end, progress=progress)
     except (SplitError, TrainingDataError, FeatureInputError, RulesConfigError) as exc:
         raise click.ClickException(f"{data}: {exc}") from None
     directory = save_bundle(result.cascade, out, result.manifest_extras)

@@ -4,7 +4,11 @@ Each fold has four consecutive periods (days, half-open ``[start, end)``)::
 
     validation (7 d) | training (7 d) | delay (7 d) | test (7 d)
 
-The models are fit on the training week.  Labels of a transaction are known ``delay`` days after it, so the
+The models are fit on the training week (``training="week"``, the handbook's set-up) or on all the history whose
+labels are known when the test week starts (``training="all-history"``: every day before the delay week, split
+into training, gap and validation as ``fraudstream train`` splits it).  The test set follows ``protocol``: the
+handbook's (``handbook``, the default: cards known to be compromised by a test day are left out of it, see
+:func:`fraudstream.training.splits.known_compromised_test_rows`) or every transaction (``all-cards``).  Labels of a transaction are known ``delay`` days after it, so the
 training labels are all known when the test week starts, and the delay week is never used.  The cascade's
 thresholds are calibrated on the validation week, the week before the training week, whose labels are known
 even earlier.  Fold ``i`` is fold 0 shifted back by ``i`` weeks.  Features are computed once on the whole file in
@@ -48,7 +52,16 @@ from fraudstream.training.metrics import (
     distinct_cards_per_day,
     roc_auc,
 )
+from fraudstream.training.progress import SILENT, Progress, as_progress
 from fraudstream.training.report import MODELS, NOVEL_SCENARIO, EvaluationReport, FoldResult, NovelAttackResult
+from fraudstream.training.splits import (
+    PROTOCOL_HANDBOOK,
+    PROTOCOLS,
+    SplitError,
+    known_compromised_test_rows,
+    make_split,
+    split_frame,
+)
 
 if TYPE_CHECKING:
     from fraudstream.detectors.cascade.cascade import Cascade
@@ -56,8 +69,10 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "FRAUDSTREAM_EVAL_"
 DAY = pd.Timedelta(days=1)
-
-Progress = Callable[[str], None]
+#: What the models of a fold are trained on (see the module docstring).
+TRAINING_WEEK = "week"
+TRAINING_ALL_HISTORY = "all-history"
+TRAININGS = (TRAINING_WEEK, TRAINING_ALL_HISTORY)
 
 
 class ProtocolError(ValueError):
@@ -77,6 +92,9 @@ class EvaluationSettings(EnvSettings):
     top_k : cards checked per day in card precision@k.
     review_capacity : cards the analysts review per day (cards/day), passed to the threshold calibration.
     seed : random seed of model training.
+    protocol : ``handbook`` (known-compromised cards removed day by day) or ``all-cards``.
+    training : ``week`` (the fold's training week, calibrated on the week before) or ``all-history`` (every day
+        before the delay week, split like ``fraudstream train``).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
@@ -93,6 +111,23 @@ class EvaluationSettings(EnvSettings):
     review_capacity: int = Field(int(CalibrationTargets.review_capacity), ge=1,
                                  description="cards the analysts review per day (cards/day)")
     seed: int = Field(0, description="random seed of model training")
+    protocol: str = Field(PROTOCOL_HANDBOOK, description="test set: handbook (known-compromised cards left out "
+                          "day by day) or all-cards")
+    training: str = Field(TRAINING_WEEK, description="what each fold fits on: week or all-history")
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {value!r}")
+        return value
+
+    @field_validator("training")
+    @classmethod
+    def _known_training(cls, value: str) -> str:
+        if value not in TRAININGS:
+            raise ValueError(f"training must be one of {', '.join(TRAININGS)}, got {value!r}")
+        return value
 
     @field_validator("anchor")
     @classmethod
@@ -232,10 +267,40 @@ def _train_settings(settings: EvaluationSettings) -> TrainSettings:
     return TrainSettings(review_capacity=settings.review_capacity, seed=settings.seed)
 
 
-def _fit(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: TrainSettings) -> Cascade:
+def training_periods(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings,
+                     train_settings: TrainSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training and validation rows of a fold for ``settings.training`` (see the module docstring)."""
+    if settings.training == TRAINING_WEEK:
+        return _period(data, fold.train), _period(data, fold.valid)
+    try:
+        split = make_split(data[TX_DATETIME].min().normalize(), fold.delay_start, train_settings.valid_days,
+                           train_settings.effective_gap_days())
+    except SplitError as exc:
+        raise ProtocolError(f"fold {fold.index}, all-history training: {exc}") from None
+    return split_frame(data, split)
+
+
+def _fit(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: TrainSettings,
+         progress: Progress = SILENT) -> Cascade:
     from fraudstream.training.train import fit_cascade
 
-    return fit_cascade(_period(data, fold.train), _period(data, fold.valid), train_settings)
+    train, valid = training_periods(data, fold, settings, train_settings)
+    progress.phase(f"fold {fold.index}: fitting on {len(train):,} rows ({train[TX_DATETIME].min().date()}.."
+                   f"{train[TX_DATETIME].max().date()}), thresholds on {len(valid):,}")
+    return fit_cascade(train, valid, train_settings, progress=progress)
+
+
+def test_set(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings) -> pd.DataFrame:
+    """The fold's scored rows: the test week, without the known-compromised cards under the handbook protocol."""
+    test = _period(data, fold.test)
+    if settings.protocol != PROTOCOL_HANDBOOK:
+        return test
+    lookback = _period(data, (fold.train_start, fold.test_end))
+    keep = known_compromised_test_rows(
+        _days(lookback), lookback[CUSTOMER_ID].to_numpy(), lookback[TX_FRAUD].to_numpy(),
+        int(fold.train_start.to_datetime64().astype("datetime64[D]").astype(np.int64)),
+        settings.train_days, settings.delay_days, (fold.test_end - fold.test_start) // DAY)
+    return lookback.loc[keep]
 
 
 def model_scores(cascade: Cascade, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -249,11 +314,11 @@ def model_scores(cascade: Cascade, X: np.ndarray) -> dict[str, np.ndarray]:
     return {"light": light_raw, "heavy": cascade.heavy.raw_score(heavy_X)}
 
 
-def evaluate_fold(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: TrainSettings
-                  ) -> FoldResult:
-    """Fit on the fold's training week (thresholds on its validation week) and score its test week."""
-    cascade = _fit(data, fold, settings, train_settings)
-    test = _period(data, fold.test)
+def evaluate_fold(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: TrainSettings,
+                  progress: Progress = SILENT) -> FoldResult:
+    """Fit on the fold's training data (see ``settings.training``) and score its test set."""
+    cascade = _fit(data, fold, settings, train_settings, progress)
+    test = test_set(data, fold, settings)
     X = test[cascade.feature_names].to_numpy(dtype=np.float64)
     result = cascade.score(X, TransactionBatch.from_frame(test))
     scores = model_scores(cascade, X)
@@ -272,9 +337,12 @@ def _choices(cascade: Any) -> dict[str, Any]:
 
 
 def evaluate_novel_attack(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, settings: EvaluationSettings,
-                          train_settings: TrainSettings) -> NovelAttackResult:
-    """Train before the novel attack, test from its first day, with and without the anomaly detector."""
-    cascade = _fit(data, fold, settings, train_settings)
+                          train_settings: TrainSettings, progress: Progress = SILENT) -> NovelAttackResult:
+    """Train before the novel attack, test from its first day, with and without the anomaly detector.
+
+    Every transaction from that day on is scored (the attacked cards are new: none is known yet).
+    """
+    cascade = _fit(data, fold, settings, train_settings, progress)
     test = _period(data, fold.test)
     X, batch = test[cascade.feature_names].to_numpy(dtype=np.float64), TransactionBatch.from_frame(test)
     novel = test[TX_FRAUD_SCENARIO].to_numpy() == NOVEL_SCENARIO
@@ -296,7 +364,8 @@ def _check_columns(frame: pd.DataFrame) -> None:
         raise ProtocolError(f"{TX_DATETIME}: expected datetimes, got {frame[TX_DATETIME].dtype}")
 
 
-def evaluate(frame: pd.DataFrame, settings: EvaluationSettings, progress: Progress | None = None,
+def evaluate(frame: pd.DataFrame, settings: EvaluationSettings,
+             progress: Progress | Callable[[str], None] | None = None,
              train_settings: TrainSettings | None = None) -> EvaluationReport:
     """Run the whole protocol on one labelled frame in handbook columns.
 
@@ -306,7 +375,8 @@ def evaluate(frame: pd.DataFrame, settings: EvaluationSettings, progress: Progre
     """
     from fraudstream.detectors.features.batch import compute_features
 
-    say = progress or (lambda _msg: None)
+    progress = as_progress(progress)
+    say = progress.phase
     _check_columns(frame)
     first_day = frame[TX_DATETIME].min().normalize()
     last_day = frame[TX_DATETIME].max().normalize()
@@ -323,15 +393,20 @@ def evaluate(frame: pd.DataFrame, settings: EvaluationSettings, progress: Progre
     data = pd.concat([frame.drop(columns=[c for c in feature_names if c in frame.columns]), features], axis=1)
 
     results = []
-    for fold in folds:
-        say(f"fold {fold.index}: " + ", ".join(f"{k} {v}" for k, v in fold.describe().items()))
-        results.append(evaluate_fold(data, fold, settings, train_settings))
-        m = results[-1].metrics["cascade"]
-        say(f"fold {fold.index}: cascade AUC {m['auc_roc']:.3f} AP {m['average_precision']:.3f} "
-            f"CP@{settings.top_k} {m['card_precision_at_k']:.3f}")
-    report = EvaluationReport(settings, results, feature_names=feature_names)
-    if novel_first_seen is not None:
-        say(f"novel attack first seen {novel_first_seen}: " + ", ".join(
-            f"{k} {v}" for k, v in novel_fold.describe().items()))
-        report.novel = evaluate_novel_attack(data, novel_fold, novel_first_seen, settings, train_settings)
+    with progress.steps(len(folds) + (novel_first_seen is not None), "evaluate", unit="fold") as advance:
+        for fold in folds:
+            say(f"fold {fold.index}: " + ", ".join(f"{k} {v}" for k, v in fold.describe().items()))
+            results.append(evaluate_fold(data, fold, settings, train_settings, progress))
+            m = results[-1].metrics["cascade"]
+            say(f"fold {fold.index}: {results[-1].n_test:,} test rows ({settings.protocol}); cascade AUC "
+                f"{m['auc_roc']:.3f} AP {m['average_precision']:.3f} CP@{settings.top_k} "
+                f"{m['card_precision_at_k']:.3f}")
+            advance(1)
+        report = EvaluationReport(settings, results, feature_names=feature_names)
+        if novel_first_seen is not None:
+            say(f"novel attack first seen {novel_first_seen}: " + ", ".join(
+                f"{k} {v}" for k, v in novel_fold.describe().items()))
+            report.novel = evaluate_novel_attack(data, novel_fold, novel_first_seen, settings, train_settings,
+                                                 progress)
+            advance(1)
     return report

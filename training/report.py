@@ -24,6 +24,18 @@ NOVEL_SCENARIO = 4
 #: The handbook's published test-set figures of its XGBoost baseline (quoted, not recomputed).
 PUBLISHED_XGBOOST: dict[str, float] = {"auc_roc": 0.869, "average_precision": 0.687, "card_precision_at_k": 0.303}
 
+#: What each protocol's test set holds and what each training set-up fits on (for the report and its JSON).
+PROTOCOL_TEXT: dict[str, str] = {
+    "handbook": "the handbook's: each test day without the cards known to be compromised by then (a fraud in "
+                "the training week, or on a delay day whose labels are known)",
+    "all-cards": "every transaction of the test week",
+}
+TRAINING_TEXT: dict[str, str] = {
+    "week": "the fold's training week; thresholds on the week before it",
+    "all-history": "all days before the fold's delay week (labels known when the test week starts), split into "
+                   "training, gap and validation as `fraudstream train` splits",
+}
+
 METRICS: tuple[str, ...] = ("auc_roc", "average_precision", "card_precision_at_k")
 MODELS: tuple[str, ...] = ("light", "heavy", "cascade")
 MODEL_LABELS: dict[str, str] = {
@@ -82,7 +94,8 @@ class EvaluationReport:
         summary = self.summary()
         data: dict[str, Any] = {
             "settings": self.settings.model_dump(),
-            "protocol": {"validation": "week before each training week (labels known before the test week)"},
+            "protocol": {"test_set": PROTOCOL_TEXT[self.settings.protocol],
+                         "training": TRAINING_TEXT[self.settings.training]},
             "published_xgboost": PUBLISHED_XGBOOST,
             "summary": {k: {m: {"mean": _num(a), "std": _num(b)} for m, (a, b) in v.items()}
                         for k, v in summary.items()},
@@ -146,6 +159,8 @@ def format_report(report: EvaluationReport) -> str:
         f"fraudstream evaluation: {len(report.folds)} prequential folds, train {s.train_days} d, "
         f"delay {s.delay_days} d, test {s.test_days} d (mean +- std over folds)",
         f"test weeks: {test_weeks}",
+        f"test set (--protocol {s.protocol}): {PROTOCOL_TEXT[s.protocol]}",
+        f"trained on (--training {s.training}): {TRAINING_TEXT[s.training]}",
         "",
     ]
     rows = [["model", "AUC ROC", "AP", f"CP@{k}"]]
@@ -187,8 +202,8 @@ def format_report(report: EvaluationReport) -> str:
         "[1] published figures of the handbook's XGBoost baseline on its own test folds; quoted, not recomputed. "
         "Light and heavy models rank by their uncalibrated probability (the heavy one on every row), the cascade "
         "by its risk.",
-        f"[2] thresholds calibrated on the validation week, the week before each training week (its labels are "
-        f"known {s.delay_days} d after each transaction, before the test week starts); review capacity "
+        f"[2] on the test set above; thresholds calibrated on the validation period (its labels are known "
+        f"{s.delay_days} d after each transaction, before the test week starts); review capacity "
         f"{s.review_capacity} cards/day.",
     ]
     if n is not None:

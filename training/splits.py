@@ -7,12 +7,16 @@ Layout on the time axis (whole UTC days, half-open intervals)::
 A training transaction's label is known ``label_delay`` after it; with ``gap_days >= label_delay_days`` every
 training label is known by ``valid_start``, so a model trained on the training period could really have been
 trained by then, and no validation transaction (nor its label) is seen in training.
+
+The evaluation's test set of a fold follows the handbook (:func:`known_compromised_test_rows`): cards already
+known to be compromised when a test day starts are left out of that day, since they are the easy ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from fraudstream.detectors.schema import TX_DATETIME
@@ -78,3 +82,45 @@ def split_frame(frame: pd.DataFrame, split: TimeSplit) -> tuple[pd.DataFrame, pd
     train = frame[(ts >= split.train_start) & (ts < split.train_end)]
     valid = frame[(ts >= split.valid_start) & (ts < split.valid_end)]
     return train, valid
+
+
+# ---- the handbook's test set ---------------------------------------------------------------------------------
+
+#: Evaluation protocols: ``handbook`` removes the known-compromised cards day by day (the handbook's
+#: ``get_train_delay_test_set``); ``all-cards`` scores every transaction of the test days.
+PROTOCOL_HANDBOOK = "handbook"
+PROTOCOL_ALL_CARDS = "all-cards"
+PROTOCOLS = (PROTOCOL_HANDBOOK, PROTOCOL_ALL_CARDS)
+
+
+def known_compromised_test_rows(day: np.ndarray, card: np.ndarray, fraud: np.ndarray, train_first_day: int,
+                                train_days: int, delay_days: int, test_days: int) -> np.ndarray:
+    """Which rows form the handbook's test set of one fold (a boolean mask over the given rows).
+
+    The known-compromised set starts as every card with a fraud in the training days
+    ``[s, s + train_days)``.  For test day ``k`` (day ``s + train_days + delay_days + k``) the cards with a fraud on
+    delay day ``s + train_days + k - 1`` join the set (their labels are known by then), and only that test day's
+    transactions of cards outside the set are kept.  Rows outside the test days are never kept.
+
+    Parameters
+    ----------
+    day : integer day of each transaction (e.g. days since the epoch).
+    card : card (customer id) of each transaction.
+    fraud : 0/1 label of each transaction.
+    train_first_day : day number ``s`` of the first training day.
+    train_days, delay_days, test_days : period lengths (days).
+    """
+    day, card = np.asarray(day, dtype=np.int64), np.asarray(card)
+    fraud = np.asarray(fraud).astype(bool)
+    if not day.shape == card.shape == fraud.shape:
+        raise ValueError(f"day, card and fraud differ in shape: {day.shape}, {card.shape}, {fraud.shape}")
+    s = int(train_first_day)
+    in_train = (day >= s) & (day < s + train_days)
+    known = set(np.unique(card[in_train & fraud]).tolist())
+    keep = np.zeros(day.shape[0], dtype=bool)
+    for k in range(test_days):
+        delay_day = s + train_days + k - 1
+        known.update(np.unique(card[(day == delay_day) & fraud]).tolist())
+        today = day == s + train_days + delay_days + k
+        keep |= today & ~np.isin(card, np.fromiter(known, dtype=card.dtype, count=len(known)))
+    return keep

@@ -38,6 +38,7 @@ from fraudstream.detectors.models.heavy import HeavyModel, heavy_inputs
 from fraudstream.detectors.models.light import CALIBRATION_CHOICES, IMBALANCE_CHOICES, LightModel, ProbabilityCalibrator
 from fraudstream.detectors.rules import DEFAULT_RULES_PATH, RuleConfig, RuleSet
 from fraudstream.detectors.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
+from fraudstream.training.progress import SILENT, Progress
 from fraudstream.training.splits import TimeSplit, make_split, split_frame
 
 ENV_PREFIX = "FRAUDSTREAM_TRAIN_"
@@ -206,12 +207,14 @@ def _out_of_fold_light(X: np.ndarray, y: np.ndarray, model: LightModel, folds: i
     return out
 
 
-def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSettings | None = None) -> Cascade:
+def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSettings | None = None,
+                progress: Progress = SILENT) -> Cascade:
     """Fit every stage on ``train`` and calibrate on ``valid``.
 
     Both frames hold handbook columns (at least ``TX_DATETIME``, ``CUSTOMER_ID``, ``TX_FRAUD``) and the feature
     columns of ``settings.feature_config``; training rows should be in time order (stacking folds are by
     position).  Returns a cascade whose ``metrics`` hold the validation figures and the choices made.
+    ``progress`` hears of each fitting phase.
     """
     settings = settings or TrainSettings()
     names = settings.feature_config.feature_names()
@@ -227,6 +230,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     imbalance_table: dict[str, float] = {}
     fitted: dict[str, LightModel] = {}
     for choice in choices:
+        progress.phase(f"light model ({choice}) on {len(y_tr):,} rows")
         fitted[choice] = _light(settings, choice).fit(X_tr, y_tr, names)
         imbalance_table[choice] = _safe_ap(y_va, fitted[choice].raw_score(X_va))
     imbalance = max(choices, key=lambda c: imbalance_table[c] if np.isfinite(imbalance_table[c]) else -1.0)
@@ -246,6 +250,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
 
     # 3. anomaly detector, fitted on legitimate training rows
     t1 = time.perf_counter()
+    progress.phase(f"anomaly detector: {', '.join(settings.anomaly_methods)}")
     anomaly, anomaly_table = select_anomaly_model(
         X_tr, y_tr, X_va, y_va, tuple(settings.anomaly_methods), settings.anomaly_max_rows, settings.seed,
         settings.n_jobs, columns=anomaly_columns(settings.feature_config.feature_names()),
@@ -257,6 +262,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
 
     # 4. heavy model on features + out-of-fold light score + anomaly score
     t2 = time.perf_counter()
+    progress.phase(f"heavy model: {settings.stacking_folds} stacking folds, then {settings.heavy_trees} trees")
     oof_raw = _out_of_fold_light(X_tr, y_tr, light, settings.stacking_folds)
     if light.calibrator_ is None:
         raise RuntimeError("the light model has no calibrator after fitting")
@@ -275,6 +281,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
 
     # 5. thresholds
     targets = settings.targets()
+    progress.phase("thresholds")
     thresholds = choose_thresholds(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, targets)
     ambiguous = route_light(light_va, anomaly_va, thresholds).to_heavy
     report = policy_report(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, thresholds)
@@ -327,6 +334,7 @@ def train_from_frame(
     settings: TrainSettings | None = None,
     start: Any = None,
     end: Any = None,
+    progress: Progress = SILENT,
 ) -> TrainResult:
     """Features, time split ``[start, end)`` (train | gap | valid), fit and calibrate.
 
@@ -341,11 +349,12 @@ def train_from_frame(
     start_ts = times.min().normalize() if start is None else pd.Timestamp(start)
     t0 = time.perf_counter()
     history = frame[times < end_ts]
+    progress.phase(f"features on {len(history):,} rows")
     featured = with_features(history, settings.feature_config)
     features_s = time.perf_counter() - t0
     split = make_split(start_ts, end_ts, settings.valid_days, settings.effective_gap_days(), settings.train_days)
     train, valid = split_frame(featured, split)
-    cascade = fit_cascade(train, valid, settings)
+    cascade = fit_cascade(train, valid, settings, progress)
     cascade.metrics["timings_s"]["features_s"] = features_s
     cascade.metrics["split"] = split.describe()
     extras = {

@@ -191,3 +191,29 @@ def test_cli_refuses_folds_that_do_not_fit_the_file(tmp_path):
     assert "small.csv" in outcome.output and "data starts 2018-04-01" in outcome.output
     bad_anchor = CliRunner().invoke(command, [str(path), "--anchor", "soon"])
     assert bad_anchor.exit_code == 2 and "anchor: not a date" in bad_anchor.output
+
+
+def test_handbook_test_set_of_a_fold_drops_known_cards_day_by_day():
+    from fraudstream.detectors.schema import TX_FRAUD
+    from fraudstream.training.evaluate import test_set
+
+    settings = EvaluationSettings(folds=1, anchor="2018-04-08")
+    fold = prequential_folds(FIRST, LAST, settings)[0]  # valid 04-01.., train 04-08..04-14, delay ..04-21, test ..
+    rows = [  # (time, card, fraud)
+        ("2018-04-10 12:00", 1, 1),  # training fraud: card 1 is known from the first test day
+        ("2018-04-14 23:00", 2, 1),  # last training day: card 2 known from test day 0 as well
+        ("2018-04-15 08:00", 3, 1),  # delay day 0: card 3 known from test day 1 (04-23)
+        ("2018-04-21 08:00", 4, 1),  # delay day 6: known only from test day 7, after the test week
+        ("2018-04-22 09:00", 1, 0), ("2018-04-22 09:30", 2, 0), ("2018-04-22 10:00", 3, 1),
+        ("2018-04-22 11:00", 4, 1), ("2018-04-22 12:00", 5, 0),
+        ("2018-04-23 09:00", 3, 0), ("2018-04-23 10:00", 4, 0), ("2018-04-23 11:00", 5, 1),
+        ("2018-04-28 10:00", 4, 1),
+    ]
+    frame = pd.DataFrame({TRANSACTION_ID: np.arange(len(rows)), TX_DATETIME: pd.to_datetime([r[0] for r in rows]),
+                          CUSTOMER_ID: [r[1] for r in rows], TX_FRAUD: [r[2] for r in rows]})
+    kept = test_set(frame, fold, settings)
+    assert kept[TRANSACTION_ID].tolist() == [6, 7, 8, 10, 11, 12]
+    every = test_set(frame, fold, EvaluationSettings(folds=1, anchor="2018-04-08", protocol="all-cards"))
+    assert every[TRANSACTION_ID].tolist() == list(range(4, 13))
+    with pytest.raises(ProtocolError, match="protocol must be one of handbook, all-cards"):
+        EvaluationSettings(protocol="cards")
