@@ -49,10 +49,12 @@ class ConsoleProgress(Progress):
     stream : where to write.
     bars : draw bars (None: only when ``stream`` is a terminal, so logs of non-interactive runs stay readable).
     clock : monotonic clock (s) the phase lines are stamped with, from the reporter's creation.
+    refresh_s : shortest time between two redraws of a bar (s).
     """
 
     def __init__(self, stream: TextIO | None = None, bars: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, refresh_s: float = 0.5) -> None:
+        self.refresh_s = refresh_s
         self.stream = stream if stream is not None else sys.stderr
         self.bars = self.stream.isatty() if bars is None else bars
         self.clock = clock
@@ -66,7 +68,7 @@ class ConsoleProgress(Progress):
         if not self.bars:
             yield lambda n=1: None
             return
-        with tqdm(total=total, desc=description, unit=unit, file=self.stream, leave=False, mininterval=0.5,
+        with tqdm(total=total, desc=description, unit=unit, file=self.stream, leave=False, mininterval=self.refresh_s,
                   dynamic_ncols=True) as bar:
             yield bar.update
 
