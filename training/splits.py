@@ -124,3 +124,28 @@ def known_compromised_test_rows(day: np.ndarray, card: np.ndarray, fraud: np.nda
         today = day == s + train_days + delay_days + k
         keep |= today & ~np.isin(card, np.fromiter(known, dtype=card.dtype, count=len(known)))
     return keep
+
+
+#: Days before a test day whose frauds make a card known-compromised on it in a period test set: days
+#: ``D - 14 .. D - 8``, the handbook's known set on the first day of its test week (labels known by a 7-day delay).
+PERIOD_KNOWN_FIRST_DAYS_BACK, PERIOD_KNOWN_LAST_DAYS_BACK = 14, 8
+
+
+def known_compromised_period_rows(day: np.ndarray, card: np.ndarray, fraud: np.ndarray,
+                                  first_test_day: int) -> np.ndarray:
+    """The handbook-style test set of a whole period (a backtest): a boolean mask over the given rows.
+
+    Every day ``D >= first_test_day`` keeps its transactions whose card had no fraud on days ``D - 14 .. D - 8``
+    (see :data:`PERIOD_KNOWN_FIRST_DAYS_BACK`); rows before ``first_test_day`` only tell which cards are known.
+    """
+    day, card = np.asarray(day, dtype=np.int64), np.asarray(card)
+    fraud = np.asarray(fraud).astype(bool)
+    if not day.shape == card.shape == fraud.shape:
+        raise ValueError(f"day, card and fraud differ in shape: {day.shape}, {card.shape}, {fraud.shape}")
+    keep = np.zeros(day.shape[0], dtype=bool)
+    fraud_day, fraud_card = day[fraud], card[fraud]
+    for d in np.unique(day[day >= first_test_day]).tolist():
+        window = (fraud_day >= d - PERIOD_KNOWN_FIRST_DAYS_BACK) & (fraud_day <= d - PERIOD_KNOWN_LAST_DAYS_BACK)
+        today = np.flatnonzero(day == d)
+        keep[today] = ~np.isin(card[today], fraud_card[window])
+    return keep

@@ -1,0 +1,130 @@
+"""``fraudstream backtest``: a period of a labelled file through the live scoring path, feedback loop included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pandas as pd
+
+
+def _day(text: str, option: str) -> pd.Timestamp:
+    try:
+        return pd.Timestamp(text)
+    except ValueError:
+        raise click.BadParameter(f"not a date: {text!r}", param_hint=option) from None
+
+
+def _duration_s(text: str, option: str) -> float:
+    from fraudstream.training.label_model import LabelModelError, parse_duration_s
+
+    try:
+        return parse_duration_s(text)
+    except LabelModelError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _side_path(out: Path, index: int) -> Path:
+    """Where challenger ``index`` (1-based) writes its rows: ``scores.csv`` -> ``scores.challenger1.csv``."""
+    suffixes = "".join(out.suffixes)
+    base = out.name[: len(out.name) - len(suffixes)] if suffixes else out.name
+    return out.with_name(f"{base}.challenger{index}{suffixes}")
+
+
+@click.command(name="backtest")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="champion model: root (follows LATEST) or a version directory")
+@click.option("--challenger", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="another model run on the same period and compared with the champion (repeatable)")
+@click.option("--from", "start", required=True, metavar="DATE", help="first time decided (inclusive)")
+@click.option("--to", "end", required=True, metavar="DATE", help="end of the period (exclusive)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="the champion's decisions, columns of `fraudstream score` (.parquet / .pq, else CSV); "
+                   "challengers write OUT with .challengerN before the suffix")
+@click.option("--labels-delay", default="7d", show_default=True,
+              help="chargeback delay: fixed (7d), uniform (3d..10d) or gamma:MEAN,STD (gamma:7d,2d)")
+@click.option("--analyst-delay", default="1h", show_default=True, help="verdict time after a case opens")
+@click.option("--review-capacity", type=click.IntRange(min=0), default=100, show_default=True,
+              help="cases (cards) the analysts work per day")
+@click.option("--no-analysts", is_flag=True, help="no analysts: labels come from chargebacks only")
+@click.option("--analyst-error", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="probability that a verdict contradicts the file's label")
+@click.option("--case-expiry", default="7d", show_default=True, help="a case not worked by then expires")
+@click.option("--warmup-days", type=click.IntRange(min=0), default=None,
+              help="days before --from that feed the features only [as far back as the features look: 38]")
+@click.option("--block-mode", type=click.Choice(["reissue", "card"]), default="reissue", show_default=True,
+              help="reissue: a confirmed card's old number is dead (its later fraudulent rows are blocked); card: "
+                   "every later transaction of the card is blocked for --block-days")
+@click.option("--block-days", type=click.FloatRange(min=0), default=14.0, show_default=True,
+              help="card mode: days a confirmed card stays blocked (0 = for ever)")
+@click.option("--step", default="1h", show_default=True, help="longest event-time step of the loop")
+@click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
+              help="bootstrap resamples (days) of the challenger comparison")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the label model and analysts")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the figures as JSON")
+def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, end: str, out: Path,
+            labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool, analyst_error: float,
+            case_expiry: str, warmup_days: int | None, block_mode: str, block_days: float, step: str, bootstrap: int,
+            seed: int, json_path: Path | None) -> None:
+    """Backtest DATA (labelled, handbook columns) from START to END in event time: incremental features, rules,
+    block list, cascade and review cases as the worker runs them, chargebacks and simulated analysts as labels."""
+    from fraudstream.detectors.bundle import ModelBundleError, load_bundle
+    from fraudstream.training.analysts import AnalystSettings
+    from fraudstream.training.backtest import BacktestError, BacktestSettings, run_backtest
+    from fraudstream.training.backtest_report import comparison_json, compare, format_comparison
+    from fraudstream.training.backtest_output import write_backtest_scores
+    from fraudstream.training.datasets import DataFileError, read_transactions
+    from fraudstream.training.label_model import ChargebackDelay, LabelModelError
+    from fraudstream.training.progress import ConsoleProgress
+    from fraudstream.training.scoring import ScoringError
+
+    try:
+        delay = ChargebackDelay.parse(labels_delay)
+    except LabelModelError as exc:
+        raise click.BadParameter(str(exc), param_hint="--labels-delay") from None
+    try:
+        analysts = None if no_analysts else AnalystSettings(
+            capacity_cards_per_day=review_capacity, delay_s=_duration_s(analyst_delay, "--analyst-delay"),
+            case_expiry_s=_duration_s(case_expiry, "--case-expiry"), error_rate=analyst_error, seed=seed)
+        settings = BacktestSettings(_day(start, "--from"), _day(end, "--to"), warmup_days=warmup_days,
+                                    labels_delay=delay, analysts=analysts, step_s=_duration_s(step, "--step"),
+                                    block_mode=block_mode, block_days=block_days, seed=seed)
+    except (BacktestError, ValueError) as exc:
+        if isinstance(exc, click.ClickException):
+            raise
+        raise click.UsageError(str(exc)) from None
+    progress = ConsoleProgress()
+    bundles = []
+    for directory in (model, *challenger):
+        try:
+            bundles.append(load_bundle(directory))
+        except ModelBundleError as exc:
+            raise click.ClickException(str(exc)) from None
+    progress.phase(f"reading {data}")
+    try:
+        frame = read_transactions(data, require_labels=True)
+    except DataFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    names = ["champion"] + [f"challenger{i}" for i in range(1, len(challenger) + 1)]
+    runs = []
+    for name, bundle in zip(names, bundles):
+        progress.phase(f"{name}: model {bundle.version}")
+        try:
+            runs.append(run_backtest(frame, bundle.cascade, settings, progress))
+        except BacktestError as exc:
+            raise click.ClickException(f"{data}: {exc}") from None
+        path = out if name == "champion" else _side_path(out, len(runs) - 1)
+        try:
+            write_backtest_scores(runs[-1], path)
+        except ScoringError as exc:
+            raise click.ClickException(str(exc)) from None
+        progress.phase(f"{name}: wrote {len(runs[-1].decisions):,} rows to {path}")
+    progress.phase("figures" + (f" and {bootstrap} bootstrap resamples" if len(runs) > 1 else ""))
+    comparison = compare(runs, names, n_bootstrap=bootstrap, seed=seed)
+    click.echo(format_comparison(comparison, runs))
+    if json_path is not None:
+        json_path.write_text(json.dumps(comparison_json(comparison, runs), indent=2) + "\n")
+        progress.phase(f"wrote {json_path}")

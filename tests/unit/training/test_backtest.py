@@ -1,0 +1,122 @@
+"""The closed-loop backtest on a small simulated set: steps, block list, analysts, report, CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from fraudstream.detectors.bundle import save_bundle
+from fraudstream.detectors.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
+from fraudstream.training.analysts import AnalystSettings
+from fraudstream.training.backtest import REASON_BLOCKED_CARD, BacktestError, BacktestSettings, run_backtest
+from fraudstream.training.backtest_report import FIGURE_KEYS, _weighted_rank_metrics, compare, format_comparison
+from fraudstream.training.datasets import write_transactions
+from fraudstream.training.scoring import OUTPUT_COLUMNS, score_frame
+from fraudstream.training.simulator import SimulationConfig, simulate
+from fraudstream.training.splits import known_compromised_period_rows
+from fraudstream.training.train import TrainSettings, train_from_frame
+
+START, END = pd.Timestamp("2018-05-01"), pd.Timestamp("2018-05-08")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    frame = simulate(SimulationConfig(n_customers=300, n_terminals=600, nb_days=40, seed=5))
+    fast = TrainSettings(review_capacity=15, imbalance="none", calibration="isotonic", anomaly_methods=("IForest",),
+                         anomaly_max_rows=1000, light_trees=20, heavy_trees=20, stacking_folds=2, valid_days=5)
+    return frame, train_from_frame(frame, fast, end=START)
+
+
+def test_decisions_do_not_depend_on_the_step_and_equal_batch_scoring_without_feedback(trained):
+    frame, result = trained
+    no_feedback = dict(analysts=None, block_mode="card", block_days=1e-9)  # a block of ~0 s: nothing blocked
+    fine = run_backtest(frame, result.cascade, BacktestSettings(START, END, step_s=600, **no_feedback)).decisions
+    coarse = run_backtest(frame, result.cascade, BacktestSettings(START, END, step_s=86_400, **no_feedback)).decisions
+    period = frame[(frame[TX_DATETIME] >= START) & (frame[TX_DATETIME] < END)]
+    assert len(fine) == len(period) and set(fine[TRANSACTION_ID]) == set(period[TRANSACTION_ID])
+    pd.testing.assert_frame_equal(fine, coarse)
+    batch = score_frame(frame, _bundle(result), START, END).set_index(TRANSACTION_ID).loc[fine[TRANSACTION_ID]]
+    assert (batch["DECISION"].to_numpy() == fine["DECISION"].to_numpy()).all()
+    np.testing.assert_allclose(batch["RISK"].to_numpy(), fine["RISK"].to_numpy(), atol=1e-9)
+
+
+def _bundle(result):
+    class Bundle:  # what score_frame reads of a loaded bundle
+        cascade = result.cascade
+        feature_config = result.cascade.feature_config
+    return Bundle()
+
+
+def test_analyst_verdicts_block_the_confirmed_cards_later_frauds(trained):
+    frame, result = trained
+    settings = BacktestSettings(START, END, analysts=AnalystSettings(capacity_cards_per_day=50, delay_s=3600))
+    run = run_backtest(frame, result.cascade, settings)
+    d = run.decisions
+    assert run.verdicts, "the small model sends some cards to review"
+    for v in run.verdicts:
+        assert v.known_at_s == pytest.approx(v.case_opened_s + 3600) or v.known_at_s > v.case_opened_s + 3600
+    by_list = d[[REASON_BLOCKED_CARD in r for r in d["REASONS"]]]
+    assert (by_list["DECISION"] == "BLOCK").all() and (by_list["RISK"] == 1.0).all()
+    assert (by_list[TX_FRAUD] == 1).all()  # reissue mode: only the old card's (fraudulent) use is blocked
+    t = d[TX_DATETIME].astype("int64").to_numpy() / 1e9
+    for card, since in run.blocked_at.items():
+        rows = d[(d[CUSTOMER_ID] == card).to_numpy() & (t >= since) & (d[TX_FRAUD] == 1).to_numpy()]
+        assert (rows["DECISION"] == "BLOCK").all()
+    no_analysts = run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=None)).decisions
+    assert (d["DECISION"] == "BLOCK").sum() >= (no_analysts["DECISION"] == "BLOCK").sum()
+
+    comparison = compare([run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=None)), run],
+                         ["chargebacks", "analysts"], n_bootstrap=20)
+    assert set(comparison.figures[0]) == set(FIGURE_KEYS)
+    diff, low, high = comparison.diff_ci[0]["fraud_blocked_share"]
+    assert low <= diff <= high or np.isclose(low, high)
+    text = format_comparison(comparison, [run, run])
+    assert "analysts - chargebacks [95% CI]" in text and "AP (handbook test set)" in text
+
+
+def test_weighted_rank_metrics_match_scikit_learn_with_ties_and_weights():
+    rng = np.random.default_rng(0)
+    score = np.round(rng.random(500), 2)  # many ties
+    y = rng.random(500) < 0.2
+    w = rng.integers(0, 3, 500).astype(float)
+    order = np.argsort(-score, kind="stable")
+    s = score[order]
+    group_end = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    auc, ap = _weighted_rank_metrics(y[order], group_end, w[order])
+    assert auc == pytest.approx(roc_auc_score(y, score, sample_weight=w))
+    assert ap == pytest.approx(average_precision_score(y, score, sample_weight=w))
+
+
+def test_period_test_set_drops_cards_with_a_fraud_8_to_14_days_earlier():
+    day = np.array([0, 6, 10, 20, 20, 20, 25])
+    card = np.array([1, 2, 3, 1, 2, 3, 3])
+    fraud = np.array([1, 1, 1, 0, 0, 0, 0])
+    keep = known_compromised_period_rows(day, card, fraud, first_test_day=20)
+    # day 20 looks at frauds on days 6..12: cards 2 and 3; day 25 at days 11..17: none
+    assert keep.tolist() == [False, False, False, True, False, False, True]
+
+
+def test_cli_writes_score_columns_and_refuses_bad_input(trained, tmp_path):
+    frame, result = trained
+    data = write_transactions(frame, tmp_path / "tx.parquet")
+    model_dir = save_bundle(result.cascade, tmp_path / "models", result.manifest_extras)
+    from fraudstream.cli.main import cli
+
+    out = tmp_path / "bt.csv"
+    ok = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--challenger", str(model_dir),
+                                  "--from", "2018-05-01", "--to", "2018-05-04", "--out", str(out),
+                                  "--review-capacity", "20", "--bootstrap", "10"])
+    assert ok.exit_code == 0, ok.output
+    written = pd.read_csv(out)
+    assert list(written.columns) == OUTPUT_COLUMNS and len(written) > 0
+    assert (tmp_path / "bt.challenger1.csv").exists()
+    assert "challenger1 - champion [95% CI]" in ok.output
+    bad = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                   "--to", "2018-05-04", "--out", str(out), "--labels-delay", "soon"])
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+    outside = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2019-01-01",
+                                       "--to", "2019-01-04", "--out", str(out)])
+    assert outside.exit_code == 1 and "outside the data" in outside.output
+    with pytest.raises(BacktestError, match="empty period"):
+        BacktestSettings(END, START)

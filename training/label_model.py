@@ -1,0 +1,109 @@
+"""When the truth becomes known in a backtest: chargebacks after a delay (fixed or drawn from a distribution).
+
+Every fraudulent transaction yields one chargeback, a fraud label with ``known_at = t + delay``; legitimate is the
+default once nothing arrived, so legitimate transactions yield no event (as the live chargeback feed).  Analyst
+verdicts, the other source, come from :mod:`fraudstream.training.analysts`.
+
+Delay syntax (:meth:`ChargebackDelay.parse`): ``7d`` (fixed), ``3d..10d`` (uniform between the two), or
+``gamma:7d,2d`` (gamma distribution with that mean and standard deviation).  Units ``d``, ``h``, ``m``, ``s``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from fraudstream.detectors.features.definition import DAY_S
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhms]?)\s*$", re.IGNORECASE)
+_UNIT_S = {"d": DAY_S, "h": 3_600.0, "m": 60.0, "s": 1.0, "": 1.0}
+#: Kinds of delay distribution.
+FIXED, UNIFORM, GAMMA = "fixed", "uniform", "gamma"
+
+
+class LabelModelError(ValueError):
+    """A delay that cannot be parsed or used; the message quotes it."""
+
+
+def parse_duration_s(text: str) -> float:
+    """Seconds from ``7d``, ``12h``, ``30m``, ``45s`` or a plain number of seconds."""
+    match = _DURATION_RE.match(str(text))
+    if not match:
+        raise LabelModelError(f"not a duration: {text!r} (a number with unit d, h, m or s, e.g. 7d)")
+    return float(match.group(1)) * _UNIT_S[match.group(2).lower()]
+
+
+@dataclass(frozen=True)
+class ChargebackDelay:
+    """Distribution of the delay (s) from a fraudulent transaction to its chargeback.
+
+    Parameters
+    ----------
+    kind : :data:`FIXED`, :data:`UNIFORM` or :data:`GAMMA`.
+    a_s, b_s : fixed: the delay (both equal); uniform: the bounds; gamma: mean and standard deviation (s).
+    """
+
+    kind: str
+    a_s: float
+    b_s: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in (FIXED, UNIFORM, GAMMA):
+            raise LabelModelError(f"unknown delay kind {self.kind!r}")
+        if self.a_s < 0 or self.b_s < 0 or (self.kind == UNIFORM and self.b_s < self.a_s):
+            raise LabelModelError(f"bad delay bounds {self.a_s} s, {self.b_s} s for {self.kind}")
+        if self.kind == GAMMA and (self.a_s <= 0 or self.b_s <= 0):
+            raise LabelModelError("gamma delay: mean and standard deviation must be > 0")
+
+    @classmethod
+    def parse(cls, text: str) -> "ChargebackDelay":
+        """``7d``, ``3d..10d`` or ``gamma:7d,2d`` (see the module docstring)."""
+        raw = str(text).strip()
+        if raw.lower().startswith("gamma:"):
+            parts = raw[6:].split(",")
+            if len(parts) != 2:
+                raise LabelModelError(f"gamma delay: expected gamma:MEAN,STD, got {text!r}")
+            return cls(GAMMA, parse_duration_s(parts[0]), parse_duration_s(parts[1]))
+        if ".." in raw:
+            low, high = raw.split("..", 1)
+            return cls(UNIFORM, parse_duration_s(low), parse_duration_s(high))
+        delay = parse_duration_s(raw)
+        return cls(FIXED, delay, delay)
+
+    @property
+    def max_s(self) -> float:
+        """Largest possible delay (s); ``inf`` for the gamma distribution."""
+        return float("inf") if self.kind == GAMMA else self.b_s
+
+    def describe(self) -> str:
+        days = lambda s: f"{s / DAY_S:g} d"  # noqa: E731
+        if self.kind == FIXED:
+            return f"fixed {days(self.a_s)}"
+        if self.kind == UNIFORM:
+            return f"uniform {days(self.a_s)}..{days(self.b_s)}"
+        return f"gamma mean {days(self.a_s)}, std {days(self.b_s)}"
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` delays (s)."""
+        if self.kind == FIXED:
+            return np.full(n, self.a_s)
+        if self.kind == UNIFORM:
+            return rng.uniform(self.a_s, self.b_s, n)
+        shape = (self.a_s / self.b_s) ** 2
+        return rng.gamma(shape, self.a_s / shape, n)
+
+
+def chargeback_known_at(tx_time_s: np.ndarray, fraud: np.ndarray, delay: ChargebackDelay,
+                        seed: int = 0) -> np.ndarray:
+    """When each transaction's chargeback is known (epoch s): ``t + delay`` for frauds, ``nan`` for the rest.
+
+    The draws depend only on the seed and the row order, so the same input gives the same times.
+    """
+    t = np.asarray(tx_time_s, dtype=np.float64)
+    is_fraud = np.asarray(fraud).astype(bool)
+    known_at = np.full(t.shape[0], np.nan)
+    rows = np.flatnonzero(is_fraud)
+    known_at[rows] = t[rows] + delay.sample(rows.size, np.random.default_rng(seed))
+    return known_at
