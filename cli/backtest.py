@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -26,10 +27,10 @@ def _duration_s(text: str, option: str) -> float:
 
 
 def _side_path(out: Path, index: int) -> Path:
-    """Where challenger ``index`` (1-based) writes its rows: ``scores.csv`` -> ``scores.challenger1.csv``."""
+    """Where run ``index`` writes its rows: ``scores.csv`` -> ``scores.challenger1.csv`` (0: ``.no-analysts``)."""
     suffixes = "".join(out.suffixes)
     base = out.name[: len(out.name) - len(suffixes)] if suffixes else out.name
-    return out.with_name(f"{base}.challenger{index}{suffixes}")
+    return out.with_name(f"{base}.{'no-analysts' if index == 0 else f'challenger{index}'}{suffixes}")
 
 
 @click.command(name="backtest")
@@ -49,6 +50,8 @@ def _side_path(out: Path, index: int) -> Path:
 @click.option("--review-capacity", type=click.IntRange(min=0), default=100, show_default=True,
               help="cases (cards) the analysts work per day")
 @click.option("--no-analysts", is_flag=True, help="no analysts: labels come from chargebacks only")
+@click.option("--versus-no-analysts", is_flag=True,
+              help="also run the champion without analysts and compare with it (the first column)")
 @click.option("--analyst-error", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="probability that a verdict contradicts the file's label")
 @click.option("--case-expiry", default="7d", show_default=True, help="a case not worked by then expires")
@@ -66,7 +69,8 @@ def _side_path(out: Path, index: int) -> Path:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the figures as JSON")
 def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, end: str, out: Path,
-            labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool, analyst_error: float,
+            labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool, versus_no_analysts: bool,
+            analyst_error: float,
             case_expiry: str, warmup_days: int | None, block_mode: str, block_days: float, step: str, bootstrap: int,
             seed: int, json_path: Path | None) -> None:
     """Backtest DATA (labelled, handbook columns) from START to END in event time: incremental features, rules,
@@ -108,15 +112,20 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
         frame = read_transactions(data, require_labels=True)
     except DataFileError as exc:
         raise click.ClickException(str(exc)) from None
-    names = ["champion"] + [f"challenger{i}" for i in range(1, len(challenger) + 1)]
+    if versus_no_analysts and no_analysts:
+        raise click.UsageError("--versus-no-analysts compares with analysts: drop --no-analysts")
+    jobs = [("champion", bundles[0], settings, out)]
+    jobs += [(f"challenger{i}", b, settings, _side_path(out, i)) for i, b in enumerate(bundles[1:], start=1)]
+    if versus_no_analysts:
+        jobs.insert(0, ("no-analysts", bundles[0], replace(settings, analysts=None), _side_path(out, 0)))
+    names = [name for name, _, _, _ in jobs]
     runs = []
-    for name, bundle in zip(names, bundles):
+    for name, bundle, run_settings, path in jobs:
         progress.phase(f"{name}: model {bundle.version}")
         try:
-            runs.append(run_backtest(frame, bundle.cascade, settings, progress))
+            runs.append(run_backtest(frame, bundle.cascade, run_settings, progress))
         except BacktestError as exc:
             raise click.ClickException(f"{data}: {exc}") from None
-        path = out if name == "champion" else _side_path(out, len(runs) - 1)
         try:
             write_backtest_scores(runs[-1], path)
         except ScoringError as exc:

@@ -220,8 +220,8 @@ def format_comparison(comparison: Comparison, runs: list[BacktestRun]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]
-    s = runs[0].settings
-    analysts = s.analysts
+    s = runs[-1].settings
+    analysts = next((r.settings.analysts for r in runs if r.settings.analysts is not None), None)
     notes = [
         f"period {s.start}..{s.end} ({comparison.n_days} days), warm-up "
         f"{'auto' if s.warmup_days is None else s.warmup_days} d; chargebacks "
@@ -234,7 +234,8 @@ def format_comparison(comparison: Comparison, runs: list[BacktestRun]) -> str:
         "cards); stopped = BLOCK or REVIEW; figures per day are means over the period's days.",
     ]
     for name, run in zip(comparison.names, runs):
-        notes.append(f"{name}: model {run.model_version}")
+        notes.append(f"{name}: model {run.model_version}" + ("" if run.settings.analysts is not None else
+                                                             ", no analysts"))
     if comparison.diff_ci:
         notes.append(f"intervals: paired bootstrap over days, {comparison.n_bootstrap} resamples")
     return "\n".join(lines + [""] + notes)

@@ -66,13 +66,15 @@ def test_analyst_verdicts_block_the_confirmed_cards_later_frauds(trained):
     no_analysts = run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=None)).decisions
     assert (d["DECISION"] == "BLOCK").sum() >= (no_analysts["DECISION"] == "BLOCK").sum()
 
-    comparison = compare([run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=None)), run],
+    no_analysts_run = run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=None))
+    comparison = compare([no_analysts_run, run],
                          ["chargebacks", "analysts"], n_bootstrap=20)
     assert set(comparison.figures[0]) == set(FIGURE_KEYS)
     diff, low, high = comparison.diff_ci[0]["fraud_blocked_share"]
     assert low <= diff <= high or np.isclose(low, high)
-    text = format_comparison(comparison, [run, run])
+    text = format_comparison(comparison, [no_analysts_run, run])
     assert "analysts - chargebacks [95% CI]" in text and "AP (handbook test set)" in text
+    assert "no analysts" in text and "50 cards/day" in text
 
 
 def test_weighted_rank_metrics_match_scikit_learn_with_ties_and_weights():
@@ -112,6 +114,11 @@ def test_cli_writes_score_columns_and_refuses_bad_input(trained, tmp_path):
     assert list(written.columns) == OUTPUT_COLUMNS and len(written) > 0
     assert (tmp_path / "bt.challenger1.csv").exists()
     assert "challenger1 - champion [95% CI]" in ok.output
+    versus = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                      "--to", "2018-05-03", "--out", str(out), "--versus-no-analysts",
+                                      "--bootstrap", "10"])
+    assert versus.exit_code == 0, versus.output
+    assert "champion - no-analysts [95% CI]" in versus.output and (tmp_path / "bt.no-analysts.csv").exists()
     bad = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
                                    "--to", "2018-05-04", "--out", str(out), "--labels-delay", "soon"])
     assert bad.exit_code == 2 and "not a duration" in bad.output
