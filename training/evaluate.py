@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from fraudstream.detectors.cascade.calibration import CalibrationTargets
-from fraudstream.detectors.cascade.types import Decision
+from fraudstream.detectors.cascade.types import CascadeResult, Decision
 from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.features.definition import DEFAULT_CONFIG
 from fraudstream.detectors.models.heavy import heavy_inputs
@@ -314,19 +314,31 @@ def model_scores(cascade: Cascade, X: np.ndarray) -> dict[str, np.ndarray]:
     return {"light": light_raw, "heavy": cascade.heavy.raw_score(heavy_X)}
 
 
-def evaluate_fold(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: TrainSettings,
-                  progress: Progress = SILENT) -> FoldResult:
-    """Fit on the fold's training data (see ``settings.training``) and score its test set."""
-    cascade = _fit(data, fold, settings, train_settings, progress)
-    test = test_set(data, fold, settings)
+def _test_metrics(cascade: Cascade, test: pd.DataFrame,
+                  settings: EvaluationSettings) -> tuple[dict[str, dict[str, float]], CascadeResult]:
     X = test[cascade.feature_names].to_numpy(dtype=np.float64)
     result = cascade.score(X, TransactionBatch.from_frame(test))
     scores = model_scores(cascade, X)
     scores["cascade"] = np.asarray(result.risk, dtype=np.float64)
-    metrics = {name: score_metrics(test, scores[name], settings.top_k) for name in MODELS}
+    return {name: score_metrics(test, scores[name], settings.top_k) for name in MODELS}, result
+
+
+def evaluate_fold(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, train_settings: TrainSettings,
+                  progress: Progress = SILENT) -> FoldResult:
+    """Fit on the fold's training data (see ``settings.training``) and score its test set.
+
+    Under the handbook protocol the same models are also scored on every transaction of the test week
+    (``metrics_all_cards``), so the two test sets compare on identical fits.
+    """
+    cascade = _fit(data, fold, settings, train_settings, progress)
+    test = test_set(data, fold, settings)
+    metrics, result = _test_metrics(cascade, test, settings)
     figures = cascade_figures(result, test[TX_FRAUD].to_numpy(), test[TX_AMOUNT].to_numpy(),
                               test[CUSTOMER_ID].to_numpy(), _days(test))
-    return FoldResult(fold, len(test), int(test[TX_FRAUD].sum()), metrics, figures, _choices(cascade))
+    out = FoldResult(fold, len(test), int(test[TX_FRAUD].sum()), metrics, figures, _choices(cascade))
+    if settings.protocol == PROTOCOL_HANDBOOK:
+        out.metrics_all_cards = _test_metrics(cascade, _period(data, fold.test), settings)[0]
+    return out
 
 
 def _choices(cascade: Any) -> dict[str, Any]:

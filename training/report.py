@@ -56,6 +56,8 @@ class FoldResult:
     metrics: dict[str, dict[str, float]]
     figures: CascadeFigures
     choices: dict[str, Any] = field(default_factory=dict)
+    #: under the handbook protocol: the same models' metrics on every transaction of the test week.
+    metrics_all_cards: dict[str, dict[str, float]] | None = None
 
 
 @dataclass
@@ -85,6 +87,10 @@ class EvaluationReport:
         out: dict[str, dict[str, tuple[float, float]]] = {}
         for model in MODELS:
             out[model] = {m: _mean_std([f.metrics[model][m] for f in self.folds]) for m in METRICS}
+        if self.folds and all(f.metrics_all_cards is not None for f in self.folds):
+            for model in MODELS:
+                out[f"{model}@all-cards"] = {m: _mean_std([f.metrics_all_cards[model][m] for f in self.folds])
+                                             for m in METRICS}
         names = self.folds[0].figures.as_dict().keys() if self.folds else []
         out["figures"] = {n: _mean_std([f.figures.as_dict()[n] for f in self.folds]) for n in names}
         return out
@@ -103,6 +109,8 @@ class EvaluationReport:
                 {"index": r.fold.index, "periods": r.fold.describe(), "n_test": r.n_test,
                  "n_test_fraud": r.n_test_fraud,
                  "metrics": {k: {m: _num(x) for m, x in v.items()} for k, v in r.metrics.items()},
+                 "metrics_all_cards": None if r.metrics_all_cards is None else
+                 {k: {m: _num(x) for m, x in v.items()} for k, v in r.metrics_all_cards.items()},
                  "cascade_figures": {k: _num(x) for k, x in r.figures.as_dict().items()},
                  "training_choices": r.choices}
                 for r in self.folds
@@ -169,6 +177,10 @@ def format_report(report: EvaluationReport) -> str:
                  f"{pub['card_precision_at_k']:.3f}"])
     for model in MODELS:
         rows.append([MODEL_LABELS[model]] + [_pm(summary[model][m]) for m in METRICS])
+    if f"{MODELS[0]}@all-cards" in summary:
+        rows.append(["same models, every transaction (--protocol all-cards):", "", "", ""])
+        for model in MODELS:
+            rows.append(["  " + MODEL_LABELS[model]] + [_pm(summary[f"{model}@all-cards"][m]) for m in METRICS])
     fig = summary["figures"]
     pct = lambda name: _pm((100 * fig[name][0], 100 * fig[name][1]), "{:.1f}") + " %"  # noqa: E731
     rows += [

@@ -175,6 +175,7 @@ def test_small_end_to_end_evaluation(tmp_path):
     assert any("fold 1" in msg for msg in messages)
     text = format_report(report)
     assert "novel attack" in text and "cascade (risk)" in text
+    assert "same models, every transaction" in text and report.folds[0].metrics_all_cards is not None
 
 
 def test_cli_refuses_folds_that_do_not_fit_the_file(tmp_path):
