@@ -78,8 +78,8 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
     from fraudstream.detectors.bundle import ModelBundleError, load_bundle
     from fraudstream.training.analysts import AnalystSettings
     from fraudstream.training.backtest import BacktestError, BacktestSettings, run_backtest
-    from fraudstream.training.backtest_report import comparison_json, compare, format_comparison
     from fraudstream.training.backtest_output import write_backtest_scores
+    from fraudstream.training.backtest_report import compare, comparison_json, format_comparison
     from fraudstream.training.datasets import DataFileError, read_transactions
     from fraudstream.training.label_model import ChargebackDelay, LabelModelError
     from fraudstream.training.progress import ConsoleProgress

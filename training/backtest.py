@@ -21,6 +21,7 @@ only (with their chargebacks), so the period starts in steady state.  No broker 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
 import numpy as np
 import pandas as pd
 
@@ -296,7 +297,8 @@ def run_backtest(frame: pd.DataFrame, cascade: Cascade, settings: BacktestSettin
                                  fraud[index])
                 k = slice(lo - first, hi - first)
                 out_decision[k], out_stage[k], out_risk[k] = result.decision, result.stage, result.risk
-                out_light[k], out_anomaly[k], out_heavy[k] = result.light_score, result.anomaly_score, result.heavy_score
+                out_light[k], out_anomaly[k] = result.light_score, result.anomaly_score
+                out_heavy[k] = result.heavy_score
                 out_reasons += result.reasons
                 if analysts is not None:
                     review = np.flatnonzero(result.decision == Decision.REVIEW)

@@ -8,11 +8,12 @@ The models are fit on the training week (``training="week"``, the handbook's set
 labels are known when the test week starts (``training="all-history"``: every day before the delay week, split
 into training, gap and validation as ``fraudstream train`` splits it).  The test set follows ``protocol``: the
 handbook's (``handbook``, the default: cards known to be compromised by a test day are left out of it, see
-:func:`fraudstream.training.splits.known_compromised_test_rows`) or every transaction (``all-cards``).  Labels of a transaction are known ``delay`` days after it, so the
-training labels are all known when the test week starts, and the delay week is never used.  The cascade's
-thresholds are calibrated on the validation week, the week before the training week, whose labels are known
-even earlier.  Fold ``i`` is fold 0 shifted back by ``i`` weeks.  Features are computed once on the whole file in
-event time (labels only count once known), so every fold sees what the live stream would have seen.
+:func:`fraudstream.training.splits.known_compromised_test_rows`) or every transaction (``all-cards``).
+Labels of a transaction are known ``delay`` days after it, so the training labels are all known when the test
+week starts, and the delay week is never used.  The cascade's thresholds are calibrated on the validation week,
+the week before the training week (with ``week``), whose labels are known even earlier.  Fold ``i`` is fold 0
+shifted back by ``i`` weeks.  Features are computed once on the whole file in event time (labels only count once
+known), so every fold sees what the live stream would have seen.
 
 When the data holds the novel attack (scenario 4), one more split trains before its first transaction and tests
 from that day on, with and without the anomaly detector.  The result records, their JSON form and the text

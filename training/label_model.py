@@ -58,7 +58,7 @@ class ChargebackDelay:
             raise LabelModelError("gamma delay: mean and standard deviation must be > 0")
 
     @classmethod
-    def parse(cls, text: str) -> "ChargebackDelay":
+    def parse(cls, text: str) -> ChargebackDelay:
         """``7d``, ``3d..10d`` or ``gamma:7d,2d`` (see the module docstring)."""
         raw = str(text).strip()
         if raw.lower().startswith("gamma:"):

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, TextIO
+from typing import TextIO
 
 from tqdm import tqdm
 
 #: Called with the number of steps just finished.
 Advance = Callable[[int], None]
+
+
+def _ignore(steps: int = 1) -> None:
+    """An ``advance`` that reports nothing."""
 
 
 class Progress:
@@ -34,7 +39,7 @@ class Progress:
     @contextmanager
     def steps(self, total: int, description: str, unit: str = "step") -> Iterator[Advance]:
         """A counted part of the run: ``total`` steps of ``unit``; yields ``advance(n)``."""
-        yield lambda n=1: None
+        yield _ignore
 
 
 #: The reporter that reports nothing.
@@ -66,7 +71,7 @@ class ConsoleProgress(Progress):
     @contextmanager
     def steps(self, total: int, description: str, unit: str = "step") -> Iterator[Advance]:
         if not self.bars:
-            yield lambda n=1: None
+            yield _ignore
             return
         with tqdm(total=total, desc=description, unit=unit, file=self.stream, leave=False, mininterval=self.refresh_s,
                   dynamic_ncols=True) as bar:
@@ -83,7 +88,7 @@ class MessageProgress(Progress):
         self.callback(message)
 
 
-def as_progress(progress: "Progress | Callable[[str], None] | None") -> Progress:
+def as_progress(progress: Progress | Callable[[str], None] | None) -> Progress:
     """A :class:`Progress` from a reporter, a callback taking phase lines, or None (silent)."""
     if progress is None:
         return SILENT
