@@ -87,10 +87,10 @@ class EvaluationReport:
         out: dict[str, dict[str, tuple[float, float]]] = {}
         for model in MODELS:
             out[model] = {m: _mean_std([f.metrics[model][m] for f in self.folds]) for m in METRICS}
-        if self.folds and all(f.metrics_all_cards is not None for f in self.folds):
+        all_cards = [f.metrics_all_cards for f in self.folds if f.metrics_all_cards is not None]
+        if self.folds and len(all_cards) == len(self.folds):
             for model in MODELS:
-                out[f"{model}@all-cards"] = {m: _mean_std([f.metrics_all_cards[model][m] for f in self.folds])
-                                             for m in METRICS}
+                out[f"{model}@all-cards"] = {m: _mean_std([fold[model][m] for fold in all_cards]) for m in METRICS}
         names = self.folds[0].figures.as_dict().keys() if self.folds else []
         out["figures"] = {n: _mean_std([f.figures.as_dict()[n] for f in self.folds]) for n in names}
         return out
