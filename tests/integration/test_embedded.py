@@ -102,6 +102,7 @@ OWNER = textwrap.dedent("""
     from fraudstream.stream.embedded import EmbeddedRedis
     server = EmbeddedRedis().start()
     print(server.pid, flush=True)
+    sys.stdin.readline()     # the test has seen the child alive
     if sys.argv[1] == "exit":
         sys.exit(0)          # no stop(): the atexit hook must do it
     time.sleep(60)           # killed with SIGKILL by the test
@@ -110,10 +111,14 @@ OWNER = textwrap.dedent("""
 
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 def test_no_process_outlives_its_owner(how):
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, how], stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         child = int(owner.stdout.readline())
         assert pid_alive(child)
+        owner.stdin.write("go\n")
+        owner.stdin.flush()
         if how == "sigkill":
             owner.send_signal(signal.SIGKILL)
         owner.wait(timeout=30)
