@@ -39,7 +39,7 @@ def create_app(settings: StreamSettings, metrics: WorkerMetrics | None = None) -
         consumer_auto_offset_reset="earliest",
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or None,
-        web_bind="127.0.0.1",
+        web_bind=settings.bind_host,
         datadir=str(Path(tempfile.gettempdir()) / f"fraudstream-faust-{settings.app_id}"),
     )
     runtime = WorkerRuntime(settings, metrics=metrics)

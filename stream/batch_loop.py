@@ -2,7 +2,7 @@
 
 :class:`BatchConsumer` (a service of the Faust app) consumes transactions with an aiokafka consumer group
 (:class:`~fraudstream.stream.broker.consumer.TransactionConsumer`) into per-partition buffers and releases as a
-batch (up to ``batch_size``) what the event-time watermark allows (:mod:`~fraudstream.stream.alignment`: nothing
+batch (up to ``batch_size``) what the event-time watermark allows (:mod:`~fraudstream.stream.event_time`: nothing
 more than a small slack later than the earliest pending record of any transaction partition, this worker's or
 another's).  It hands each batch to :meth:`WorkerRuntime.handle <fraudstream.stream.runtime.WorkerRuntime.handle>`,
 commits the batch's offsets explicitly after delivery, publishes its partitions' progress in the state store for
@@ -23,11 +23,12 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from fraudstream.detectors.units import MS_PER_S
-from fraudstream.stream.alignment import DEFAULT_EVENT_TIME_SLACK_S, EventTimeAligner, PartitionProgress, foreign_floor
 from fraudstream.stream.broker.consumer import Positions, TransactionConsumer
+from fraudstream.stream.core.parse import REASON_TOO_EARLY, dead_letter
+from fraudstream.stream.event_time import LATE, TOO_EARLY, EventTimeAligner, PartitionProgress, Released, foreign_floor
 from fraudstream.stream.runtime import WorkerRuntime
 from fraudstream.stream.state.base import StateStoreError
-from fraudstream.stream.types import RawEvent
+from fraudstream.stream.types import Message, RawEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class BatchConsumer(Service):
         self.settings = runtime.settings
         self.consumer: TransactionConsumer | None = None
         self.batch_lock = asyncio.Lock()
-        self.aligner: EventTimeAligner[TopicPartition, RawEvent] = EventTimeAligner(DEFAULT_EVENT_TIME_SLACK_S)
+        self.aligner: EventTimeAligner[TopicPartition, RawEvent] = EventTimeAligner(
+            rules=self.settings.event_time_rules())
         self._published: dict[TopicPartition, bytes] = {}  # partition -> progress value last written
         self._published_at = -math.inf  # monotonic time (s) of the last full refresh
         #: revocations and assignments so far; a round that saw one start in the middle releases nothing.
@@ -83,7 +85,8 @@ class BatchConsumer(Service):
     async def on_start(self) -> None:
         await self.runtime.ready.wait()
         assert self.runtime.kafka is not None
-        self.consumer = TransactionConsumer(self.runtime.kafka.group_consumer(), self.settings.transactions_topic)
+        self.consumer = TransactionConsumer(self.runtime.kafka.group_consumer(), self.settings.transactions_topic,
+                                            self.settings.event_time_range())
         await self.consumer.start(self)
 
     async def on_stop(self) -> None:
@@ -116,24 +119,28 @@ class BatchConsumer(Service):
                           for tp, (position, highwater) in positions.items() if tp in assigned}
                 limit = s.batch_size * LAGGING_BATCH_FACTOR if self.aligner.total_buffered > s.batch_size \
                     else s.batch_size
-                released = self.aligner.take(at_end, limit, floors)
+                released = self.aligner.take_released(at_end, limit, floors)
+                self.runtime.metrics.held_back_events.set(self.aligner.total_buffered)
                 # wait in the next fetch unless more can be released at once
                 starving = self.aligner.starving(at_end)
                 wait = not released or bool(starving) or not self.aligner.total_buffered
                 held_since = self._note_hold(starving, held_since)
                 if released:
-                    events = [event for records in released.values() for event in records]
-                    if not await self.runtime.handle(events):
+                    events, too_early, late = split_released(released)
+                    if not await self.runtime.handle(events, too_early):
                         return
-                    await consumer.commit({tp: records[-1].offset + 1 for tp, records in released.items()})
+                    if late:
+                        self.runtime.metrics.late_events.inc(late)
+                    await consumer.commit({tp: records[-1].record.offset + 1 for tp, records in released.items()})
                 await self._publish_progress(positions, at_end)
             await self._update_lag(consumer)
 
     async def _fetch(self, consumer: TransactionConsumer, timeout_ms: int) -> None:
-        """One fetch into the aligner's buffers, for the partitions whose buffer is not full."""
-        cap = self.settings.batch_size * LAGGING_BATCH_FACTOR
+        """One fetch into the aligner's buffers, for the partitions whose buffer is not full, within the bound of
+        the records held back."""
+        cap = min(self.settings.batch_size * LAGGING_BATCH_FACTOR, self.aligner.room())
         assigned = consumer.assignment()
-        fetchable = [tp for tp in assigned if self.aligner.buffered(tp) < cap]
+        fetchable = [tp for tp in assigned if self.aligner.buffered(tp) < cap] if cap > 0 else []
         if not fetchable:
             await asyncio.sleep(timeout_ms / MS_PER_S)  # held back by another worker's partitions
             return
@@ -145,7 +152,7 @@ class BatchConsumer(Service):
     async def _foreign_floors(self, consumer: TransactionConsumer) -> dict[TopicPartition, float]:
         """Lower bounds of the next pending event time of the transaction partitions other workers own.
 
-        End offsets are asked before the owners' published progress is read (see ``alignment.foreign_floor``).
+        End offsets are asked before the owners' published progress is read (see ``event_time.foreign_floor``).
         On a broker or state store error every such partition holds this worker back for one round.
         """
         others = consumer.foreign_partitions()
@@ -217,3 +224,26 @@ class BatchConsumer(Service):
                 gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
         for tp, lag in (await consumer.lag()).items():
             gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+
+def split_released(released: dict[TopicPartition, list[Released[RawEvent]]]
+                   ) -> tuple[list[RawEvent], list[Message], int]:
+    """Released records as (events to handle, dead letters of the too-early ones, how many were late).
+
+    Late records are handled at once like any other (the features see them in event-time order within their
+    batch); too-early ones never reach the state: they go to the dead-letter topic with the reason.
+    """
+    events: list[RawEvent] = []
+    too_early: list[Message] = []
+    late = 0
+    for records in released.values():
+        for item in records:
+            if item.timing == TOO_EARLY:
+                event = item.record
+                too_early.append((event.key, dead_letter(event, REASON_TOO_EARLY, item.reason or "too early",
+                                                         "timestamp")))
+                continue
+            if item.timing == LATE:
+                late += 1
+            events.append(item.record)
+    return events, too_early, late

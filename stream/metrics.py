@@ -139,6 +139,17 @@ class WorkerMetrics:
         self.drift_psi = Gauge(f"{PREFIX}drift_psi",
                                "Population stability index of the recent events against the training reference, "
                                "by model version and signal", ["model_version", "signal"], registry=r)
+        self.redis_up = Gauge(f"{PREFIX}redis_up", "1 when the state store (Redis) answered its last health check",
+                              registry=r)
+        self.broker_up = Gauge(f"{PREFIX}broker_up", "1 when the Kafka broker answered its last health check",
+                               registry=r)
+        self.last_batch_timestamp = Gauge(f"{PREFIX}last_batch_timestamp_seconds",
+                                          "Wall time of the last micro-batch delivered (epoch s; start time before)",
+                                          registry=r)
+        self.held_back_events = Gauge(f"{PREFIX}held_back_events",
+                                      "Transactions fetched and held back by the event-time watermark", registry=r)
+        self.late_events = Counter(f"{PREFIX}late_events_total",
+                                   "Transactions more than the event-time slack late, decided at once", registry=r)
         r.register(self.latency)
         r.register(self.scores)
         r.register(self.label_delay)
@@ -194,7 +205,7 @@ class WorkerMetrics:
                 if np.isfinite(value):
                     self.drift_psi.labels(model_version=self._model_version, signal=signal).set(value)
 
-    def serve(self, port: int) -> None:
-        """Expose the registry over HTTP on ``port`` (0 = do nothing)."""
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Expose the registry over HTTP on ``addr:port`` (port 0 = do nothing; loopback unless told otherwise)."""
         if port:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=addr, registry=self.registry)

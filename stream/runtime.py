@@ -29,12 +29,13 @@ from fraudstream.stream.broker.client_config import KafkaClientConfig
 from fraudstream.stream.broker.label_feed import LabelFeed
 from fraudstream.stream.broker.sink import DecisionSink
 from fraudstream.stream.core.batch import BatchPipeline
+from fraudstream.stream.core.parse import REASON_TOO_EARLY
 from fraudstream.stream.metrics import WorkerMetrics
 from fraudstream.stream.model_watch import ActiveModel, ModelWatcher
 from fraudstream.stream.settings import StreamSettings
 from fraudstream.stream.state.redis_store import RedisStateStore
 from fraudstream.stream.topics import ensure_topics, topic_names
-from fraudstream.stream.types import RawEvent
+from fraudstream.stream.types import Message, RawEvent
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ class WorkerRuntime(Service):
         self._sink = DecisionSink(kafka.producer("decisions"), [s.decisions_topic, s.dlq_topic])
         await self._sink.start()
         self._pipeline = BatchPipeline(store, lambda: self.watcher.current, s.transactions_topic, s.labels_topic,
-                                       on_conflict=self.metrics.state_conflicts.inc)
+                                       on_conflict=self.metrics.state_conflicts.inc,
+                                       time_range=s.event_time_range())
         self.labels = LabelFeed(lambda: kafka.standalone_consumer("labels"), s.labels_topic, store.label_offsets)
         await self.labels.start()
         self.ready.set()
@@ -105,11 +107,12 @@ class WorkerRuntime(Service):
         if self._store is not None:
             await self._store.close()
 
-    async def handle(self, events: Sequence[RawEvent]) -> bool:
+    async def handle(self, events: Sequence[RawEvent], too_early: Sequence[Message] = ()) -> bool:
         """Run one batch of transactions until its decisions and dead letters are delivered.
 
-        Labels up to the labels topic's end offsets (asked when the batch starts) are applied first.  Returns
-        False if stopped before the batch was delivered.
+        Labels up to the labels topic's end offsets (asked when the batch starts) are applied first.
+        ``too_early`` are dead letters of transactions the event-time rules refused (sent with the batch's own).
+        Returns False if stopped before the batch was delivered.
         """
         await self.ready.wait()
         assert self.labels is not None and self._pipeline is not None and self._sink is not None
@@ -122,7 +125,7 @@ class WorkerRuntime(Service):
                 outcome = await self._pipeline.process(labels + list(events))
                 self.metrics.count_outcome(outcome)
                 await self._sink.send([(self.settings.decisions_topic, outcome.decisions),
-                                       (self.settings.dlq_topic, outcome.dlq)])
+                                       (self.settings.dlq_topic, list(outcome.dlq) + list(too_early))])
                 break
             except asyncio.CancelledError:
                 raise
@@ -134,6 +137,8 @@ class WorkerRuntime(Service):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
         m = self.metrics
+        if too_early:
+            m.dlq.labels(reason=REASON_TOO_EARLY).inc(len(too_early))
         m.latency.observe_many(time.time() - outcome.broker_ts_s)
         m.batch_size.observe(len(events))
         m.batch_seconds.observe(time.perf_counter() - started)

@@ -7,11 +7,19 @@ the CLI), then passed in explicitly; constructing the model reads no environment
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from fraudstream.detectors.env_settings import EnvSettings
+from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange
 from fraudstream.detectors.units import DAY_S
+from fraudstream.stream.event_time.rules import (
+    DEFAULT_EVENT_TIME_SLACK_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_BUFFERED,
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    EventTimeRules,
+)
 
 ENV_PREFIX = "FRAUDSTREAM_WORKER_"
 
@@ -47,3 +55,34 @@ class StreamSettings(EnvSettings):
     redis_prefix: str = Field("fs", min_length=1, description="prefix of every Redis key fraudstream writes")
     model_poll_s: float = Field(2.0, gt=0, description="how often the model directory is checked (s)")
     log_level: str = Field("INFO", description="log level")
+    bind_host: str = Field("127.0.0.1", min_length=1,
+                           description="address the metrics and web ports listen on (0.0.0.0: every interface)")
+    event_time_slack_s: float = Field(DEFAULT_EVENT_TIME_SLACK_S, ge=0,
+                                      description="event-time slack of the watermark; older records are late (s)")
+    max_future_skew_s: float = Field(DEFAULT_MAX_FUTURE_SKEW_S, gt=0,
+                                     description="largest lead of a timestamp over the wall clock (or the stream's "
+                                                 "event time) before it is a dead letter (s)")
+    idle_partition_timeout_s: float = Field(DEFAULT_IDLE_TIMEOUT_S, gt=0,
+                                            description="wall time after which a partition that delivers nothing "
+                                                        "stops holding the others back (s)")
+    max_held_back_events: int = Field(DEFAULT_MAX_BUFFERED, ge=1,
+                                      description="most events held back by the watermark; beyond it the earliest "
+                                                  "are released anyway")
+    event_time_earliest_s: float = Field(DEFAULT_EVENT_TIME_RANGE.earliest_s,
+                                         description="earliest accepted timestamp (epoch s); earlier is invalid")
+    event_time_latest_s: float = Field(DEFAULT_EVENT_TIME_RANGE.latest_s,
+                                       description="timestamps at or after this (epoch s) are invalid")
+
+    @model_validator(mode="after")
+    def _check_event_time_range(self) -> StreamSettings:
+        self.event_time_range()  # raises for an empty or non-finite range
+        return self
+
+    def event_time_range(self) -> EventTimeRange:
+        """The sane range of transaction timestamps; anything outside is an invalid event (dead letter)."""
+        return EventTimeRange(self.event_time_earliest_s, self.event_time_latest_s)
+
+    def event_time_rules(self) -> EventTimeRules:
+        """The worker's event-time rules: slack, future skew, idle time-out, bound of the held-back buffer."""
+        return EventTimeRules(slack_s=self.event_time_slack_s, max_future_skew_s=self.max_future_skew_s,
+                              idle_timeout_s=self.idle_partition_timeout_s, max_buffered=self.max_held_back_events)

@@ -1,6 +1,6 @@
 """The transactions consumer: an aiokafka group member with explicit commits and rebalance callbacks.
 
-It decodes each fetched transaction once (:func:`~fraudstream.stream.alignment.decode_event`: the JSON object
+It decodes each fetched transaction once (:func:`~fraudstream.stream.event_time.decode_event`: the JSON object
 and its event time), so the worker core and the event-time alignment reuse it.  Offsets are committed only when
 the caller says a batch is delivered; a commit refused because the group rebalanced is logged and dropped (the
 partitions' new owner re-reads those events and answers them from the stored decisions).
@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from fraudstream.stream.alignment import decode_event
+from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange
+from fraudstream.stream.event_time import decode_event
 from fraudstream.stream.types import RawEvent
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,14 @@ class TransactionConsumer:
     ----------
     consumer : not yet started, with a group id and auto-commit off (``KafkaClientConfig.group_consumer``).
     topic : the transactions topic.
+    time_range : sane range of event times; a record outside it has no event time (it will be a dead letter).
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str,
+                 time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> None:
         self.consumer = consumer
         self.topic = topic
+        self.time_range = time_range
         self._committed: dict[TopicPartition, int] = {}
 
     async def start(self, handler: RebalanceHandler) -> None:
@@ -87,7 +91,7 @@ class TransactionConsumer:
             if tp in assigned and records:
                 events, times = [], []
                 for r in records:  # each transaction is decoded once, here: the worker core reuses it
-                    decoded, event_time = decode_event(r.value)
+                    decoded, event_time = decode_event(r.value, self.time_range)
                     events.append(RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key, decoded))
                     times.append(event_time)
                 out[tp] = (events, times)

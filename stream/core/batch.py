@@ -6,7 +6,8 @@ Per batch (:meth:`BatchPipeline.process`):
 2. read the batch's state from the store in one call: stored decisions of its transaction ids, the customer and
    terminal histories it touches, the applied offsets of its label partitions;
 3. plan (:mod:`~fraudstream.stream.core.plan`): duplicates (a stored decision, or an id seen earlier in the
-   batch) are answered with their stored decision and not counted in the features again; labels below their
+   batch) are answered with their stored decision and not counted in the features again (the same id with other
+   content is a dead letter, reason ``conflict``); labels below their
    partition's applied offset are skipped;
 4. :func:`decide_batch` (pure): learn the new labels into terminal state, compute the features of the new
    transactions incrementally in event-time order (a batch holds several partitions one after the other) and
@@ -17,7 +18,7 @@ Per batch (:meth:`BatchPipeline.process`):
 Terminal features look at transactions at least the label delay (7 days) old, from every partition; they equal
 the batch path as long as no partition lags another by more than that much event time (nor by more than the
 terminal state's trim margin).  The caller keeps partitions aligned in event time
-(:mod:`fraudstream.stream.alignment`).
+(:mod:`fraudstream.stream.event_time`).
 
 The pipeline returns the messages to produce; the caller produces them, awaits delivery and only then commits
 offsets (at-least-once; re-deliveries are answered from the stored decisions).
@@ -35,11 +36,11 @@ import numpy as np
 
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.drift import watched_signals
-from fraudstream.detectors.schema import Transaction, TransactionBatch
+from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, Transaction, TransactionBatch
 from fraudstream.stream.core.block_list import apply_block_list
 from fraudstream.stream.core.encode import encode_decisions
 from fraudstream.stream.core.label_truth import LabelTruth, join_labels
-from fraudstream.stream.core.parse import ParsedBatch, parse_events
+from fraudstream.stream.core.parse import REASON_CONFLICT, ParsedBatch, dead_letter, parse_events
 from fraudstream.stream.core.plan import BatchPlan, batch_reads, plan_batch
 from fraudstream.stream.state.base import BatchChanges, BatchState, StateStore
 from fraudstream.stream.types import DecisionRecord, Message, RawEvent, decision_key
@@ -74,8 +75,8 @@ class BatchOutcome:
     """What one batch produced: messages to send and figures for metrics.
 
     ``decisions`` holds (key, JSON) per valid transaction in arrival order, duplicates included (their stored
-    JSON); ``broker_ts_s`` the Kafka record timestamp (epoch s) of each of them; ``new_decisions`` the JSON of
-    the transactions decided by this batch.
+    JSON), conflicts left out (they are in ``dlq``); ``broker_ts_s`` the Kafka record timestamp (epoch s) of each
+    of them; ``new_decisions`` the JSON of the transactions decided by this batch.
     """
 
     decisions: list[tuple[bytes, bytes]]
@@ -166,18 +167,28 @@ def _outcome(parsed: ParsedBatch, plan: BatchPlan, scored: ScoredBatch | None, r
     by_position: dict[int, bytes] = dict(zip(plan.new_index, encoded))
     decisions: list[tuple[bytes, bytes]] = []
     duplicates = 0
+    conflicts = set(plan.conflict_index)
+    conflict_letters: list[Message] = []
+    for i in plan.conflict_index:
+        event, tid = parsed.tx_events[i], parsed.transactions[i].transaction_id
+        conflict_letters.append((event.key, dead_letter(
+            event, REASON_CONFLICT, f"transaction id {tid} was decided before for other content (customer, terminal, "
+            "amount or time); that decision stands", "transaction_id")))
     for i, tx in enumerate(parsed.transactions):
+        if i in conflicts:
+            continue
         raw = by_position.get(i)
         if raw is None:
             duplicates += 1
             first = plan.duplicate_of.get(i)
             raw = by_position[first] if first is not None else plan.stored[tx.transaction_id]
         decisions.append((decision_key(tx.transaction_id), raw))
+    broker_ts_s = [ts for i, ts in enumerate(parsed.tx_broker_ts_s) if i not in conflicts]
     return BatchOutcome(
-        decisions=decisions, broker_ts_s=np.asarray(parsed.tx_broker_ts_s, dtype=np.float64),
-        dlq=[parsed.dlq[j] for j in plan.dlq_index], new_decisions=encoded, duplicates=duplicates,
+        decisions=decisions, broker_ts_s=np.asarray(broker_ts_s, dtype=np.float64),
+        dlq=[parsed.dlq[j] for j in plan.dlq_index] + conflict_letters, new_decisions=encoded, duplicates=duplicates,
         labels_learned=len(plan.new_labels), review_items=review_items,
-        dlq_reasons=[parsed.dlq_reasons[j] for j in plan.dlq_index],
+        dlq_reasons=[parsed.dlq_reasons[j] for j in plan.dlq_index] + [REASON_CONFLICT] * len(conflict_letters),
         duplicate_labels=len(parsed.labels) - len(plan.new_labels), scored=scored,
     )
 
@@ -192,21 +203,24 @@ class BatchPipeline:
     transactions_topic, labels_topic : which records are transactions and which labels.
     clock : wall clock, epoch s.
     on_conflict : called each time a batch is recomputed because its shared state changed (metrics).
+    time_range : sane range of transaction timestamps (outside: invalid event).
     """
 
     def __init__(self, store: StateStore, model: Callable[[], ActiveModel | None], transactions_topic: str,
                  labels_topic: str, clock: Callable[[], float] = time.time,
-                 on_conflict: Callable[[], None] | None = None) -> None:
+                 on_conflict: Callable[[], None] | None = None,
+                 time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> None:
         self.store = store
         self.model = model
         self.transactions_topic = transactions_topic
         self.labels_topic = labels_topic
         self.clock = clock
         self.on_conflict = on_conflict
+        self.time_range = time_range
 
     async def process(self, events: Sequence[RawEvent]) -> BatchOutcome:
         """Process one micro-batch; raises on infrastructure errors (the caller retries the same batch)."""
-        parsed = parse_events(events, self.transactions_topic, self.labels_topic)
+        parsed = parse_events(events, self.transactions_topic, self.labels_topic, self.time_range)
         model = self.model()
         if model is None and parsed.transactions:
             raise RuntimeError("no model loaded")

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fraudstream.detectors.schema import InvalidEvent, LabelEvent, Transaction
+from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, InvalidEvent, LabelEvent, Transaction
 from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.types import Message, RawEvent
 
@@ -22,6 +22,10 @@ REASON_MISSING_FIELD = "missing_field"
 REASON_INVALID_FIELD = "invalid_field"
 REASON_UNPARSEABLE = "unparseable"
 REASON_UNKNOWN_TOPIC = "unknown_topic"
+#: A transaction id seen before with other content (customer, terminal, amount or time).
+REASON_CONFLICT = "conflict"
+#: A transaction too far ahead of the wall clock or of the stream's event time (the event-time rules refuse it).
+REASON_TOO_EARLY = "too_early"
 
 @dataclass
 class ParsedBatch:
@@ -30,6 +34,8 @@ class ParsedBatch:
     transactions: list[Transaction] = field(default_factory=list)
     #: Kafka record timestamp (epoch s) of each transaction.
     tx_broker_ts_s: list[float] = field(default_factory=list)
+    #: the raw event of each transaction (a conflicting one becomes a dead letter later).
+    tx_events: list[RawEvent] = field(default_factory=list)
     labels: list[LabelEvent] = field(default_factory=list)
     #: (partition, offset) of each label in ``labels``.
     label_at: list[tuple[int, int]] = field(default_factory=list)
@@ -61,8 +67,10 @@ def _reason_code(exc: InvalidEvent) -> str:
     return REASON_MISSING_FIELD if exc.reason == "missing" else REASON_INVALID_FIELD
 
 
-def parse_events(events: Sequence[RawEvent], transactions_topic: str, labels_topic: str) -> ParsedBatch:
-    """Parse and validate raw events; never raises for a bad event (it goes to ``dlq`` with its reason)."""
+def parse_events(events: Sequence[RawEvent], transactions_topic: str, labels_topic: str,
+                 time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> ParsedBatch:
+    """Parse and validate raw events; never raises for a bad event (it goes to ``dlq`` with its reason).
+    Transaction timestamps outside ``time_range`` are invalid."""
     out = ParsedBatch()
     for event in events:
         try:
@@ -70,8 +78,9 @@ def parse_events(events: Sequence[RawEvent], transactions_topic: str, labels_top
                 if event.value is None:
                     raise InvalidEvent("empty message (null value)")
                 out.transactions.append(Transaction.from_json(event.decoded if event.decoded is not None
-                                                              else event.value))
+                                                              else event.value, time_range))
                 out.tx_broker_ts_s.append(event.timestamp_ms / MS_PER_S)
+                out.tx_events.append(event)
             elif event.topic == labels_topic:
                 if event.value is None:
                     raise InvalidEvent("empty message (null value)")

@@ -1,10 +1,18 @@
-"""What of a parsed batch is new, given the stored state: duplicates, labels already applied, what to read."""
+"""What of a parsed batch is new, given the stored state: duplicates, conflicts, labels already applied, what to
+read.
+
+A transaction whose id has a decision already (stored, or earlier in the batch) is a *duplicate* when its content
+(customer, terminal, amount, time) is the same: it is answered with that decision.  With other content it is a
+*conflict*: a dead letter, never given the first one's decision.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from fraudstream.detectors.schema import LabelEvent
+import orjson
+
+from fraudstream.detectors.schema import LabelEvent, Transaction
 from fraudstream.stream.core.parse import ParsedBatch
 from fraudstream.stream.state.base import BatchReads
 
@@ -33,6 +41,7 @@ class BatchPlan:
     new_labels : labels at or above their partition's applied offset, in arrival order.
     dlq_index : positions in ``ParsedBatch.dlq`` to send (label dead letters already sent are left out).
     applied : label partition -> new applied offset (only partitions that advance).
+    conflict_index : positions in ``ParsedBatch.transactions`` whose id was decided for other content.
     """
 
     new_index: list[int]
@@ -41,6 +50,18 @@ class BatchPlan:
     new_labels: list[LabelEvent]
     dlq_index: list[int]
     applied: dict[int, int]
+    conflict_index: list[int] = field(default_factory=list)
+
+
+def same_content(tx: Transaction, stored: bytes) -> bool:
+    """Whether a stored decision JSON was made for this transaction's content (an unreadable one counts as the
+    same: it is answered as before)."""
+    try:
+        d = orjson.loads(stored)
+        made_for = (int(d["customer_id"]), int(d["terminal_id"]), float(d["amount"]), float(d["event_timestamp"]))
+    except (ValueError, KeyError, TypeError):
+        return True
+    return made_for == (tx.customer_id, tx.terminal_id, float(tx.amount), float(tx.timestamp))
 
 
 def plan_batch(parsed: ParsedBatch, stored: dict[int, bytes], applied_before: dict[int, int]) -> BatchPlan:
@@ -55,12 +76,19 @@ def plan_batch(parsed: ParsedBatch, stored: dict[int, bytes], applied_before: di
     new_index: list[int] = []
     duplicate_of: dict[int, int] = {}
     first_seen: dict[int, int] = {}
-    for i, tx in enumerate(parsed.transactions):
+    conflicts: list[int] = []
+    txs = parsed.transactions
+    for i, tx in enumerate(txs):
         tid = tx.transaction_id
         if tid in stored:
+            if not same_content(tx, stored[tid]):
+                conflicts.append(i)
             continue
         if tid in first_seen:
-            duplicate_of[i] = first_seen[tid]
+            if tx != txs[first_seen[tid]]:
+                conflicts.append(i)
+            else:
+                duplicate_of[i] = first_seen[tid]
         else:
             first_seen[tid] = i
             new_index.append(i)
@@ -83,4 +111,4 @@ def plan_batch(parsed: ParsedBatch, stored: dict[int, bytes], applied_before: di
             applied[partition] = max(applied[partition], offset + 1)
         dlq_index.append(j)
     advanced = {p: o for p, o in applied.items() if o > applied_before.get(p, 0)}
-    return BatchPlan(new_index, duplicate_of, stored, new_labels, dlq_index, advanced)
+    return BatchPlan(new_index, duplicate_of, stored, new_labels, dlq_index, advanced, conflicts)

@@ -4,7 +4,7 @@ A batch is read with one call (:meth:`StateStore.read_batch`: stored decisions o
 customer and terminal histories it touches, the applied offsets of its label partitions) and written with one
 compare-and-write (:meth:`StateStore.commit`): everything the batch changed, applied only while the shared state
 it was computed from is unchanged.  Around it: the label offsets a starting worker resumes from, the event-time
-progress of each transaction partition (for :mod:`fraudstream.stream.alignment`), and the review queue.
+progress of each transaction partition (for :mod:`fraudstream.stream.event_time`), and the review queue.
 
 Implementations: :class:`fraudstream.stream.state.redis_store.RedisStateStore` (production; its keyspace is
 :mod:`fraudstream.stream.state.keys`) and :class:`fraudstream.stream.state.memory.InMemoryStateStore` (tests).
@@ -90,7 +90,7 @@ class StateStore(Protocol):
         ...
 
     async def read_progress(self, topic: str, partitions: Sequence[int]) -> list[bytes | None]:
-        """Published progress of each transaction partition (encoded ``alignment.PartitionProgress``)."""
+        """Published progress of each transaction partition (encoded ``event_time.PartitionProgress``)."""
         ...
 
     async def publish_progress(self, topic: str, progress: Mapping[int, bytes], ttl_s: float) -> None:

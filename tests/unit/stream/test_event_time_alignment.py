@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fraudstream.stream.alignment import (
+from fraudstream.stream.event_time import (
     EventTimeAligner,
     PartitionProgress,
     event_time_of,

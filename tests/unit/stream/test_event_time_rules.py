@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fraudstream.stream.alignment import (
+from fraudstream.stream.event_time import (
     LATE,
     NO_TIME,
     ON_TIME,

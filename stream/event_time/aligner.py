@@ -1,11 +1,4 @@
-"""Event-time alignment of the transaction partitions: a watermark over what they may still deliver.
-
-Why: a terminal's features count the transactions at that terminal in ``(t - d - w, t - d]`` (``d`` the label
-delay, 7 days), from *every* partition (transactions are keyed by customer).  A partition that runs more than
-``d`` ahead in event time of another scores transactions whose windows miss the other's older transactions.  A
-partition that falls behind is limited too: terminal state is trimmed behind the terminal's newest transaction
-with a margin of ``online.STATE_TRIM_SLACK_S`` (1 day), so a transaction more than that behind may find its
-window already trimmed.  Both bounds hold when the partitions stay within a small event-time skew of each other.
+"""The per-worker event-time watermark: buffers fetched records per partition, releases what it allows.
 
 The rule (:class:`EventTimeAligner`), per worker, over its assigned partitions, relies on each partition being in
 event-time order and on each released batch being scored in event-time order (the pipeline sorts it):
@@ -26,175 +19,36 @@ A worker that owns every partition thus works through a fetched backlog in full 
 Records without a readable event time (bad JSON, missing field: they become dead letters and touch no state)
 never wait; records behind one of them in the same partition keep their place.
 
-Event time that cannot be held hostage (:class:`EventTimeRules`; the rules of bounded out-of-orderness with
-idleness, as stream processors with watermarks apply them):
 
-* a partition's floor is the *latest* event time it has delivered (buffered or released), never the event time
-  of an earlier record that arrives after it: a late record lowers no floor and so holds nobody back;
-* a record later than the wall clock by more than ``max_future_skew_s`` is *too early*: it waits for nothing
-  and is released at once with the verdict :data:`TOO_EARLY` (the worker sends it to the dead-letter topic with
-  the reason).  So is a record at a partition's head that lies more than the skew ahead of the stream's
-  event-time clock *and* of a later record of its own partition (an outlier: a partition that is ahead as a
-  whole is not judged).  The clock is the latest watermark base (the earliest bound of the partitions) at which
-  records were released, advanced by the wall-clock time elapsed since (a live stream that pauses is not judged
-  against its old event time; one partition's outlier does not move it); before anything is released it is the
-  earliest buffered event time.  Such a record waits until :data:`OUTLIER_WINDOW` records of its partition
-  follow it (holding back only its own partition, never the others); a partition at its end, or ahead as a
-  whole, is left alone;
-* a record earlier than the latest event time released by more than ``slack_s`` is *late*: it is released at
-  once (when its partition's earlier records are) with the verdict :data:`LATE`, and counted;
-* a partition that holds the others back without delivering (backlog but nothing fetched, or another worker's
-  partition whose published floor does not move) for more than ``idle_timeout_s`` is *idle* and bounds nothing
-  until it delivers again;
-* at most ``max_buffered`` records are held back; when the buffer is full and the watermark releases nothing,
-  the earliest records are released anyway (counted in :attr:`EventTimeAligner.forced_total`).
-
-Across workers (each sees only its own partitions), every worker publishes per partition a
-:class:`PartitionProgress` (next offset to process, its event time when buffered, latest event time processed) in
-the shared store after each batch's state is written, and reads the others' progress with the broker's end offsets
-(asked first): a foreign partition with records beyond its published offset counts with its published head, else
-its latest processed event time (a lower bound), else ``-inf`` (:func:`foreign_floor`).  Stale views are lower
-bounds, so they only delay; the owners keep publishing, so the workers do not wait on each other forever.
-
-Guarantee (each partition in event-time order, as a producer keyed by customer that sends in time order makes it;
-every worker runs this rule): no transaction is scored more than ``slack`` after a transaction of any partition
-that is still pending when its batch is released.  With ``slack`` below the label delay and the trim margin,
-features equal the batch path.
-
-Not guaranteed: a partition that receives records much older than what it already holds (a producer that is
-itself days behind) does not hold the others back, since only what the broker holds is aligned; a partition
-whose owner does not publish (an older worker) holds the others back until its progress
-appears.
-
-Where the progress is kept: ``stream.state.keys`` (``<p>:progress:<topic>:<partition>``).
+The bounds that keep it from being held hostage (future skew, lateness, idleness, buffer bound) are those of
+:mod:`.rules`; what other workers' partitions may still deliver comes from :mod:`.progress`.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-import orjson
-
-from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, InvalidEvent, parse_timestamp
+from fraudstream.stream.event_time.rules import (
+    DEFAULT_EVENT_TIME_SLACK_S,
+    LATE,
+    NO_TIME,
+    ON_TIME,
+    OUTLIER_WINDOW,
+    TOO_EARLY,
+    EventTimeRules,
+    Released,
+    alignment_only,
+    iso_time,
+)
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
-
-#: Default slack (s) of the watermark over the earliest pending record: far below the label delay (7 days) and
-#: the terminal state's trim margin (1 day), large enough that real-time jitter between partitions never waits.
-DEFAULT_EVENT_TIME_SLACK_S = 3_600.0
-#: Wire key of a transaction's event time.
-EVENT_TIME_KEY = "timestamp"
-#: Default largest lead (s) of a record's event time over the stream's event-time clock (or the wall clock).
-DEFAULT_MAX_FUTURE_SKEW_S = 86_400.0
-#: Default time (s, wall) after which a partition that holds the others back without delivering is idle.
-DEFAULT_IDLE_TIMEOUT_S = 30.0
-#: Default bound of the records held back (fetched, not released) by one worker.
-DEFAULT_MAX_BUFFERED = 50_000
-
-#: A record far ahead of the stream's clock is told from a partition that is ahead as a whole by this many later
-#: records of its partition (it waits, holding back only its own partition, until they are fetched).
-OUTLIER_WINDOW = 64
-
-#: Verdicts of a released record (:attr:`Released.timing`).
-ON_TIME = "on_time"
-LATE = "late"
-TOO_EARLY = "too_early"
-NO_TIME = "no_time"
-
-
-def decode_event(value: bytes | None, time_range: EventTimeRange | None = DEFAULT_EVENT_TIME_RANGE
-                 ) -> tuple[dict[str, Any] | None, float | None]:
-    """A transaction's wire JSON decoded once: (the JSON object or None, its event time in epoch s or None).
-
-    Either part is None when it cannot be read, or when the event time is outside ``time_range`` (None: any);
-    the pipeline then reports the event as a dead letter, and alignment does not wait for it.
-    """
-    if value is None:
-        return None, None
-    try:
-        data = orjson.loads(value)
-    except ValueError:
-        return None, None
-    if not isinstance(data, dict):
-        return None, None
-    try:
-        timestamp = parse_timestamp(data[EVENT_TIME_KEY])
-    except (KeyError, InvalidEvent):
-        return data, None
-    if time_range is not None and not time_range.earliest_s <= timestamp < time_range.latest_s:
-        return data, None
-    return data, (timestamp if math.isfinite(timestamp) else None)
-
-
-def event_time_of(value: bytes | None, time_range: EventTimeRange | None = DEFAULT_EVENT_TIME_RANGE
-                  ) -> float | None:
-    """Event time (epoch s) of a transaction's wire JSON; None when it cannot be read (it will be a dead letter)."""
-    return decode_event(value, time_range)[1]
-
-
-@dataclass(frozen=True)
-class EventTimeRules:
-    """Bounds of event-time alignment (see the module docstring).
-
-    slack_s : release slack (s of event time) over the earliest pending record; also the out-of-orderness beyond
-        which a record is late.
-    max_future_skew_s : largest lead (s) of a record over the stream's event-time clock; ``inf`` turns the rule off
-        (the wall-clock bound then stays off too).
-    idle_timeout_s : wall time (s) after which a partition that holds the others back without delivering is
-        ignored; ``inf`` never.
-    max_buffered : largest number of records held back; beyond it the earliest are released anyway.
-    """
-
-    slack_s: float = DEFAULT_EVENT_TIME_SLACK_S
-    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S
-    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
-    max_buffered: int = DEFAULT_MAX_BUFFERED
-
-    def __post_init__(self) -> None:
-        for name in ("slack_s", "max_future_skew_s", "idle_timeout_s"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-        if not isinstance(self.max_buffered, int) or self.max_buffered < 1:
-            raise ValueError(f"max_buffered: expected an integer >= 1, got {self.max_buffered!r}")
-
-
-#: Rules that only align (no future, idle or buffer bounds): the behaviour of a bare ``EventTimeAligner(slack)``.
-def alignment_only(slack_s: float) -> EventTimeRules:
-    return EventTimeRules(slack_s=slack_s, max_future_skew_s=math.inf, idle_timeout_s=math.inf,
-                          max_buffered=2**62)
-
-
-@dataclass(frozen=True, slots=True)
-class Released(Generic[R]):
-    """A record released by :meth:`EventTimeAligner.take_released`.
-
-    event_time : its event time (s), None when unreadable.
-    timing : :data:`ON_TIME`, :data:`LATE`, :data:`TOO_EARLY` (send it to the dead-letter topic with ``reason``)
-        or :data:`NO_TIME` (unreadable: the parser gives the reason).
-    """
-
-    record: R
-    event_time: float | None
-    timing: str
-    reason: str | None = None
-
-
-def _iso(epoch_s: float) -> str:
-    try:
-        return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):
-        return f"{epoch_s!r} s"
 
 
 class _Entry:
@@ -266,8 +120,8 @@ class EventTimeAligner(Generic[K, R]):
         if math.isfinite(skew):
             wall = self._wall_clock()
             if event_time > wall + skew:
-                return TOO_EARLY, (f"timestamp {_iso(event_time)} is {(event_time - wall) / 3600:.1f} h ahead of "
-                                   f"the wall clock {_iso(wall)} (largest lead {skew:g} s)")
+                return TOO_EARLY, (f"timestamp {iso_time(event_time)} is {(event_time - wall) / 3600:.1f} h ahead of "
+                                   f"the wall clock {iso_time(wall)} (largest lead {skew:g} s)")
         latest = self._latest_released
         if latest is not None and event_time < latest - self.slack_s:
             return LATE, None
@@ -484,9 +338,10 @@ class EventTimeAligner(Generic[K, R]):
                 if entry.event_time is None or entry.event_time <= ahead:
                     continue
                 if earliest_after < entry.event_time - skew:
-                    entry.reason = (f"timestamp {_iso(entry.event_time)} is {(entry.event_time - clock) / 3600:.1f} "
-                                    f"h ahead of the stream's event time {_iso(clock)} and of the records after it "
-                                    f"in its partition (largest lead {skew:g} s)")
+                    lead_h = (entry.event_time - clock) / 3600
+                    entry.reason = (f"timestamp {iso_time(entry.event_time)} is {lead_h:.1f} h ahead of the stream's "
+                                    f"event time {iso_time(clock)} and of the records after it in its partition "
+                                    f"(largest lead {skew:g} s)")
                     entry.event_time, entry.timing = None, TOO_EARLY
                 elif count_after < OUTLIER_WINDOW and not ended:
                     holds[key] = position  # too few records after it to tell: wait for the next fetch
@@ -521,51 +376,3 @@ class EventTimeAligner(Generic[K, R]):
             counts[key] = counts.get(key, 0) + 1
         return counts
 
-
-@dataclass(frozen=True)
-class PartitionProgress:
-    """How far the owner of a partition has processed it; published for the workers that own other partitions.
-
-    next_offset : first offset not processed (the state of every record below it is written).
-    head : event time (s) of the next pending record, when the owner has it buffered.
-    processed_to : latest event time (s) processed since the owner was assigned the partition.
-    """
-
-    next_offset: int
-    head: float | None = None
-    processed_to: float | None = None
-
-    def encode(self) -> bytes:
-        return json.dumps([self.next_offset, self.head, self.processed_to]).encode()
-
-    @classmethod
-    def decode(cls, raw: bytes | None) -> PartitionProgress | None:
-        """Inverse of :meth:`encode`; None for a missing or unreadable value (treated as unknown)."""
-        if raw is None:
-            return None
-        try:
-            offset, head, processed_to = json.loads(raw)
-            return cls(int(offset), None if head is None else float(head),
-                       None if processed_to is None else float(processed_to))
-        except (ValueError, TypeError):
-            return None
-
-
-def foreign_floor(progress: PartitionProgress | None, end_offset: int) -> float | None:
-    """Lower bound of the next pending event time of a partition another worker owns.
-
-    Parameters
-    ----------
-    progress : what its owner published (None: nothing published, or expired).
-    end_offset : the partition's end offset on the broker, asked *before* ``progress`` was read.
-
-    Returns None when nothing is pending (everything below ``end_offset`` is processed), else the owner's head,
-    else the latest event time it processed, else ``-inf`` (unknown: hold back until the owner publishes).
-    """
-    if end_offset <= 0 or (progress is not None and progress.next_offset >= end_offset):
-        return None
-    if progress is None:
-        return -math.inf
-    if progress.head is not None:
-        return progress.head
-    return progress.processed_to if progress.processed_to is not None else -math.inf

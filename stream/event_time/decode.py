@@ -1,0 +1,49 @@
+"""A transaction's wire JSON decoded once: the JSON object and its event time (epoch s).
+
+Records without a readable event time (bad JSON, missing field, outside the sane range: they become dead letters
+and touch no state) never wait in the alignment; records behind one of them in the same partition keep their
+place.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, InvalidEvent, parse_timestamp
+
+#: Wire key of a transaction's event time.
+EVENT_TIME_KEY = "timestamp"
+
+
+def decode_event(value: bytes | None, time_range: EventTimeRange | None = DEFAULT_EVENT_TIME_RANGE
+                 ) -> tuple[dict[str, Any] | None, float | None]:
+    """A transaction's wire JSON decoded once: (the JSON object or None, its event time in epoch s or None).
+
+    Either part is None when it cannot be read, or when the event time is outside ``time_range`` (None: any);
+    the pipeline then reports the event as a dead letter, and alignment does not wait for it.
+    """
+    if value is None:
+        return None, None
+    try:
+        data = orjson.loads(value)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    try:
+        timestamp = parse_timestamp(data[EVENT_TIME_KEY])
+    except (KeyError, InvalidEvent):
+        return data, None
+    if time_range is not None and not time_range.earliest_s <= timestamp < time_range.latest_s:
+        return data, None
+    return data, (timestamp if math.isfinite(timestamp) else None)
+
+
+def event_time_of(value: bytes | None, time_range: EventTimeRange | None = DEFAULT_EVENT_TIME_RANGE
+                  ) -> float | None:
+    """Event time (epoch s) of a transaction's wire JSON; None when it cannot be read (it will be a dead letter)."""
+    return decode_event(value, time_range)[1]
+
