@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from fraudstream.detectors.features.calendar import night_flags, weekend_flags
 from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, DEFAULT_CONFIG, FeatureConfig
@@ -30,6 +31,9 @@ from fraudstream.detectors.schema import (
 
 #: Window of CUSTOMER_NB_TERMINALS_1DAY_WINDOW (s).
 DISTINCT_TERMINALS_WINDOW_S = DAY_S
+#: Optional input column: when each row's fraud label became known (datetime64, naive = UTC, or epoch seconds;
+#: missing = never known).  Without it a label is known ``label_delay_days`` after its transaction.
+LABEL_KNOWN_AT = "TX_FRAUD_KNOWN_AT"
 
 
 class FeatureInputError(ValueError):
@@ -57,6 +61,7 @@ class _InputColumns:
         self.amount = _amount_column(frame)
         self.fraud = _fraud_column(frame)
         _check_unique_ids(frame, self.transaction_id)
+        self.known_at = np.empty(0)  # set by :func:`compute_features` (it depends on the label delay)
 
 
 def _row(frame: pd.DataFrame, position: int) -> str:
@@ -130,6 +135,33 @@ def _fraud_column(frame: pd.DataFrame) -> np.ndarray:
         row = _first(bad)
         raise FeatureInputError(f"expected 0/1 label, got {fraud[row]!r}", TX_FRAUD, _row(frame, row))
     return fraud.astype(np.int64)
+
+
+def _known_at_column(frame: pd.DataFrame, timestamp: np.ndarray, delay_s: float,
+                     known_at: np.ndarray | None) -> np.ndarray:
+    """When each row's label is known (epoch s; inf = never): ``known_at``, else the frame's LABEL_KNOWN_AT column,
+    else the transaction time plus the label delay."""
+    if known_at is None and LABEL_KNOWN_AT in frame.columns:
+        values = frame[LABEL_KNOWN_AT]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            known = np.full(len(frame), np.inf)
+            present = values.notna().to_numpy()
+            known[present] = datetime_to_epoch_seconds(values[present])
+            known_at = known
+        elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            known_at = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            raise FeatureInputError(f"expected date-times or epoch seconds, got dtype {values.dtype}", LABEL_KNOWN_AT)
+    if known_at is None:
+        return timestamp + delay_s
+    known_at = np.asarray(known_at, dtype=np.float64)
+    if known_at.shape != timestamp.shape:
+        raise FeatureInputError(f"{known_at.shape[0]} label times for {timestamp.shape[0]} rows", LABEL_KNOWN_AT)
+    early = known_at < timestamp
+    if early.any():
+        row = _first(early)
+        raise FeatureInputError("label known before its transaction", LABEL_KNOWN_AT, _row(frame, row))
+    return np.where(np.isnan(known_at), np.inf, known_at)
 
 
 def _check_unique_ids(frame: pd.DataFrame, transaction_id: np.ndarray) -> None:
@@ -219,16 +251,20 @@ def _group_code(groups: Sequence[np.ndarray]) -> np.ndarray:
     return code
 
 
-def compute_features(frame: pd.DataFrame, config: FeatureConfig = DEFAULT_CONFIG) -> pd.DataFrame:
+def compute_features(frame: pd.DataFrame, config: FeatureConfig = DEFAULT_CONFIG,
+                     known_at: np.ndarray | None = None) -> pd.DataFrame:
     """Compute every feature of ``config`` for every row of a transaction frame.
 
     Parameters
     ----------
     frame : handbook columns ``TRANSACTION_ID`` (unique), ``TX_DATETIME`` (datetime64, naive = UTC),
-        ``CUSTOMER_ID``, ``TERMINAL_ID``, ``TX_AMOUNT`` and optionally ``TX_FRAUD`` (0/1; missing = not fraud).
-        Rows may come in any order.  A label counts in terminal risk once known, ``label_delay_days`` after its
-        transaction.
+        ``CUSTOMER_ID``, ``TERMINAL_ID``, ``TX_AMOUNT`` and optionally ``TX_FRAUD`` (0/1; missing = not fraud) and
+        ``TX_FRAUD_KNOWN_AT`` (:data:`LABEL_KNOWN_AT`).  Rows may come in any order.  A fraud label counts in the
+        terminal features once known: at its ``known_at``, by default ``label_delay_days`` after its transaction
+        (the fixed delay of the handbook, and of training without a label model).
     config : windows and thresholds.
+    known_at : when each row's label became known (epoch s, input row order; NaN = never, never before the
+        transaction), e.g. from a label model with analysts; overrides the frame's column.
 
     Returns
     -------
@@ -241,6 +277,7 @@ def compute_features(frame: pd.DataFrame, config: FeatureConfig = DEFAULT_CONFIG
     """
     names = config.feature_names()
     columns = _InputColumns(frame)
+    columns.known_at = _known_at_column(frame, columns.timestamp, config.label_delay_s, known_at)
     out = np.empty((len(frame), len(names)), dtype=np.float64)
     if len(frame):
         index = {name: i for i, name in enumerate(names)}
@@ -349,30 +386,74 @@ def _distinct_terminals(groups: _SortedGroups, pairs: _SortedGroups, start: np.n
     return distinct
 
 
+@njit(cache=True, nogil=True)
+def _known_fraud_kernel(t, fraud_t, fraud_known, window_lo, stop, episode_lo, fresh_lo, fresh_hi, fresh_windows_s,
+                        no_episode_s, frauds, age, fresh):  # pragma: no cover - compiled
+    """Per row: frauds known at t in each delayed window, the episode age, the frauds known in each fresh window.
+
+    Fraud index ranges come from the caller: ``[window_lo[i, j], stop[i])`` per delayed window,
+    ``[episode_lo[i], stop[i])`` for the episode, ``[fresh_lo[i], fresh_hi[i])`` for the fresh windows.
+    """
+    for i in range(t.shape[0]):
+        ti = t[i]
+        for j in range(window_lo.shape[1]):
+            count = 0
+            for k in range(window_lo[i, j], stop[i]):
+                if fraud_known[k] <= ti:
+                    count += 1
+            frauds[i, j] = count
+        age[i] = no_episode_s
+        for k in range(episode_lo[i], stop[i]):
+            if fraud_known[k] <= ti:
+                age[i] = ti - fraud_t[k]
+                break
+        for j in range(fresh_windows_s.shape[0]):
+            window_start = ti - fresh_windows_s[j]
+            count = 0
+            for k in range(fresh_lo[i], fresh_hi[i]):
+                if window_start < fraud_known[k] <= ti:
+                    count += 1
+            fresh[i, j] = count
+
+
 def _terminal_features(columns: _InputColumns, times: _TimeRanks, config: FeatureConfig) -> dict[str, np.ndarray]:
     groups = _SortedGroups([columns.terminal_id], columns.timestamp, times)
     delay_s = config.label_delay_s
     # Rows up to window_end, and never past this row itself (ties at t when the delay is 0).
     stop = np.minimum(groups.first_after(_shifted_back(delay_s)), groups.position + 1)
     fraud = columns.fraud[groups.order]
-    fraud_prefix = np.concatenate([[0], np.cumsum(fraud)])
+    fraud_rows = np.flatnonzero(fraud)  # sorted positions of the fraud rows: grouped by terminal, in time order
+
+    def fraud_index(position: np.ndarray) -> np.ndarray:
+        """Number of fraud rows before each sorted position."""
+        return np.searchsorted(fraud_rows, position, side="left")
+
     features: dict[str, np.ndarray] = {}
     starts: dict[int, np.ndarray] = {}
+    counts = []
     for days in config.terminal_windows_days:
         window_s = days * DAY_S
         start = starts[days] = groups.first_after(_shifted_back(delay_s, window_s))
-        count = np.maximum(stop - start, 0)
-        frauds = np.where(count > 0, fraud_prefix[stop] - fraud_prefix[np.minimum(start, stop)], 0)
-        risk = np.where(count > 0, frauds / np.maximum(count, 1), 0.0)
+        counts.append(np.maximum(stop - start, 0))
+    window_lo = np.stack([fraud_index(np.minimum(starts[d], stop)) for d in config.terminal_windows_days], axis=1)
+    n = groups.position.shape[0]
+    frauds = np.zeros((n, len(config.terminal_windows_days)), dtype=np.int64)
+    age = np.empty(n, dtype=np.float64)
+    fresh_windows_s = np.asarray([days * DAY_S for days in config.fresh_label_windows_days], dtype=np.float64)
+    fresh = np.zeros((n, fresh_windows_s.shape[0]), dtype=np.int64)
+    fresh_lo = fraud_index(groups.first_after(_shifted_back(config.terminal_retention_s)))
+    fresh_hi = fraud_index(groups.first_after(_shifted_back(), inclusive=False))  # every row at or before t
+    episode_start = np.minimum(starts[max(config.terminal_windows_days)], stop)
+    _known_fraud_kernel(groups.timestamp, groups.timestamp[fraud_rows], columns.known_at[groups.order][fraud_rows],
+                        np.ascontiguousarray(window_lo), fraud_index(stop), fraud_index(episode_start), fresh_lo,
+                        fresh_hi, fresh_windows_s, config.terminal_retention_s, frauds, age, fresh)
+    for j, days in enumerate(config.terminal_windows_days):
+        count = counts[j]
+        risk = np.where(count > 0, frauds[:, j] / np.maximum(count, 1), 0.0)
         features[f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW"] = _scatter(groups.order, count.astype(np.float64))
         features[f"TERMINAL_ID_RISK_{days}DAY_WINDOW"] = _scatter(groups.order, risk)
-
-    # Earliest fraud in the longest window: the first fraud row at or after the window start, if before its stop.
-    episode_start = starts[max(config.terminal_windows_days)]
-    fraud_rows = np.flatnonzero(fraud)
-    next_fraud = np.append(fraud_rows, fraud.shape[0])[np.searchsorted(fraud_rows, episode_start, side="left")]
-    has_fraud = next_fraud < stop
-    first_fraud_time = groups.timestamp[np.where(has_fraud, next_fraud, 0)]
-    age = np.where(has_fraud, groups.timestamp - first_fraud_time, config.terminal_retention_s)
+    # Earliest fraud of the longest window known at t.
     features["TERMINAL_FRAUD_EPISODE_AGE"] = _scatter(groups.order, age)
+    for j, days in enumerate(config.fresh_label_windows_days):
+        features[f"TERMINAL_NB_FRAUDS_KNOWN_{days}DAY"] = _scatter(groups.order, fresh[:, j].astype(np.float64))
     return features

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Bump when any feature's meaning, order or default changes; model manifests record it and loading checks it.
-FEATURE_SET_VERSION = "fs-2"
+FEATURE_SET_VERSION = "fs-3"
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
@@ -39,6 +39,8 @@ class FeatureConfig:
     history_days : how long the customer's history is kept for novelty and the amount ratios (days).
     recent_days : the customer's most recent days (days) left out of the baseline amount window
         ``(t - history_days, t - recent_days]``, so that a recent compromise does not inflate the baseline.
+    fresh_label_windows_days : windows (days) of the terminal's frauds counted by when their label became known
+        (``TERMINAL_NB_FRAUDS_KNOWN_{w}DAY``), so that a label known an hour ago counts at once.
     """
 
     customer_windows_days: tuple[int, ...] = (1, 7, 30)
@@ -48,6 +50,7 @@ class FeatureConfig:
     burst_window_s: float = HOUR_S
     history_days: int = 30
     recent_days: int = 14
+    fresh_label_windows_days: tuple[int, ...] = (1, 7)
 
     @property
     def label_delay_s(self) -> float:
@@ -71,6 +74,7 @@ class FeatureConfig:
         for w in self.terminal_windows_days:
             names += [f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW", f"TERMINAL_ID_RISK_{w}DAY_WINDOW"]
         names += OWN_FEATURES
+        names += [f"TERMINAL_NB_FRAUDS_KNOWN_{w}DAY" for w in self.fresh_label_windows_days]
         return names
 
 
@@ -125,6 +129,10 @@ FEATURE_DOCS: dict[str, str] = {
     "included only when recent_days is 0), the mean floored at AMOUNT_RATIO_MIN_MEAN; 1 when there are none. "
     "Unlike the history ratio, a run of inflated amounts in the recent days (an ongoing compromise) does not "
     "raise the baseline",
+    "TERMINAL_NB_FRAUDS_KNOWN_{w}DAY": "the terminal's frauds whose label became known in (t - w days, t], "
+    "among its transactions in (t - terminal_retention_s, t]. Unlike TERMINAL_ID_RISK_*, whose windows end d "
+    "back, a label an analyst confirmed an hour ago counts at once; with the fixed label delay d (the default "
+    "label model of training) it counts the frauds of (t - d - w, t - d]",
     "TERMINAL_FRAUD_EPISODE_AGE": "seconds from the transaction time of the terminal's earliest known fraud in "
     "(t - d - max(terminal_windows_days) days, t - d] (known as for TERMINAL_ID_RISK_*) to t; "
     "terminal_retention_s when there is none. Tells a fresh fraud episode from one long over, whose legitimate "

@@ -167,8 +167,10 @@ def _customer_kernel(m_t, m_id, m_amount, m_terminal, lo, hi, t, tx_id, amount, 
 
 @njit(cache=True, nogil=True)
 def _terminal_kernel(m_t, m_id, lo, hi, f_t, f_id, f_known, f_lo, f_hi, t, tx_id, delay_s, windows_s,
-                     episode_window_s, no_episode_s, out, first_column, age_column):  # pragma: no cover - compiled
-    """Terminal count and risk per window (from ``first_column``) and the fraud episode age (s)."""
+                     episode_window_s, no_episode_s, fresh_windows_s, retention_s, out, first_column, age_column,
+                     fresh_column):  # pragma: no cover - compiled
+    """Terminal count and risk per window (from ``first_column``), the fraud episode age (s) and the frauds known
+    within each fresh-label window (from ``fresh_column``)."""
     for i in range(t.shape[0]):
         ti, id_i, lo_i, f_lo_i = t[i], tx_id[i], lo[i], f_lo[i]
         window_end = ti - delay_s
@@ -199,6 +201,15 @@ def _terminal_kernel(m_t, m_id, lo, hi, f_t, f_id, f_known, f_lo, f_hi, t, tx_id
                     age = ti - f_t[k]
                     break
         out[i, age_column] = age
+        fresh_lo = _right(f_t, f_lo_i, f_hi[i], ti - retention_s)
+        fresh_hi = _right(f_t, fresh_lo, f_hi[i], ti)
+        for j in range(fresh_windows_s.shape[0]):
+            window_start = ti - fresh_windows_s[j]
+            frauds = 0
+            for k in range(fresh_lo, fresh_hi):  # labels are few: a scan of the terminal's known frauds
+                if window_start < f_known[k] <= ti:
+                    frauds += 1
+            out[i, fresh_column + j] = frauds
 
 
 def _groups(ids: np.ndarray, state_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -305,7 +316,12 @@ class Windows:
         self.burst_slot = lookbacks_s.index(config.burst_window_s)
         self.day_slot = lookbacks_s.index(DISTINCT_TERMINALS_WINDOW_S)
         self.terminal_windows = np.asarray(self.terminal_windows_s, dtype=np.float64)
-        self.n_features = 3 + 2 * len(self.customer_windows_s) + 2 * len(self.terminal_windows_s) + 7
+        self.fresh_label_windows = np.asarray([days * DAY_S for days in config.fresh_label_windows_days],
+                                              dtype=np.float64)
+        names = config.feature_names()
+        #: Column of each feature in the output rows.
+        self.column = {name: k for k, name in enumerate(names)}
+        self.n_features = len(names)
 
 
 def update(batch: TransactionBatch, customers: CustomerColumns, terminals: TerminalColumns, windows: Windows
@@ -383,7 +399,7 @@ def _customer_step(batch: TransactionBatch, customers: CustomerColumns, w: Windo
         starts, [state.timestamp, state.transaction_id, state.amount, state.terminal_id], g[added], before[added],
         [t[added], tx_id[added], amount[added], terminal[added]])
     first_column = 3
-    own_column = first_column + 2 * (len(w.customer_windows_s) + len(w.terminal_windows_s))
+    own_column = w.column["CUSTOMER_AMOUNT_RATIO_HISTORY"]
     _customer_kernel(m_t, m_id, m_amount, m_terminal, starts[g], starts[g + 1], t, tx_id, amount, terminal,
                      w.lookbacks, w.window_slots, w.history_slot, w.burst_slot, w.day_slot, w.history_s, w.recent_s,
                      AMOUNT_RATIO_MIN_MEAN, out, first_column, own_column)
@@ -427,11 +443,13 @@ def _terminal_step(batch: TransactionBatch, new: np.ndarray, terminals: Terminal
     starts, (m_t, m_id) = _merge(starts, [state.timestamp, state.transaction_id], g[added], insert_at[~there & ~twice],
                                  [t[added], tx_id[added]])
     f_t, f_id, f_known = state.fraud_timestamp, state.fraud_transaction_id, state.fraud_known_at
-    first_column = 3 + 2 * len(w.customer_windows_s)
-    age_column = first_column + 2 * len(w.terminal_windows_s) + 6
+    first_column = w.column[f"TERMINAL_ID_NB_TX_{w.config.terminal_windows_days[0]}DAY_WINDOW"]
+    fresh_column = (w.column[f"TERMINAL_NB_FRAUDS_KNOWN_{w.config.fresh_label_windows_days[0]}DAY"]
+                    if w.config.fresh_label_windows_days else 0)
     _terminal_kernel(m_t, m_id, starts[g], starts[g + 1], f_t, f_id, f_known, state.fraud_starts[g],
                      state.fraud_starts[g + 1], t, tx_id, w.label_delay_s, w.terminal_windows, w.episode_window_s,
-                     w.config.terminal_retention_s, out, first_column, age_column)
+                     w.config.terminal_retention_s, w.fresh_label_windows, w.config.terminal_retention_s, out,
+                     first_column, w.column["TERMINAL_FRAUD_EPISODE_AGE"], fresh_column)
 
     changed = np.zeros(len(state), dtype=bool)
     changed[g[new]] = True

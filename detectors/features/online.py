@@ -83,6 +83,7 @@ class IncrementalFeatures:
         for days in config.terminal_windows_days:
             layout += [f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW", f"TERMINAL_ID_RISK_{days}DAY_WINDOW"]
         layout += OWN_FEATURES
+        layout += [f"TERMINAL_NB_FRAUDS_KNOWN_{days}DAY" for days in config.fresh_label_windows_days]
         if layout != self.feature_names:
             raise ValueError(f"feature layout {layout} differs from the definition {self.feature_names}")
 

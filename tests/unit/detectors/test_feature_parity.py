@@ -32,10 +32,9 @@ CASES = {
 }
 
 
-def label_events(frame, delay_s):
-    """One label per transaction, known ``delay_s`` after it, sorted by when it becomes known."""
+def label_events(frame, known_at):
+    """One label per transaction, known at ``known_at`` (epoch s), sorted by when it becomes known."""
     batch = TransactionBatch.from_frame(frame)
-    known_at = batch.timestamp + delay_s
     fraud = frame[TX_FRAUD].to_numpy() == 1
     order = np.argsort(known_at, kind="stable")
     return [LabelEvent(transaction_id=int(batch.transaction_id[i]), terminal_id=int(batch.terminal_id[i]),
@@ -43,7 +42,7 @@ def label_events(frame, delay_s):
                        fraud=bool(fraud[i]), known_at=float(known_at[i])) for i in order]
 
 
-def replay(frame, config, rng):
+def replay(frame, config, rng, known_at=None):
     """Features of ``frame`` from the incremental execution, fed like the stream feeds it.
 
     Rows go in (time, id) order in micro-batches; before each, the labels known by the end of the batch are
@@ -52,7 +51,7 @@ def replay(frame, config, rng):
     """
     batch = TransactionBatch.from_frame(frame)
     order = np.lexsort((batch.transaction_id, batch.timestamp))
-    labels = label_events(frame, config.label_delay_s)
+    labels = label_events(frame, batch.timestamp + config.label_delay_s if known_at is None else known_at)
     features = IncrementalFeatures(config)
     customers: dict[int, CustomerHistory] = {}
     terminals: dict[int, TerminalHistory] = {}
@@ -100,7 +99,11 @@ def test_incremental_features_equal_batch_features(simulated, case):
     for rows, values in redelivered:
         np.testing.assert_allclose(values, expected[rows], rtol=0, atol=MAX_ABS_DIFF)
 
-    # the check means something: windows hold several transactions and some terminals carry known risk
+    check_meaningful(expected, config)
+
+
+def check_meaningful(expected, config):
+    """The check means something: windows hold several transactions and some terminals carry known risk."""
     names = config.feature_names()
     longest = max(config.terminal_windows_days)
     assert expected[:, names.index(f"TERMINAL_ID_RISK_{longest}DAY_WINDOW")].max() > 0
@@ -110,3 +113,24 @@ def test_incremental_features_equal_batch_features(simulated, case):
     episode_age = expected[:, names.index("TERMINAL_FRAUD_EPISODE_AGE")]
     assert (episode_age < config.terminal_retention_s).sum() > 50
 
+
+
+#: A label model: analysts confirm within the hour, chargebacks after 2 to 12 days.
+LABEL_DELAYS_S = np.array([600.0, 3_600.0, 2 * 86_400.0, 7 * 86_400.0, 12 * 86_400.0])
+
+
+def test_incremental_features_equal_batch_features_with_labels_known_at_any_time(simulated):
+    config = FeatureConfig()
+    frame = simulated.copy()
+    rng = np.random.default_rng(8)
+    known_at = TransactionBatch.from_frame(frame).timestamp + rng.choice(LABEL_DELAYS_S, size=len(frame))
+    expected = compute_features(frame, config, known_at=known_at).to_numpy()
+    online, _ = replay(frame, config, np.random.default_rng(5), known_at=known_at)
+    diff = np.abs(online - expected)
+    worst = {name: float(d) for name, d in zip(config.feature_names(), diff.max(axis=0)) if d >= MAX_ABS_DIFF}
+    assert not worst, f"features differ (max abs difference per feature): {worst}"
+    check_meaningful(expected, config)
+    names = config.feature_names()
+    fresh = expected[:, names.index("TERMINAL_NB_FRAUDS_KNOWN_1DAY")]
+    assert (fresh > 0).sum() > 20, "labels known within the hour must show in the fresh counts"
+    assert not np.array_equal(expected, compute_features(frame, config).to_numpy())

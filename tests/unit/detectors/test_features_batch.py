@@ -33,7 +33,7 @@ def make_frame(rows):
     })
 
 
-def reference_features(frame, config):
+def reference_features(frame, config, known_at=None):
     """The definition applied literally, one row at a time (slow, obviously correct)."""
     t_all = datetime_to_epoch_seconds(frame[TX_DATETIME])
     ids = frame[TRANSACTION_ID].to_numpy()
@@ -43,6 +43,7 @@ def reference_features(frame, config):
     fraud = frame[TX_FRAUD].fillna(0).to_numpy() if TX_FRAUD in frame else np.zeros(len(frame))
     d = config.label_delay_days * DAY_S
     history = config.history_days * DAY_S
+    known_all = t_all + d if known_at is None else known_at
     rows = []
     for i in range(len(frame)):
         t = t_all[i]
@@ -56,7 +57,7 @@ def reference_features(frame, config):
             row[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = amount[sel].mean()
         for w in config.terminal_windows_days:
             sel = (term == term[i]) & up_to_self & (t_all > t - d - w * DAY_S) & (t_all <= t - d)
-            known = sel & (t_all + d <= t)
+            known = sel & (known_all <= t)
             count = sel.sum()
             row[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = count
             row[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = fraud[known].sum() / count if count else 0.0
@@ -73,8 +74,12 @@ def reference_features(frame, config):
                                                  if baseline.any() else 1.0)
         longest = max(config.terminal_windows_days) * DAY_S
         frauds = ((term == term[i]) & up_to_self & (t_all > t - d - longest) & (t_all <= t - d)
-                  & (t_all + d <= t) & (fraud == 1))
+                  & (known_all <= t) & (fraud == 1))
         row["TERMINAL_FRAUD_EPISODE_AGE"] = t - t_all[frauds].min() if frauds.any() else config.terminal_retention_s
+        for w in config.fresh_label_windows_days:
+            row[f"TERMINAL_NB_FRAUDS_KNOWN_{w}DAY"] = ((term == term[i]) & (fraud == 1) & (t_all <= t)
+                                                      & (t_all > t - config.terminal_retention_s)
+                                                      & (known_all <= t) & (known_all > t - w * DAY_S)).sum()
         rows.append(row)
     names = [n for n in config.feature_names() if n not in ("TX_DURING_WEEKEND", "TX_DURING_NIGHT")]
     return pd.DataFrame(rows, index=frame.index)[names].astype(np.float64)
@@ -111,6 +116,47 @@ def test_batch_matches_row_by_row_reference(config_name, seed):
     assert features.index.equals(frame.index)
     assert (features.dtypes == np.float64).all()
     np.testing.assert_allclose(features[expected.columns].to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("config_name", sorted(CONFIGS))
+def test_labels_count_from_their_known_at_time(config_name):
+    """Labels from a label model (some within the hour, some late, some never) instead of the fixed delay."""
+    config = CONFIGS[config_name]
+    frame = random_frame(3)
+    rng = np.random.default_rng(4)
+    t = datetime_to_epoch_seconds(frame[TX_DATETIME])
+    known_at = t + rng.choice([600.0, 3_600.0, 2 * DAY_S, 9 * DAY_S, np.inf], size=len(frame))
+    expected = reference_features(frame, config, known_at)
+    features = compute_features(frame, config, known_at=np.where(np.isinf(known_at), np.nan, known_at))
+    np.testing.assert_allclose(features[expected.columns].to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)
+    # the frame column gives the same (datetimes, never known = NaT), and fresh labels are counted
+    with_column = frame.assign(TX_FRAUD_KNOWN_AT=pd.to_datetime(np.where(np.isinf(known_at), np.nan, known_at),
+                                                                unit="s"))
+    pd.testing.assert_frame_equal(compute_features(with_column, config), features)
+    fresh = features[f"TERMINAL_NB_FRAUDS_KNOWN_{config.fresh_label_windows_days[0]}DAY"]
+    assert fresh.max() > 0
+    assert not features.equals(compute_features(frame, config))
+
+
+def test_fresh_label_counts_follow_the_known_at_window():
+    config = FeatureConfig(fresh_label_windows_days=(1,))
+    rows = [(1, 0.0, 0, 9, 10.0, 1), (2, 100.0, 0, 9, 10.0, 1), (3, 3_000.0, 1, 9, 10.0, 0),
+            (4, 90_000.0, 1, 9, 10.0, 0), (5, 200_000.0, 1, 9, 10.0, 0)]
+    frame = make_frame(rows)
+    t = datetime_to_epoch_seconds(frame[TX_DATETIME])
+    known_at = t.copy()
+    known_at[0], known_at[1] = t[0] + 1_000.0, t[1] + 50_000.0
+    features = compute_features(frame, config, known_at=known_at)["TERMINAL_NB_FRAUDS_KNOWN_1DAY"]
+    # row 3 at 3,000 s: only label 1 known (at 1,000 s); row 4 at 90,000 s: label 1 known more than a day ago,
+    # label 2 (known at 50,100 s) inside the day; row 5: both older than a day
+    assert features.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_label_times_before_their_transaction_are_rejected():
+    frame = random_frame(0)
+    t = datetime_to_epoch_seconds(frame[TX_DATETIME])
+    with pytest.raises(FeatureInputError, match="TX_FRAUD_KNOWN_AT.*before its transaction"):
+        compute_features(frame, known_at=t - 1.0)
 
 
 def test_row_order_does_not_change_values():
