@@ -83,12 +83,10 @@ async def api_cases(request: Request) -> Response:
 async def api_case(request: Request) -> Response:
     svc = service(request)
     cid = request.path_params["customer_id"]
-    case = await svc.cases.case(cid)
-    if case is None:
+    view = await svc.case_view(cid)
+    if view is None:
         return error_response(request, 404, f"no case for card {cid}")
-    items = await svc.cases.case_items(cid)
-    return JSONResponse({"case": case.to_dict(svc.clock()), "items": items,
-                         "blocked": await svc.cases.is_blocked(cid)})
+    return JSONResponse({"case": view.case.to_dict(svc.clock()), "items": view.items, "blocked": view.blocked})
 
 
 @protected()

@@ -117,14 +117,12 @@ async def next_case(request: Request) -> Response:
 async def case_page(request: Request) -> Response:
     svc = service(request)
     cid = request.path_params["customer_id"]
-    case = await svc.cases.case(cid)
-    if case is None:
+    view = await svc.case_view(cid)
+    if view is None:
         return error_response(request, 404, f"no case for card {cid}")
-    items = await svc.cases.case_items(cid)
-    casefile = await load_case_file(svc.raw_redis, svc.settings.redis_prefix, items)
-    blocked = await svc.cases.is_blocked(cid)
-    return render(request, "case.html", case=case, casefile=casefile, blocked=blocked,
-                  holding=case.owner == request.state.user.name)
+    casefile = await load_case_file(svc.raw_redis, svc.settings.redis_prefix, view.items)
+    return render(request, "case.html", case=view.case, casefile=casefile, blocked=view.blocked,
+                  holding=view.case.owner == request.state.user.name)
 
 
 @protected()

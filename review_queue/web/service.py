@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fraudstream.review_queue.cases import CaseStore
+from fraudstream.review_queue.cases import CaseStore, CaseSummary
 from fraudstream.review_queue.journal import Journal
 from fraudstream.review_queue.label_publisher import LabelPublisher
 from fraudstream.review_queue.sessions import LoginGuard, SessionStore
@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 #: How often the gauges are refreshed (s) and retention applied (s).
 METRICS_EVERY_S = 2.0
 TRIM_EVERY_S = 300.0
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """What a case page or ``/api/cases/<card>`` shows: the case, its items and whether the card is blocked."""
+
+    case: CaseSummary
+    items: list[dict[str, str]]
+    blocked: bool
 
 
 @dataclass
@@ -65,6 +74,13 @@ class ReviewService:
                                         client_id="fraudstream-review-labels")
             await producer.start()
         return cls(settings, redis, raw, clock=clock, producer=producer)
+
+    async def case_view(self, customer_id: int) -> CaseView | None:
+        """The case of card ``customer_id`` with its items, or None when the card has no case."""
+        case = await self.cases.case(customer_id)
+        if case is None:
+            return None
+        return CaseView(case, await self.cases.case_items(customer_id), await self.cases.is_blocked(customer_id))
 
     async def start(self) -> None:
         await self.cases.publish_config()

@@ -14,10 +14,8 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -30,6 +28,7 @@ from test_prometheus_scrape import (
     dashboard_expressions,
     get_json,
 )
+from waiting import wait_for
 from worker_process import Worker
 
 pytestmark = pytest.mark.integration
@@ -55,18 +54,6 @@ BURST_CARD, BURST_SIZE, BURST_ID = 990_001, 24, 70_000_000
 
 PENDING = {"fraudstream_broker_up", "fraudstream_held_back_events", "fraudstream_last_batch_timestamp_seconds",
            "fraudstream_late_events_total", "fraudstream_redis_up"}
-
-
-def wait_for(what: str, check, timeout_s: float, logs: tuple[Path, ...]):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p}:\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-            raise AssertionError(f"timed out waiting for {what}\n{tails}")
-        time.sleep(0.25)
 
 
 def page(url: str, headers: dict[str, str] | None = None) -> str:

@@ -14,10 +14,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -31,33 +31,6 @@ BURST = 24
 STARTUP_TIMEOUT_S = 120.0
 WAIT_S = 60.0
 BLOCK_REASON = "rule:live_block_list"
-
-
-def wait_for(what: str, check, timeout_s: float = WAIT_S, logs: tuple[Path, ...] = ()):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p}:\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-            raise AssertionError(f"timed out waiting for {what}\n{tails}")
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from fraudstream.detectors.bundle import save_bundle
-    from fraudstream.training.simulator import SimulationConfig, simulate
-    from fraudstream.training.train import TrainSettings, train_from_frame
-
-    frame = simulate(SimulationConfig(n_customers=100, n_terminals=200, nb_days=30, seed=5))
-    result = train_from_frame(frame, TrainSettings(light_trees=20, heavy_trees=20, heavy_depth=3,
-                                                   anomaly_methods=("IForest",), anomaly_max_rows=2000,
-                                                   stacking_folds=2))
-    root = tmp_path_factory.mktemp("models")
-    save_bundle(result.cascade, root, result.manifest_extras)
-    return root
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -95,7 +68,7 @@ def produce(bootstrap: str, topic: str, events: list[dict]) -> None:
 
 
 def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_card(
-        unique_topics, redis_url, model_dir, read_topic, tmp_path):
+        unique_topics, redis_url, tiny_bundle, read_topic, tmp_path):
     import redis
     from playwright.sync_api import sync_playwright
 
@@ -105,7 +78,7 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
     topics = unique_topics
     prefix = topics.prefix
     metrics_port, page_port = free_port(), free_port()
-    settings = topics.settings(model_dir=str(model_dir), metrics_port=metrics_port, redis_url=redis_url)
+    settings = topics.settings(model_dir=str(tiny_bundle.root), metrics_port=metrics_port, redis_url=redis_url)
     env = dict(os.environ)
     env.update(worker_env(settings))
     env.update(REDIS_URL=redis_url, KAFKA_BOOTSTRAP_SERVERS=topics.bootstrap,
@@ -161,7 +134,7 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
                 tab.keyboard.press(key)
                 tab.wait_for_load_state()
                 wait_for(f"the verdict on card {card}",
-                         lambda card=card: r.hget(f"{prefix}:review:case:{card}", "status") == "resolved")
+                         lambda card=card: r.hget(f"{prefix}:review:case:{card}", "status") == "resolved", WAIT_S, logs)
             tab.wait_for_url(f"{base}/queue?msg=Queue+cleared")
             browser.close()
         assert [c for c, _ in seen] == order  # the keyboard went through the queue in priority order
