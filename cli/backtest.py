@@ -62,6 +62,9 @@ def _side_path(out: Path, index: int) -> Path:
                    "every later transaction of the card is blocked for --block-days")
 @click.option("--block-days", type=click.FloatRange(min=0), default=14.0, show_default=True,
               help="card mode: days a confirmed card stays blocked (0 = for ever)")
+@click.option("--chargeback-blocks/--no-chargeback-blocks", default=True, show_default=True,
+              help="a chargeback also puts its card on the block list (the issuer closing it), not only an "
+                   "analyst's fraud verdict (as the review service does)")
 @click.option("--step", default="1h", show_default=True, help="longest event-time step of the loop")
 @click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
               help="bootstrap resamples (days) of the challenger comparison")
@@ -71,10 +74,12 @@ def _side_path(out: Path, index: int) -> Path:
 def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, end: str, out: Path,
             labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool, versus_no_analysts: bool,
             analyst_error: float,
-            case_expiry: str, warmup_days: int | None, block_mode: str, block_days: float, step: str, bootstrap: int,
+            case_expiry: str, warmup_days: int | None, block_mode: str, block_days: float, chargeback_blocks: bool,
+            step: str, bootstrap: int,
             seed: int, json_path: Path | None) -> None:
-    """Backtest DATA (labelled, handbook columns) from START to END in event time: incremental features, rules,
-    block list, cascade and review cases as the worker runs them, chargebacks and simulated analysts as labels."""
+    """Backtest DATA (labelled, handbook columns) from START to END in event time through the worker's own core
+    (features, rules, block list, cascade, review items) on an in-memory store, with chargebacks and simulated
+    analysts working review cases per card as labels."""
     from fraudstream.detectors.bundle import ModelBundleError, load_bundle
     from fraudstream.training.analysts import AnalystSettings
     from fraudstream.training.backtest import BacktestError, BacktestSettings, run_backtest
@@ -95,7 +100,8 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
             case_expiry_s=_duration_s(case_expiry, "--case-expiry"), error_rate=analyst_error, seed=seed)
         settings = BacktestSettings(_day(start, "--from"), _day(end, "--to"), warmup_days=warmup_days,
                                     labels_delay=delay, analysts=analysts, step_s=_duration_s(step, "--step"),
-                                    block_mode=block_mode, block_days=block_days, seed=seed)
+                                    block_mode=block_mode, block_days=block_days,
+                                    block_on_chargeback=chargeback_blocks, seed=seed)
     except (BacktestError, ValueError) as exc:
         if isinstance(exc, click.ClickException):
             raise

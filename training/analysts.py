@@ -5,14 +5,17 @@ ready ``delay_s`` after it opened (and never before the end of the step that ope
 ready cases are worked in priority order (:func:`case_priority`: expected loss, the sum of risk x amount of its
 items, raised with age) while the day has capacity left (``capacity_cards_per_day`` cases per UTC day); the
 others wait, and a case not worked ``case_expiry_s`` after it opened expires (its items stay unlabelled until
-their chargebacks).  A verdict, known from the step boundary it is given at, gives every item of the case the
-file's label, flipped with probability ``error_rate``; a fraud verdict confirms the card.
+their chargebacks).  Items a chargeback settled meanwhile (the worker resolves a pending review item when its
+chargeback arrives) leave their case; a case left with none closes unworked.  A verdict, known from the step
+boundary it is given at, gives every item of the case the file's label, flipped with probability
+``error_rate``; a fraud verdict confirms the card.
 
 Pure logic: no I/O; the randomness (analyst error) comes only from ``seed``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,11 +104,13 @@ class _Case:
 
 @dataclass
 class AnalystLog:
-    """What the analysts did: cases opened / worked / expired per UTC day number, queue age of worked cases (s)."""
+    """What the analysts did: cases opened / worked / expired / settled by chargeback per UTC day number, and
+    the queue age of worked cases (s)."""
 
     opened_per_day: dict[int, int] = field(default_factory=dict)
     worked_per_day: dict[int, int] = field(default_factory=dict)
     expired_per_day: dict[int, int] = field(default_factory=dict)
+    settled_per_day: dict[int, int] = field(default_factory=dict)
     queue_age_s: list[float] = field(default_factory=list)
 
     @staticmethod
@@ -154,16 +159,28 @@ class SimulatedAnalysts:
             nxt = min(nxt, (now_s // DAY_S + 1) * DAY_S)
         return nxt
 
-    def work(self, now_s: float) -> list[Verdict]:
+    def ready_items(self, now_s: float) -> list[int]:
+        """Transaction ids of the items of the cases ready by ``now_s`` (to ask which are still pending)."""
+        return [item.transaction_id for case in self._cases.values() if case.ready_s <= now_s
+                for item in case.items]
+
+    def work(self, now_s: float, settled: Set[int] = frozenset()) -> list[Verdict]:
         """Work the cases ready by ``now_s`` in priority order while the day's capacity lasts.
 
         Call it between two steps: the verdicts are known at ``now_s`` (a case is never worked inside the step
         that made it ready, so no verdict reaches back into transactions already decided; the queue age is
-        rounded up to the step).
+        rounded up to the step).  ``settled``: transaction ids whose review item is no longer pending (a
+        chargeback resolved it); they leave their cases first.
         """
         s = self.settings
         for card in [c for c, case in self._cases.items() if now_s - case.opened_s > s.case_expiry_s]:
             AnalystLog._count(self.log.expired_per_day, self._cases.pop(card).opened_s + s.case_expiry_s)
+        if settled:
+            for case in list(self._cases.values()):
+                case.items = [item for item in case.items if item.transaction_id not in settled]
+                if not case.items:
+                    AnalystLog._count(self.log.settled_per_day, now_s)
+                    del self._cases[case.card]
         ready = [case for case in self._cases.values() if case.ready_s <= now_s]
         day = int(now_s // DAY_S)
         room = s.capacity_cards_per_day - self._used.get(day, 0)

@@ -1,32 +1,42 @@
-"""Closed-loop backtest: a period of history replayed in event time through the worker's scoring path.
+"""Closed-loop backtest: a period of history replayed in event time through the worker's own core.
+
+Every step is one worker micro-batch through :class:`~fraudstream.stream.core.batch.BatchPipeline` on the
+in-memory state store (:class:`~fraudstream.stream.state.memory.InMemoryStateStore`, the same semantics and
+byte round trip as the Redis one): parsing, dedup by transaction id, the labels applied once per offset, the
+incremental features, the rules with the live block list, ONE vectorized cascade call, the decision JSON, the
+review items and their settling by chargeback are the worker's code, not a copy of it.  Only what lies around
+the worker is simulated here: the label feed, the analysts and the review service's block list.
 
 The loop advances in steps of event time (at most ``step_s``, and ending where an analyst case becomes ready).
-Per step ``[a, b)``:
+Per step ``[a, b)``, decided at ``b``:
 
-1. the labels known before ``b`` (chargebacks from the label model, analyst verdicts given so far) are learned
-   into terminal state; features count each only from its ``known_at``, so learning it early changes nothing
-   before then;
-2. the step's transactions get their features incrementally from per-customer and per-terminal state
-   (:class:`~fraudstream.detectors.features.online.IncrementalFeatures`, the worker's code) and ONE vectorized
-   cascade call (rules, light + anomaly, heavy, policy), as a worker micro-batch does;
-3. the live block list applies: a card with a confirmed fraud (chargeback or analyst verdict) known at or before
-   a transaction's time is blocked (stage RULES, risk 1.0, reason ``rule:blocked_card``; see ``block_mode``);
-4. REVIEW decisions join their card's case; the simulated analysts work the ready cases
-   (:mod:`fraudstream.training.analysts`) at ``b``; their verdicts become labels known from ``b``.
+1. one batch holds the labels known before ``b`` not sent yet (chargebacks from the label model, analyst
+   verdicts given so far; :class:`~fraudstream.training.backtest_feed.LabelFeed`) and the step's transactions;
+   the features count a label only from its ``known_at``, so sending it early changes nothing before then;
+2. the worker core decides the batch; REVIEW decisions join their card's case
+   (:mod:`fraudstream.training.analysts`);
+3. at ``b`` the simulated analysts work the ready cases whose items are still pending in the store (a chargeback
+   settles an item, as live); their verdicts become labels known from ``b``, and a fraud verdict puts the card
+   on the store's block list, as the review service does; with ``block_on_chargeback`` so does a chargeback
+   (the issuer closing the card; the live review service does not); the worker's rules stage blocks every later
+   transaction of a listed card.
 
-Rows in the warm-up before ``start`` (by default as far back as the features look, 38 days) feed the features
-only (with their chargebacks), so the period starts in steady state.  No broker and no Redis: state lives in dicts.
+Rows in the warm-up before ``start`` (by default as far back as the features look, 38 days) go through the
+same batches, in steps of a day, so the period starts in steady state; their decisions are not reported.
+No broker and no Redis.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import asyncio
+import heapq
+from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from fraudstream.detectors.cascade.cascade import Cascade
-from fraudstream.detectors.cascade.types import CascadeResult, Decision, Stage
 from fraudstream.detectors.features.definition import DAY_S
 from fraudstream.detectors.features.online import IncrementalFeatures
 from fraudstream.detectors.schema import (
@@ -37,20 +47,32 @@ from fraudstream.detectors.schema import (
     TX_DATETIME,
     TX_FRAUD,
     LabelEvent,
-    TransactionBatch,
     datetime_to_epoch_seconds,
 )
+from fraudstream.stream.core.batch import ANALYST_SOURCE, BatchOutcome, BatchPipeline
+from fraudstream.stream.core.block_list import REASON_LIVE_BLOCK_LIST
+from fraudstream.stream.state.memory import InMemoryStateStore
+from fraudstream.stream.types import STATUS_PENDING, STATUS_RESOLVED
 from fraudstream.training.analysts import AnalystSettings, ReviewItem, SimulatedAnalysts, Verdict
+from fraudstream.training.backtest_feed import (
+    LABELS_TOPIC,
+    TRANSACTIONS_TOPIC,
+    CardNumbers,
+    LabelFeed,
+    transaction_events,
+)
 from fraudstream.training.label_model import ChargebackDelay, chargeback_known_at
 from fraudstream.training.progress import SILENT, Progress
 from fraudstream.training.splits import known_compromised_period_rows
 
-#: Reason of a decision made by the live block list of confirmed-fraud cards.
-REASON_BLOCKED_CARD = "rule:blocked_card"
+#: Reason of a decision made by the live block list (the worker's own).
+REASON_BLOCKED_CARD = REASON_LIVE_BLOCK_LIST
 #: Column of the decisions frame: the row is in the period's handbook-style test set.
 HANDBOOK_TEST = "HANDBOOK_TEST"
+#: Column of the decisions frame: the card number the worker saw (the customer id unless reissued).
+CARD_ID = "CARD_ID"
 SOURCE_CHARGEBACK = "chargeback"
-SOURCE_ANALYST = "analyst"
+SOURCE_ANALYST = ANALYST_SOURCE
 #: Default longest event-time step (s): the loop's largest micro-batch span.
 DEFAULT_STEP_S = 3_600.0
 #: Block list modes (see :class:`BacktestSettings`).
@@ -58,8 +80,11 @@ BLOCK_REISSUE, BLOCK_CARD = "reissue", "card"
 BLOCK_MODES = (BLOCK_REISSUE, BLOCK_CARD)
 #: Default time a confirmed-fraud card stays blocked in card mode (days).
 DEFAULT_BLOCK_DAYS = 14.0
-#: Warm-up rows are fed to the features in chunks of this many (s of event time).
+#: Warm-up rows go through the worker core in steps of this many s of event time.
 WARMUP_CHUNK_S = DAY_S
+#: Stored decisions are dropped this long (s) after their transaction, as the worker's ``decision_ttl_s``
+#: (14 days) expires them in Redis; only a re-delivery within it is answered from the store.
+DECISION_RETENTION_S = 14 * DAY_S
 
 
 class BacktestError(ValueError):
@@ -80,11 +105,15 @@ class BacktestSettings:
     analysts : how analysts work REVIEW cases; None = no analysts (chargebacks only).
     step_s : longest event time of one loop step (s); steps also end where an analyst case becomes ready, so a
         verdict is given exactly ``analysts.delay_s`` after its case opened (when capacity allows).
-    block_mode : :data:`BLOCK_REISSUE` (default: a confirmed card is replaced; its old number, which only the
-        fraudster still uses, is blocked for good) or :data:`BLOCK_CARD` (every later transaction of the card id
-        is blocked for ``block_days``, as the live block list does; simulated data never reissues a card, so
+    block_mode : :data:`BLOCK_REISSUE` (default: a blocked card is replaced; its old number, which only the
+        fraudster still uses, stays blocked, while the customer's legitimate rows go on with a new number, a
+        card the worker has no history of) or :data:`BLOCK_CARD` (the card id stays the customer id and
+        every later transaction of it is blocked for ``block_days``; simulated data never reissues a card, so
         this also blocks the customer's later legitimate transactions).
-    block_days : how long a card stays blocked in :data:`BLOCK_CARD` mode (days; 0 = for ever).
+    block_days : how long a card stays on the list in :data:`BLOCK_CARD` mode (days; 0 = for ever; lifted at the
+        first step boundary after it ran out).
+    block_on_chargeback : a chargeback also puts its card on the list (from the first step after it is known),
+        not only an analyst's fraud verdict.
     seed : seed of the label model (chargeback delays).
     """
 
@@ -96,6 +125,7 @@ class BacktestSettings:
     step_s: float = DEFAULT_STEP_S
     block_mode: str = "reissue"
     block_days: float = DEFAULT_BLOCK_DAYS
+    block_on_chargeback: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -116,13 +146,17 @@ class BacktestRun:
     """What one backtest produced.
 
     decisions : one row per transaction of the period in event-time order: ``TRANSACTION_ID``, ``TX_DATETIME``,
-        ``CUSTOMER_ID``, ``TERMINAL_ID``, ``TX_AMOUNT``, ``TX_FRAUD``, ``RISK``, ``DECISION``, ``STAGE`` (names),
-        ``LIGHT_SCORE``, ``ANOMALY_SCORE``, ``HEAVY_SCORE``, ``REASONS`` (tuples), ``MODEL_VERSION``, and
-        ``HANDBOOK_TEST`` (the row is in the handbook-style test set of the period, see
-        :func:`fraudstream.training.splits.known_compromised_period_rows`).
+        ``CUSTOMER_ID``, ``CARD_ID`` (the card number the worker saw), ``TERMINAL_ID``, ``TX_AMOUNT``,
+        ``TX_FRAUD``, ``RISK``, ``DECISION``, ``STAGE`` (names), ``LIGHT_SCORE``, ``ANOMALY_SCORE``,
+        ``HEAVY_SCORE`` (nan where the stage did not run), ``REASONS`` (tuples), ``MODEL_VERSION``, as in the
+        worker's decision JSON, and ``HANDBOOK_TEST`` (the row is in the handbook-style test set of the period,
+        see :func:`fraudstream.training.splits.known_compromised_period_rows`).
     verdicts : every analyst verdict, in the order given.
     analysts : the analysts (their log), None without analysts.
-    blocked_at : card -> time (epoch s) from which it was blocked.
+    blocked_at : card -> time (epoch s) from which it was last put on the block list.
+    labels : every label the worker was sent, in the order sent (chargebacks and verdicts).
+    block_events : (time s, card, True = put on the list / False = lifted), in order; each took effect for the
+        batches from that time on.
     """
 
     settings: BacktestSettings
@@ -131,25 +165,27 @@ class BacktestRun:
     verdicts: list[Verdict]
     analysts: SimulatedAnalysts | None
     blocked_at: dict[int, float]
+    labels: list[LabelEvent] = field(default_factory=list)
+    block_events: list[tuple[float, int, bool]] = field(default_factory=list)
 
 
-class _LabelQueue:
-    """Labels in ``known_at`` order, handed out once known before a time."""
+@dataclass(frozen=True)
+class _Bundle:
+    """What the worker core reads of a loaded bundle."""
 
-    def __init__(self) -> None:
-        self._labels: list[LabelEvent] = []
-        self._next = 0
+    cascade: Cascade
 
-    def extend(self, labels: list[LabelEvent]) -> None:
-        self._labels = self._labels[self._next:] + labels
-        self._labels.sort(key=lambda lab: lab.known_at)
-        self._next = 0
 
-    def known_before(self, time_s: float) -> list[LabelEvent]:
-        start = self._next
-        while self._next < len(self._labels) and self._labels[self._next].known_at < time_s:
-            self._next += 1
-        return self._labels[start:self._next]
+@dataclass(frozen=True)
+class _Model:
+    """What the worker core reads of its active model (``stream.model_watch.ActiveModel``)."""
+
+    bundle: _Bundle
+    features: IncrementalFeatures
+
+    @property
+    def version(self) -> str:
+        return str(self.bundle.cascade.version)
 
 
 def warmup_days(settings: BacktestSettings, cascade: Cascade) -> int:
@@ -191,140 +227,197 @@ def verdict_labels(verdicts: list[Verdict], customer_of: dict[int, int] | None =
             for v in verdicts]
 
 
-class _BlockList:
-    """Cards with a confirmed fraud, blocked from the time it was known (epoch s).
 
-    ``mode`` :data:`BLOCK_CARD` blocks every later transaction of the card for ``block_s`` (s), as the live
-    block list does with a card number; :data:`BLOCK_REISSUE` stands for the card being replaced: the old
-    number is dead for good (every later transaction on it is the fraudster's) while the customer goes on with
-    a new one.  Simulated data keeps one id per customer, so the fraudulent later rows stand for the old card.
+class _BlockListAdmin:
+    """The review service's side of the block list in the backtest: who goes on the store's list, and when off.
+
+    The worker reads the list with a batch's state; the backtest changes it only between batches.
     """
 
-    def __init__(self, mode: str, block_s: float) -> None:
-        self.mode = mode
-        self.block_s = block_s if mode == BLOCK_CARD else np.inf
-        self.blocked_at: dict[int, float] = {}  # card -> start of its latest block
+    def __init__(self, store: InMemoryStateStore, cards: CardNumbers, settings: BacktestSettings) -> None:
+        self.store, self.cards = store, cards
+        self.block_s = settings.block_days * DAY_S if settings.block_mode == BLOCK_CARD and settings.block_days \
+            else np.inf
+        self.blocked_at: dict[int, float] = {}
+        self.events: list[tuple[float, int, bool]] = []
+        self._lift: list[tuple[float, int]] = []
 
-    def learn(self, labels: list[LabelEvent]) -> None:
-        """Block the cards of fraud labels (a label inside a running block does not extend it)."""
-        for label in labels:
-            if not label.fraud:
+    def block(self, card: int, at_s: float) -> None:
+        if card in self.store.blocked:
+            return
+        self.store.blocked.add(card)
+        self.blocked_at[card] = at_s
+        self.events.append((at_s, card, True))
+        self.cards.blocked(card)
+        if np.isfinite(self.block_s):
+            heapq.heappush(self._lift, (at_s + self.block_s, card))
+
+    def lift_expired(self, now_s: float) -> None:
+        """Take off the list the cards whose block ran out by ``now_s``."""
+        while self._lift and self._lift[0][0] <= now_s:
+            _, card = heapq.heappop(self._lift)
+            self.store.blocked.discard(card)
+            self.events.append((now_s, card, False))
+
+
+def _none_to_nan(value: float | None) -> float:
+    return np.nan if value is None else float(value)
+
+
+class _Loop:
+    """One backtest run: the worker core on the in-memory store, fed step by step (see the module docstring)."""
+
+    def __init__(self, rows: pd.DataFrame, cascade: Cascade, settings: BacktestSettings) -> None:
+        self.settings = settings
+        self.rows = rows
+        self.tid = rows[TRANSACTION_ID].to_numpy(dtype=np.int64)
+        self.t = datetime_to_epoch_seconds(rows[TX_DATETIME])
+        self.terminal = rows[TERMINAL_ID].to_numpy(dtype=np.int64)
+        self.amount = rows[TX_AMOUNT].to_numpy(dtype=np.float64)
+        self.fraud = rows[TX_FRAUD].to_numpy().astype(bool)
+        self.store = InMemoryStateStore()
+        self.cards = CardNumbers(rows[CUSTOMER_ID].to_numpy(dtype=np.int64), settings.block_mode == BLOCK_REISSUE)
+        self.card_of_row = np.empty(len(rows), dtype=np.int64)
+        self.blocks = _BlockListAdmin(self.store, self.cards, settings)
+        self.model = _Model(_Bundle(cascade), IncrementalFeatures(cascade.feature_config))
+        self.now_s = 0.0
+        self.pipeline = BatchPipeline(self.store, lambda: self.model, TRANSACTIONS_TOPIC, LABELS_TOPIC,  # type: ignore[arg-type, return-value]
+                                      clock=lambda: self.now_s)
+        self.feed = LabelFeed()
+        self.labels_sent: list[LabelEvent] = []
+        self.analysts = SimulatedAnalysts(settings.analysts) if settings.analysts is not None else None
+        self.verdicts: list[Verdict] = []
+        self._expired_upto = 0
+        order = np.argsort(self.tid, kind="stable")
+        self._tid_order, self._tid_sorted = order, self.tid[order]
+
+    async def step(self, lo: int, hi: int, bound_s: float) -> BatchOutcome:
+        """One batch: the labels known before ``bound_s`` and rows ``[lo, hi)``, decided at ``bound_s``."""
+        events, labels = self.feed.due(bound_s)
+        rows = slice(lo, hi)
+        cards = self.cards.cards(rows, self.fraud[rows])
+        self.card_of_row[rows] = cards
+        events += transaction_events(self.tid[rows], self.t[rows], cards, self.terminal[rows], self.amount[rows], lo)
+        self.now_s = bound_s
+        outcome = await self.pipeline.process(events)
+        if len(outcome.decisions) != hi - lo:
+            raise BacktestError(f"the worker core refused {hi - lo - len(outcome.decisions)} transaction(s) "
+                                f"of {pd.Timestamp(bound_s, unit='s')} ({', '.join(sorted(set(outcome.dlq_reasons)))})")
+        self.labels_sent += labels
+        if self.settings.block_on_chargeback:
+            for label in labels:
+                if label.fraud and label.source == SOURCE_CHARGEBACK:
+                    self.blocks.block(self._card_of(label.transaction_id), bound_s)
+        self._expire_decisions(bound_s)
+        return outcome
+
+    def _card_of(self, transaction_id: int) -> int:
+        """The card number row ``transaction_id`` was made with (the row was fed already)."""
+        k = int(np.searchsorted(self._tid_sorted, transaction_id))
+        return int(self.card_of_row[self._tid_order[k]])
+
+    def _expire_decisions(self, now_s: float) -> None:
+        upto = int(np.searchsorted(self.t, now_s - DECISION_RETENTION_S, side="left"))
+        decisions = self.store.decisions
+        for tid in self.tid[self._expired_upto:upto].tolist():
+            decisions.pop(tid, None)
+        self._expired_upto = max(self._expired_upto, upto)
+
+    async def analysts_work(self, now_s: float) -> None:
+        """The analysts work the ready cases at ``now_s``; verdicts become labels, fraud ones block the card."""
+        if self.analysts is None:
+            return
+        settled = set()
+        for tid in self.analysts.ready_items(now_s):
+            if (await self.store.review_item(tid)).get("status") != STATUS_PENDING:
+                settled.add(tid)
+        given = self.analysts.work(now_s, settled)
+        if not given:
+            return
+        self.verdicts += given
+        self.feed.add(verdict_labels(given))
+        for verdict in given:
+            await self.store.resolve_review(verdict.transaction_id, {
+                "status": STATUS_RESOLVED, "verdict": "fraud" if verdict.fraud else "legit",
+                "source": SOURCE_ANALYST, "resolved_at": repr(now_s)})
+            if verdict.fraud:
+                self.blocks.block(verdict.card, now_s)
+
+    async def run(self, start_s: float, end_s: float, progress: Progress) -> list[bytes]:
+        """Warm-up, then the period; the decision JSON of every row of the period, in row order."""
+        self.feed.add(chargebacks(self.rows, self.settings.labels_delay, self.settings.seed))
+        t = self.t
+        first = int(np.searchsorted(t, start_s, side="left"))
+        progress.phase(f"warm-up: {first:,} transactions before {self.settings.start} through the worker core")
+        lo = 0
+        bounds = np.arange(t[0] if len(t) else start_s, start_s, WARMUP_CHUNK_S)[1:].tolist() + [start_s]
+        for bound in bounds:
+            hi = int(np.searchsorted(t, bound, side="left"))
+            self.blocks.lift_expired(bound)
+            await self.step(lo, hi, bound)
+            lo = hi
+        n = len(t) - first
+        decided: list[bytes] = []
+        s = self.settings
+        progress.phase(f"deciding {n:,} transactions {s.start}..{s.end} in steps of at most {s.step_s:g} s"
+                       + ("" if self.analysts is None else f", analysts {s.analysts}"))
+        now = start_s
+        with progress.steps(n, "backtest", unit="tx") as advance:
+            while now < end_s:
+                bound = min(now + s.step_s, end_s,
+                            self.analysts.next_event_s(now) if self.analysts is not None else np.inf)
+                self.blocks.lift_expired(now)
+                hi = int(np.searchsorted(t, bound, side="left"))
+                outcome = await self.step(lo, hi, bound)
+                raw = [value for _, value in outcome.decisions]
+                decided += raw
+                if self.analysts is not None and hi > lo:
+                    self._queue_reviews(lo, raw, bound)
+                advance(hi - lo)
+                lo = hi
+                await self.analysts_work(bound)
+                now = bound
+        return decided
+
+    def _queue_reviews(self, lo: int, raw: list[bytes], bound_s: float) -> None:
+        items = []
+        for i, value in enumerate(raw):
+            if b'"decision":"REVIEW"' not in value:
                 continue
-            since = self.blocked_at.get(label.customer_id)
-            if since is None or label.known_at < since or label.known_at >= since + self.block_s:
-                self.blocked_at[label.customer_id] = label.known_at
-
-    def blocked(self, batch: TransactionBatch, fraud: np.ndarray) -> np.ndarray:
-        """Which transactions of ``batch`` the list blocks (``fraud``: their labels, used in reissue mode)."""
-        get, block_s = self.blocked_at.get, self.block_s
-        flags = []
-        for card, t in zip(batch.customer_id.tolist(), batch.timestamp.tolist()):
-            since = get(card)
-            flags.append(since is not None and since <= t < since + block_s)
-        out = np.array(flags, dtype=bool)
-        return out & fraud if self.mode == BLOCK_REISSUE else out
-
-
-def _decide(cascade: Cascade, X: np.ndarray, batch: TransactionBatch, block_list: _BlockList,
-            fraud: np.ndarray) -> CascadeResult:
-    """One vectorized cascade call, then the live block list (blocked cards: BLOCK by rule, risk 1.0)."""
-    result = cascade.score(X, batch)
-    blocked = block_list.blocked(batch, fraud)
-    if not blocked.any():
-        return result
-    decision, stage, risk = result.decision.copy(), result.stage.copy(), result.risk.copy()
-    decision[blocked], stage[blocked], risk[blocked] = Decision.BLOCK, Stage.RULES, 1.0
-    reasons = list(result.reasons)
-    for i in np.flatnonzero(blocked).tolist():
-        reasons[i] = (REASON_BLOCKED_CARD,)
-    return replace(result, decision=decision, stage=stage, risk=risk, reasons=reasons)
+            d = orjson.loads(value)
+            items.append(ReviewItem(int(d["transaction_id"]), int(d["customer_id"]), int(d["terminal_id"]),
+                                    float(d["event_timestamp"]), float(d["risk"]), float(d["amount"]),
+                                    bool(self.fraud[lo + i])))
+        if items:
+            self.analysts.add(items, bound_s)  # type: ignore[union-attr]
 
 
 def run_backtest(frame: pd.DataFrame, cascade: Cascade, settings: BacktestSettings,
                  progress: Progress = SILENT) -> BacktestRun:
     """Run the period of ``frame`` (handbook columns with ``TX_FRAUD``) through ``cascade`` (a trained one)."""
     rows = _ordered(frame, settings, warmup_days(settings, cascade))
-    features = IncrementalFeatures(cascade.feature_config)
-    customers: dict = {}
-    terminals: dict = {}
-    labels, block_list = _LabelQueue(), _BlockList(
-        settings.block_mode, settings.block_days * DAY_S if settings.block_days else np.inf)
-    labels.extend(chargebacks(rows, settings.labels_delay, settings.seed))
-    analysts = SimulatedAnalysts(settings.analysts) if settings.analysts is not None else None
-    verdicts: list[Verdict] = []
-
-    batch_all = TransactionBatch.from_frame(rows)
-    t = batch_all.timestamp
-    fraud = rows[TX_FRAUD].to_numpy().astype(bool)
+    loop = _Loop(rows, cascade, settings)
     start_s = float(datetime_to_epoch_seconds(pd.Series([settings.start]))[0])
     end_s = float(datetime_to_epoch_seconds(pd.Series([settings.end]))[0])
-    first = int(np.searchsorted(t, start_s, side="left"))
-
-    def learn(before_s: float) -> None:
-        known = labels.known_before(before_s)
-        if known:
-            features.learn_labels(known, terminals)
-            block_list.learn(known)
-
-    warm_bounds = np.arange(t[0] if len(t) else start_s, start_s, WARMUP_CHUNK_S)[1:].tolist() + [start_s]
-    lo = 0
-    progress.phase(f"warm-up: {first:,} transactions before {settings.start} feed the features")
-    for bound in warm_bounds:
-        hi = int(np.searchsorted(t, bound, side="left"))
-        learn(bound)
-        if hi > lo:
-            features.transform(batch_all.take(np.arange(lo, hi)), customers, terminals)
-        lo = hi
-
-    n = len(rows) - first
-    out_decision = np.empty(n, dtype=np.int8)
-    out_stage = np.empty(n, dtype=np.int8)
-    out_risk, out_light, out_anomaly, out_heavy = (np.empty(n) for _ in range(4))
-    out_reasons: list[tuple[str, ...]] = []
-    progress.phase(f"deciding {n:,} transactions {settings.start}..{settings.end} in steps of at most "
-                   f"{settings.step_s:g} s" + ("" if analysts is None else f", analysts {settings.analysts}"))
-    lo, now = first, start_s
-    with progress.steps(n, "backtest", unit="tx") as advance:
-        while now < end_s:
-            bound = min(now + settings.step_s, end_s,
-                        analysts.next_event_s(now) if analysts is not None else np.inf)
-            learn(bound)
-            hi = int(np.searchsorted(t, bound, side="left"))
-            if hi > lo:
-                index = np.arange(lo, hi)
-                batch = batch_all.take(index)
-                result = _decide(cascade, features.transform(batch, customers, terminals), batch, block_list,
-                                 fraud[index])
-                k = slice(lo - first, hi - first)
-                out_decision[k], out_stage[k], out_risk[k] = result.decision, result.stage, result.risk
-                out_light[k], out_anomaly[k] = result.light_score, result.anomaly_score
-                out_heavy[k] = result.heavy_score
-                out_reasons += result.reasons
-                if analysts is not None:
-                    review = np.flatnonzero(result.decision == Decision.REVIEW)
-                    analysts.add([ReviewItem(int(batch.transaction_id[i]), int(batch.customer_id[i]),
-                                             int(batch.terminal_id[i]), float(batch.timestamp[i]),
-                                             float(result.risk[i]), float(batch.amount[i]), bool(fraud[lo + i]))
-                                  for i in review.tolist()], bound)
-                advance(hi - lo)
-                lo = hi
-            if analysts is not None:
-                given = analysts.work(bound)
-                if given:
-                    verdicts += given
-                    labels.extend(verdict_labels(given))
-            now = bound
-
+    decided = asyncio.run(loop.run(start_s, end_s, progress))
+    first = len(rows) - len(decided)
+    records = [orjson.loads(value) for value in decided]
     period = rows.iloc[first:]
-    in_test = known_compromised_period_rows((t // DAY_S).astype(np.int64), batch_all.customer_id, fraud,
+    in_test = known_compromised_period_rows((loop.t // DAY_S).astype(np.int64),
+                                            rows[CUSTOMER_ID].to_numpy(dtype=np.int64), loop.fraud,
                                             int(start_s // DAY_S))[first:]
     decisions = pd.DataFrame({
         TRANSACTION_ID: period[TRANSACTION_ID].to_numpy(), TX_DATETIME: period[TX_DATETIME].to_numpy(),
-        CUSTOMER_ID: period[CUSTOMER_ID].to_numpy(), TERMINAL_ID: period[TERMINAL_ID].to_numpy(),
-        TX_AMOUNT: period[TX_AMOUNT].to_numpy(), TX_FRAUD: fraud[first:].astype(np.int8),
-        "RISK": out_risk, "DECISION": [Decision(d).name for d in out_decision.tolist()],
-        "STAGE": [Stage(s).name for s in out_stage.tolist()], "LIGHT_SCORE": out_light,
-        "ANOMALY_SCORE": out_anomaly, "HEAVY_SCORE": out_heavy, "REASONS": out_reasons,
-        "MODEL_VERSION": cascade.version, HANDBOOK_TEST: in_test,
+        CUSTOMER_ID: period[CUSTOMER_ID].to_numpy(), CARD_ID: loop.card_of_row[first:],
+        TERMINAL_ID: period[TERMINAL_ID].to_numpy(), TX_AMOUNT: period[TX_AMOUNT].to_numpy(),
+        TX_FRAUD: loop.fraud[first:].astype(np.int8),
+        "RISK": np.array([r["risk"] for r in records], dtype=np.float64),
+        "DECISION": [r["decision"] for r in records], "STAGE": [r["stage"] for r in records],
+        "LIGHT_SCORE": np.array([_none_to_nan(r["light_score"]) for r in records], dtype=np.float64),
+        "ANOMALY_SCORE": np.array([_none_to_nan(r["anomaly_score"]) for r in records], dtype=np.float64),
+        "HEAVY_SCORE": np.array([_none_to_nan(r["heavy_score"]) for r in records], dtype=np.float64),
+        "REASONS": [tuple(r["reasons"]) for r in records],
+        "MODEL_VERSION": [r["model_version"] for r in records], HANDBOOK_TEST: in_test,
     })
-    return BacktestRun(settings, cascade.version, decisions, verdicts, analysts, dict(block_list.blocked_at))
+    return BacktestRun(settings, cascade.version, decisions, loop.verdicts, loop.analysts,
+                       dict(loop.blocks.blocked_at), loop.labels_sent, loop.blocks.events)

@@ -17,7 +17,7 @@ import numpy as np
 
 from fraudstream.detectors.features.definition import DAY_S, HOUR_S
 from fraudstream.detectors.schema import CUSTOMER_ID, TX_AMOUNT, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
-from fraudstream.training.backtest import HANDBOOK_TEST, REASON_BLOCKED_CARD, BacktestRun
+from fraudstream.training.backtest import CARD_ID, HANDBOOK_TEST, REASON_BLOCKED_CARD, BacktestRun
 from fraudstream.training.metrics import DEFAULT_TOP_K, card_precision_at_k
 
 #: Figures in report order: (key, label, format).
@@ -104,7 +104,7 @@ def _prepare(run: BacktestRun, first_day: int, n_days: int) -> _RunDays:
         ages = np.asarray(log.queue_age_s, dtype=np.float64) / HOUR_S
         age_day = np.repeat(worked, [log.worked_per_day[k] for k in worked.tolist()]) - first_day
     else:  # without analysts a case is still a card with REVIEW items that day
-        cards = d[CUSTOMER_ID].to_numpy()
+        cards = d[CARD_ID].to_numpy()
         sums["cases"] = np.array([np.unique(cards[reviewed & (day == k)]).size for k in range(n_days)], float)
         sums["expired"] = np.full(n_days, np.nan)
         ages, age_day = np.empty(0), np.empty(0, dtype=np.int64)
@@ -226,7 +226,8 @@ def format_comparison(comparison: Comparison, runs: list[BacktestRun]) -> str:
         f"period {s.start}..{s.end} ({comparison.n_days} days), warm-up "
         f"{'auto' if s.warmup_days is None else s.warmup_days} d; chargebacks "
         f"{s.labels_delay.describe()}; block list: {s.block_mode}"
-        + (f" ({s.block_days:g} d)" if s.block_mode == "card" else ""),
+        + (f" ({s.block_days:g} d)" if s.block_mode == "card" else "")
+        + (", analysts' fraud verdicts and chargebacks" if s.block_on_chargeback else ", analysts' fraud verdicts"),
         "analysts: none (chargebacks only)" if analysts is None else
         f"analysts: {analysts.capacity_cards_per_day} cards/day, verdict {analysts.delay_s / HOUR_S:g} h after a case "
         f"opens, cases expire after {analysts.case_expiry_s / DAY_S:g} d, error rate {analysts.error_rate:g}",

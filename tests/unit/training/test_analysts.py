@@ -58,3 +58,14 @@ def test_cases_expire_and_analyst_errors_flip_verdicts():
     assert sorted((v.transaction_id, v.fraud) for v in wrong.work(T0 + 1)) == [(1, False), (2, True)]
     with pytest.raises(ValueError, match="error_rate"):
         AnalystSettings(error_rate=2.0)
+
+
+def test_items_settled_by_chargeback_leave_their_case_and_an_emptied_case_uses_no_capacity():
+    analysts = SimulatedAnalysts(AnalystSettings(capacity_cards_per_day=1, delay_s=HOUR))
+    analysts.add([item(1, 7, T0 + 100), item(2, 7, T0 + 200)], step_end_s=T0 + 300)
+    analysts.add([item(3, 8, T0 + 100, amount=1.0)], step_end_s=T0 + 300)
+    now = T0 + 100 + HOUR
+    assert sorted(analysts.ready_items(now)) == [1, 2, 3]
+    verdicts = analysts.work(now, settled={1, 2})  # card 7's items were settled: card 8 gets the capacity
+    assert [v.transaction_id for v in verdicts] == [3]
+    assert analysts.pending_cases == 0 and analysts.log.settled_per_day == {17_600: 1}

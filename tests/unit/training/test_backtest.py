@@ -9,7 +9,13 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from fraudstream.detectors.bundle import save_bundle
 from fraudstream.detectors.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
 from fraudstream.training.analysts import AnalystSettings
-from fraudstream.training.backtest import REASON_BLOCKED_CARD, BacktestError, BacktestSettings, run_backtest
+from fraudstream.training.backtest import (
+    CARD_ID,
+    REASON_BLOCKED_CARD,
+    BacktestError,
+    BacktestSettings,
+    run_backtest,
+)
 from fraudstream.training.backtest_report import FIGURE_KEYS, _weighted_rank_metrics, compare, format_comparison
 from fraudstream.training.datasets import write_transactions
 from fraudstream.training.scoring import OUTPUT_COLUMNS, score_frame
@@ -30,7 +36,7 @@ def trained():
 
 def test_decisions_do_not_depend_on_the_step_and_equal_batch_scoring_without_feedback(trained):
     frame, result = trained
-    no_feedback = dict(analysts=None, block_mode="card", block_days=1e-9)  # a block of ~0 s: nothing blocked
+    no_feedback = dict(analysts=None, block_on_chargeback=False)  # nobody puts a card on the block list
     fine = run_backtest(frame, result.cascade, BacktestSettings(START, END, step_s=600, **no_feedback)).decisions
     coarse = run_backtest(frame, result.cascade, BacktestSettings(START, END, step_s=86_400, **no_feedback)).decisions
     period = frame[(frame[TX_DATETIME] >= START) & (frame[TX_DATETIME] < END)]
@@ -57,16 +63,48 @@ def test_analyst_verdicts_block_the_confirmed_cards_later_frauds(trained):
     for v in run.verdicts:
         assert v.known_at_s == pytest.approx(v.case_opened_s + 3600) or v.known_at_s > v.case_opened_s + 3600
     by_list = d[[REASON_BLOCKED_CARD in r for r in d["REASONS"]]]
-    assert (by_list["DECISION"] == "BLOCK").all() and (by_list["RISK"] == 1.0).all()
+    assert len(by_list) > 0 and (by_list["DECISION"] == "BLOCK").all() and (by_list["STAGE"] == "RULES").all()
     assert (by_list[TX_FRAUD] == 1).all()  # reissue mode: only the old card's (fraudulent) use is blocked
     t = d[TX_DATETIME].astype("int64").to_numpy() / 1e9
     for card, since in run.blocked_at.items():
-        rows = d[(d[CUSTOMER_ID] == card).to_numpy() & (t >= since) & (d[TX_FRAUD] == 1).to_numpy()]
-        assert (rows["DECISION"] == "BLOCK").all()
-    no_analysts = run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=None)).decisions
-    assert (d["DECISION"] == "BLOCK").sum() >= (no_analysts["DECISION"] == "BLOCK").sum()
+        rows = d[(d[CARD_ID] == card).to_numpy() & (t >= since)]
+        assert (rows["DECISION"] == "BLOCK").all() and (rows[TX_FRAUD] == 1).all()
+        later_legit = d[(d[CUSTOMER_ID] == card).to_numpy() & (t >= since) & (d[TX_FRAUD] == 0).to_numpy()]
+        assert (later_legit[CARD_ID] != card).all(), "the customer's legitimate rows move to a new card"
+    analyst_blocks = {v.card for v in run.verdicts if v.fraud}
+    assert analyst_blocks <= {card for _, card, on in run.block_events if on}
+    verdict_ids = {v.transaction_id for v in run.verdicts}
+    assert verdict_ids <= {lab.transaction_id for lab in run.labels if lab.source == "analyst"}
 
+
+def test_card_mode_blocks_every_transaction_of_a_listed_card_until_the_block_runs_out(trained):
+    frame, result = trained
+    settings = BacktestSettings(START, END, analysts=AnalystSettings(capacity_cards_per_day=50), block_mode="card",
+                                block_days=2.0)
+    run = run_backtest(frame, result.cascade, settings)
+    d = run.decisions
+    assert (d[CARD_ID] == d[CUSTOMER_ID]).all()
+    t = d[TX_DATETIME].astype("int64").to_numpy() / 1e9
+    lifted = [(at, card) for at, card, on in run.block_events if not on]
+    assert lifted, "2-day blocks run out inside the week"
+    for at, card, on in run.block_events:
+        if on:
+            end = min((a for a, c in lifted if c == card and a > at), default=np.inf)
+            rows = d[(d[CARD_ID] == card).to_numpy() & (t >= at) & (t < end)]
+            assert (rows["DECISION"] == "BLOCK").all()
+            assert all(REASON_BLOCKED_CARD in r for r in rows["REASONS"])
+    for at, card in lifted:
+        after = d[(d[CARD_ID] == card).to_numpy() & (t >= at)]
+        assert not any(REASON_BLOCKED_CARD in r for r in after["REASONS"]) or card in {
+            c for a, c, on in run.block_events if on and a >= at}
+
+def test_the_report_compares_the_same_model_with_and_without_analysts(trained):
+    frame, result = trained
+    settings = BacktestSettings(START, END, analysts=AnalystSettings(capacity_cards_per_day=50, delay_s=3600))
+    run = run_backtest(frame, result.cascade, settings)
+    d = run.decisions
     no_analysts_run = run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=None))
+    assert (d["DECISION"] == "BLOCK").sum() >= (no_analysts_run.decisions["DECISION"] == "BLOCK").sum()
     comparison = compare([no_analysts_run, run],
                          ["chargebacks", "analysts"], n_bootstrap=20)
     assert set(comparison.figures[0]) == set(FIGURE_KEYS)
