@@ -26,6 +26,7 @@ from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.broker.consumer import Positions, TransactionConsumer
 from fraudstream.stream.core.parse import REASON_TOO_EARLY, dead_letter
 from fraudstream.stream.event_time import LATE, TOO_EARLY, EventTimeAligner, PartitionProgress, Released, foreign_floor
+from fraudstream.stream.health import HealthMonitor
 from fraudstream.stream.runtime import WorkerRuntime
 from fraudstream.stream.state.base import StateStoreError
 from fraudstream.stream.types import Message, RawEvent
@@ -59,6 +60,11 @@ class BatchConsumer(Service):
         self._published_at = -math.inf  # monotonic time (s) of the last full refresh
         #: revocations and assignments so far; a round that saw one start in the middle releases nothing.
         self.rebalances = 0
+        m = runtime.metrics
+        self.health = HealthMonitor(m.redis_up, m.broker_up, m.consumer_lag,
+                                    lambda: runtime.store.ping if runtime.ready.is_set() else None,
+                                    lambda: self._fresh_lag if self.consumer is not None else None,
+                                    self.settings.health_interval_s, self.settings.health_timeout_s)
 
     # ---- rebalance callbacks (RebalanceHandler) ----------------------------------------------------------------
     async def on_revoked(self, partitions: Collection[TopicPartition]) -> None:
@@ -93,6 +99,20 @@ class BatchConsumer(Service):
         if self.consumer is not None:
             async with self.batch_lock:
                 await self.consumer.stop()
+
+    @Service.task
+    async def _watch_health(self) -> None:
+        """Health gauges and lag on their own timer (never raises; see :mod:`~fraudstream.stream.health`)."""
+        await self.runtime.ready.wait()
+        await self.health.run(lambda: self.should_stop)
+
+    async def _fresh_lag(self) -> dict[TopicPartition, int]:
+        assert self.consumer is not None
+        lags = await self.consumer.fresh_lag()
+        labels = self.runtime.labels
+        if labels is not None:
+            lags.update(labels.lag())
+        return lags
 
     @Service.task
     async def _consume(self) -> None:

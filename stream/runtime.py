@@ -22,17 +22,20 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from mode import Service
+from redis.exceptions import RedisError
 
 from fraudstream.detectors.drift import reference_of_manifest
 from fraudstream.stream.broker.client_config import KafkaClientConfig
 from fraudstream.stream.broker.label_feed import LabelFeed
 from fraudstream.stream.broker.sink import DecisionSink
-from fraudstream.stream.core.batch import BatchPipeline
+from fraudstream.stream.core.batch import BatchOutcome, BatchPipeline
 from fraudstream.stream.core.parse import REASON_TOO_EARLY
 from fraudstream.stream.metrics import WorkerMetrics
 from fraudstream.stream.model_watch import ActiveModel, ModelWatcher
 from fraudstream.stream.settings import StreamSettings
+from fraudstream.stream.state.base import StateStoreError
 from fraudstream.stream.state.redis_store import RedisStateStore
 from fraudstream.stream.topics import ensure_topics, topic_names
 from fraudstream.stream.types import Message, RawEvent
@@ -42,6 +45,12 @@ log = logging.getLogger(__name__)
 #: First and longest pause (s) before a failed batch is tried again.
 RETRY_BACKOFF_FIRST_S = 0.1
 RETRY_BACKOFF_MAX_S = 5.0
+#: Failed attempts of one batch that are logged (besides the first), then every this many.
+RETRY_LOG_AT = (2, 5)
+RETRY_LOG_EVERY = 20
+#: Errors of the state store and broker: a retry is expected to succeed once they are back.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError, StateStoreError, OSError,
+                                                           TimeoutError)
 
 
 class WorkerRuntime(Service):
@@ -79,7 +88,7 @@ class WorkerRuntime(Service):
         model = await asyncio.to_thread(self.watcher.load_now)
         await asyncio.to_thread(model.warm_up)
         await asyncio.to_thread(ensure_topics, ",".join(kafka.bootstrap_servers), topic_names(s), s.partitions)
-        self.metrics.serve(s.metrics_port)
+        self.metrics.serve(s.metrics_port, s.bind_host)
         self._store = store = RedisStateStore.from_url(s.redis_url, s.redis_prefix, s.labels_topic, s.state_ttl_s,
                                                        s.decision_ttl_s)
         await store.ping()
@@ -90,6 +99,7 @@ class WorkerRuntime(Service):
                                        time_range=s.event_time_range())
         self.labels = LabelFeed(lambda: kafka.standalone_consumer("labels"), s.labels_topic, store.label_offsets)
         await self.labels.start()
+        self.metrics.last_batch_timestamp.set(time.time())  # a worker that never delivers a batch shows as stale
         self.ready.set()
         log.info("worker runtime ready: model %s, redis %s, broker %s", model.version, s.redis_url,
                  s.kafka_bootstrap_servers)
@@ -119,27 +129,49 @@ class WorkerRuntime(Service):
         started = time.perf_counter()
         backoff = RETRY_BACKOFF_FIRST_S
         labels: list[RawEvent] = []
+        first: BatchOutcome | None = None  # the attempt that wrote the batch's state (retries see duplicates)
+        failures = 0
         while True:
             try:
                 labels += await self.labels.catch_up()
                 outcome = await self._pipeline.process(labels + list(events))
-                self.metrics.count_outcome(outcome)
-                await self._sink.send([(self.settings.decisions_topic, outcome.decisions),
-                                       (self.settings.dlq_topic, list(outcome.dlq) + list(too_early))])
+                if first is None:
+                    first = outcome
+                await asyncio.wait_for(
+                    self._sink.send([(self.settings.decisions_topic, outcome.decisions),
+                                     (self.settings.dlq_topic, list(outcome.dlq) + list(too_early))]),
+                    self.settings.send_timeout_s)
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.metrics.batch_errors.inc()
-                log.exception("batch of %d events failed; retrying in %.1f s", len(events), backoff)
+                failures += 1
+                self._log_failure(exc, failures, len(events), backoff)
                 if self.should_stop:
                     return False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+        if failures:
+            log.info("batch of %d events delivered after %d failed attempts", len(events), failures)
         m = self.metrics
+        m.count_outcome(first)  # counted once delivered, from the attempt that decided
         if too_early:
             m.dlq.labels(reason=REASON_TOO_EARLY).inc(len(too_early))
+        m.last_batch_timestamp.set(time.time())
         m.latency.observe_many(time.time() - outcome.broker_ts_s)
         m.batch_size.observe(len(events))
         m.batch_seconds.observe(time.perf_counter() - started)
         return True
+
+    @staticmethod
+    def _log_failure(exc: BaseException, failures: int, size: int, backoff: float) -> None:
+        """One line per failed attempt while it fails (the first with the traceback only when the error is not a
+        known infrastructure error), then silence until it is delivered: no traceback wall during an outage."""
+        if failures == 1:
+            if isinstance(exc, INFRASTRUCTURE_ERRORS):
+                log.error("batch of %d events failed (%r); retrying with back-off from %.1f s", size, exc, backoff)
+            else:
+                log.exception("batch of %d events failed; retrying with back-off from %.1f s", size, backoff)
+        elif failures in RETRY_LOG_AT or failures % RETRY_LOG_EVERY == 0:
+            log.error("batch of %d events still failing after %d attempts (%r)", size, failures, exc)

@@ -57,6 +57,11 @@ class StreamSettings(EnvSettings):
     log_level: str = Field("INFO", description="log level")
     bind_host: str = Field("127.0.0.1", min_length=1,
                            description="address the metrics and web ports listen on (0.0.0.0: every interface)")
+    health_interval_s: float = Field(2.0, gt=0, description="pause between two health checks of Redis and the "
+                                                            "broker (s)")
+    health_timeout_s: float = Field(2.0, gt=0, description="longest wait for one health probe's answer (s)")
+    send_timeout_s: float = Field(30.0, gt=0, description="longest wait for the broker to acknowledge a batch's "
+                                                         "decisions before the batch is retried (s)")
     event_time_slack_s: float = Field(DEFAULT_EVENT_TIME_SLACK_S, ge=0,
                                       description="event-time slack of the watermark; older records are late (s)")
     max_future_skew_s: float = Field(DEFAULT_MAX_FUTURE_SKEW_S, gt=0,

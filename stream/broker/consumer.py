@@ -133,6 +133,27 @@ class TransactionConsumer:
             # stored decisions, so nothing is lost or decided twice.
             log.warning("offsets not committed (%r); the partitions' new owner will re-deliver", exc)
 
+    async def fresh_lag(self) -> dict[TopicPartition, int]:
+        """Records not committed yet per assigned partition, from end offsets asked now (a broker round trip, so
+        it also tells whether the broker answers); with nothing assigned, a metadata request instead."""
+        consumer = self.consumer
+        assigned = list(consumer.assignment())
+        if not assigned:
+            await consumer.topics()  # always a remote call: answered or raises
+            return {}
+        ends = await consumer.end_offsets(assigned)
+        out: dict[TopicPartition, int] = {}
+        for tp, end in ends.items():
+            done = self._committed.get(tp)
+            if done is None:
+                done = await consumer.committed(tp)
+                if done is None:  # nothing committed yet: everything is pending
+                    done = 0
+                else:
+                    self._committed[tp] = done
+            out[tp] = max(0, int(end) - done)
+        return out
+
     async def lag(self) -> dict[TopicPartition, int]:
         """Records not committed yet per assigned partition (broker's highwater at the last fetch - committed)."""
         consumer = self.consumer
