@@ -17,6 +17,7 @@ from numba import njit
 
 from fraudstream.detectors.features.calendar import night_flags, weekend_flags
 from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, DEFAULT_CONFIG, FeatureConfig
+from fraudstream.detectors.features.novelty import card_novelty_many
 from fraudstream.detectors.schema import (
     CUSTOMER_ID,
     MAX_AMOUNT,
@@ -333,6 +334,10 @@ def _customer_features(columns: _InputColumns, times: _TimeRanks, config: Featur
     history_mean = groups.range_sum(amount_cumsum, history_start, history_stop) / np.maximum(history_count, 1)
     ratio = np.where(history_count > 0, amount / np.maximum(history_mean, AMOUNT_RATIO_MIN_MEAN), 1.0)
     features["CUSTOMER_AMOUNT_RATIO_HISTORY"] = _scatter(groups.order, ratio)
+    novelty = np.empty((t.shape[0], 3), dtype=np.float64)
+    card_novelty_many(t, amount, history_start, history_stop, t, amount, novelty, 0)
+    for j, name in enumerate(("CUSTOMER_AMOUNT_ZSCORE", "CUSTOMER_HOUR_SHARE", "CUSTOMER_NB_SAME_AMOUNT")):
+        features[name] = _scatter(groups.order, novelty[:, j])
 
     # Baseline window (t - history, t - recent]: ends before t, or (recent 0) at this row, like the terminal windows.
     baseline_stop = np.minimum(groups.first_after(_shifted_back(config.recent_days * DAY_S)), position + 1)
@@ -452,6 +457,8 @@ def _terminal_features(columns: _InputColumns, times: _TimeRanks, config: Featur
         risk = np.where(count > 0, frauds[:, j] / np.maximum(count, 1), 0.0)
         features[f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW"] = _scatter(groups.order, count.astype(np.float64))
         features[f"TERMINAL_ID_RISK_{days}DAY_WINDOW"] = _scatter(groups.order, risk)
+    burst = groups.position - groups.first_after(_shifted_back(config.burst_window_s)) + 1
+    features["TERMINAL_NB_TX_BURST_WINDOW"] = _scatter(groups.order, burst.astype(np.float64))
     # Earliest fraud of the longest window known at t.
     features["TERMINAL_FRAUD_EPISODE_AGE"] = _scatter(groups.order, age)
     for j, days in enumerate(config.fresh_label_windows_days):

@@ -23,6 +23,11 @@ HOUR_S = 3_600.0
 #: Smallest mean amount (currency units) used as the divisor of CUSTOMER_AMOUNT_RATIO_HISTORY and
 #: CUSTOMER_AMOUNT_RATIO_BASELINE, so that a history of zero amounts gives a finite ratio.
 AMOUNT_RATIO_MIN_MEAN = 0.01
+#: Smallest standard deviation (currency units) used as the divisor of CUSTOMER_AMOUNT_ZSCORE, so that a card
+#: that always pays the same amount gives a finite score.
+AMOUNT_ZSCORE_MIN_STD = 1.0
+#: Half-width (h) of the band of hours of day around a transaction's hour in CUSTOMER_HOUR_SHARE.
+HOUR_BAND_H = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class FeatureConfig:
             names += [f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW", f"TERMINAL_ID_RISK_{w}DAY_WINDOW"]
         names += OWN_FEATURES
         names += [f"TERMINAL_NB_FRAUDS_KNOWN_{w}DAY" for w in self.fresh_label_windows_days]
+        names += NOVELTY_FEATURES
         return names
 
 
@@ -92,6 +98,15 @@ OWN_FEATURES: list[str] = [
     "TERMINAL_FRAUD_EPISODE_AGE",
 ]
 
+#: A card and a terminal against their own history (added in fs-3), after the fresh-label counts: the terminal's
+#: burst, then the card's amount, hour and repeated-amount novelty (``novelty.card_novelty``, in this order).
+NOVELTY_FEATURES: list[str] = [
+    "TERMINAL_NB_TX_BURST_WINDOW",
+    "CUSTOMER_AMOUNT_ZSCORE",
+    "CUSTOMER_HOUR_SHARE",
+    "CUSTOMER_NB_SAME_AMOUNT",
+]
+
 #: Features the anomaly detector looks at: the customer's own behaviour (amount, pace, places), not the
 #: label-driven terminal risk, so that it flags behaviour unlike legitimate traffic rather than known fraud
 #: patterns (which the supervised models already cover).
@@ -104,6 +119,7 @@ ANOMALY_FEATURES: list[str] = [
     "CUSTOMER_SECONDS_SINCE_LAST_TX",
     "CUSTOMER_NB_TX_BURST_WINDOW",
     "CUSTOMER_NB_TERMINALS_1DAY_WINDOW",
+    *NOVELTY_FEATURES,
 ]
 
 FEATURE_DOCS: dict[str, str] = {
@@ -133,6 +149,13 @@ FEATURE_DOCS: dict[str, str] = {
     "among its transactions in (t - terminal_retention_s, t]. Unlike TERMINAL_ID_RISK_*, whose windows end d "
     "back, a label an analyst confirmed an hour ago counts at once; with the fixed label delay d (the default "
     "label model of training) it counts the frauds of (t - d - w, t - d]",
+    "TERMINAL_NB_TX_BURST_WINDOW": "terminal's transactions in (t - burst_window_s, t], this one included (not "
+    "shifted by the label delay: a terminal charging many cards at once)",
+    "CUSTOMER_AMOUNT_ZSCORE": "(amount - mean) / max(std, AMOUNT_ZSCORE_MIN_STD) of the customer's earlier "
+    "transactions in (t - history_days, t) (population std); 0 when there are fewer than 2",
+    "CUSTOMER_HOUR_SHARE": "share of those earlier transactions whose UTC hour of day is within HOUR_BAND_H "
+    "(circular) of this one's; 1 when there are none",
+    "CUSTOMER_NB_SAME_AMOUNT": "number of those earlier transactions with exactly this amount (a repeated charge)",
     "TERMINAL_FRAUD_EPISODE_AGE": "seconds from the transaction time of the terminal's earliest known fraud in "
     "(t - d - max(terminal_windows_days) days, t - d] (known as for TERMINAL_ID_RISK_*) to t; "
     "terminal_retention_s when there is none. Tells a fresh fraud episode from one long over, whose legitimate "

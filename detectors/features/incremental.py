@@ -27,6 +27,7 @@ from numba import njit
 from fraudstream.detectors.features.calendar import night_flags, weekend_flags
 from fraudstream.detectors.features.columns import CustomerColumns, TerminalColumns
 from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, FeatureConfig
+from fraudstream.detectors.features.novelty import card_novelty
 from fraudstream.detectors.schema import TransactionBatch
 
 #: Window of CUSTOMER_NB_TERMINALS_1DAY_WINDOW (s).
@@ -99,8 +100,9 @@ def bisect(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, id
 @njit(cache=True, nogil=True)
 def _customer_kernel(m_t, m_id, m_amount, m_terminal, lo, hi, t, tx_id, amount, terminal, lookbacks, window_slots,
                      history_slot, burst_slot, day_slot, history_s, recent_s, min_mean, out, first_column,
-                     own_column):  # pragma: no cover - compiled
-    """Customer windows (from ``first_column``) and the customer's own features (from ``own_column``)."""
+                     own_column, novelty_column):  # pragma: no cover - compiled
+    """Customer windows (from ``first_column``), the customer's own features (from ``own_column``) and its
+    novelty against its history (from ``novelty_column``)."""
     starts = np.empty(lookbacks.shape[0], dtype=np.int64)
     for i in range(t.shape[0]):
         lo_i, ti, amount_i, terminal_i = lo[i], t[i], amount[i], terminal[i]
@@ -131,6 +133,7 @@ def _customer_kernel(m_t, m_id, m_amount, m_terminal, lo, hi, t, tx_id, amount, 
                 if m_terminal[k] == terminal_i:
                     is_new = 0.0
                     break
+        card_novelty(m_t, m_amount, history_start, stop, ti, amount_i, out, i, novelty_column)
         since_last = history_s
         if position > lo_i and m_t[position - 1] > ti - history_s:
             since_last = ti - m_t[position - 1]
@@ -167,8 +170,8 @@ def _customer_kernel(m_t, m_id, m_amount, m_terminal, lo, hi, t, tx_id, amount, 
 
 @njit(cache=True, nogil=True)
 def _terminal_kernel(m_t, m_id, lo, hi, f_t, f_id, f_known, f_lo, f_hi, t, tx_id, delay_s, windows_s,
-                     episode_window_s, no_episode_s, fresh_windows_s, retention_s, out, first_column, age_column,
-                     fresh_column):  # pragma: no cover - compiled
+                     episode_window_s, no_episode_s, fresh_windows_s, retention_s, burst_s, out, first_column,
+                     age_column, fresh_column, burst_column):  # pragma: no cover - compiled
     """Terminal count and risk per window (from ``first_column``), the fraud episode age (s) and the frauds known
     within each fresh-label window (from ``fresh_column``)."""
     for i in range(t.shape[0]):
@@ -210,6 +213,8 @@ def _terminal_kernel(m_t, m_id, lo, hi, f_t, f_id, f_known, f_lo, f_hi, t, tx_id
                 if window_start < f_known[k] <= ti:
                     frauds += 1
             out[i, fresh_column + j] = frauds
+        position = _before(m_t, m_id, lo_i, hi[i], ti, id_i)  # the event's own row is not before it
+        out[i, burst_column] = position - _right(m_t, lo_i, position, ti - burst_s) + 1
 
 
 def _groups(ids: np.ndarray, state_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -402,7 +407,7 @@ def _customer_step(batch: TransactionBatch, customers: CustomerColumns, w: Windo
     own_column = w.column["CUSTOMER_AMOUNT_RATIO_HISTORY"]
     _customer_kernel(m_t, m_id, m_amount, m_terminal, starts[g], starts[g + 1], t, tx_id, amount, terminal,
                      w.lookbacks, w.window_slots, w.history_slot, w.burst_slot, w.day_slot, w.history_s, w.recent_s,
-                     AMOUNT_RATIO_MIN_MEAN, out, first_column, own_column)
+                     AMOUNT_RATIO_MIN_MEAN, out, first_column, own_column, w.column["CUSTOMER_AMOUNT_ZSCORE"])
 
     changed = np.zeros(len(state), dtype=bool)
     changed[g[added]] = True
@@ -448,8 +453,9 @@ def _terminal_step(batch: TransactionBatch, new: np.ndarray, terminals: Terminal
                     if w.config.fresh_label_windows_days else 0)
     _terminal_kernel(m_t, m_id, starts[g], starts[g + 1], f_t, f_id, f_known, state.fraud_starts[g],
                      state.fraud_starts[g + 1], t, tx_id, w.label_delay_s, w.terminal_windows, w.episode_window_s,
-                     w.config.terminal_retention_s, w.fresh_label_windows, w.config.terminal_retention_s, out,
-                     first_column, w.column["TERMINAL_FRAUD_EPISODE_AGE"], fresh_column)
+                     w.config.terminal_retention_s, w.fresh_label_windows, w.config.terminal_retention_s,
+                     w.config.burst_window_s, out, first_column, w.column["TERMINAL_FRAUD_EPISODE_AGE"],
+                     fresh_column, w.column["TERMINAL_NB_TX_BURST_WINDOW"])
 
     changed = np.zeros(len(state), dtype=bool)
     changed[g[new]] = True

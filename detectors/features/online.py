@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from fraudstream.detectors.features.columns import CustomerColumns, TerminalColumns
-from fraudstream.detectors.features.definition import DAY_S, DEFAULT_CONFIG, OWN_FEATURES, FeatureConfig
+from fraudstream.detectors.features.definition import (
+    DAY_S,
+    DEFAULT_CONFIG,
+    NOVELTY_FEATURES,
+    OWN_FEATURES,
+    FeatureConfig,
+)
 from fraudstream.detectors.features.incremental import DISTINCT_TERMINALS_WINDOW_S, UpdateResult, Windows, update
 from fraudstream.detectors.features.state import (  # the state classes are re-exported from here
     CustomerHistory,
@@ -84,6 +90,7 @@ class IncrementalFeatures:
             layout += [f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW", f"TERMINAL_ID_RISK_{days}DAY_WINDOW"]
         layout += OWN_FEATURES
         layout += [f"TERMINAL_NB_FRAUDS_KNOWN_{days}DAY" for days in config.fresh_label_windows_days]
+        layout += NOVELTY_FEATURES
         if layout != self.feature_names:
             raise ValueError(f"feature layout {layout} differs from the definition {self.feature_names}")
 

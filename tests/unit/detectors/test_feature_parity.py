@@ -110,6 +110,10 @@ def check_meaningful(expected, config):
     assert expected[:, names.index(f"CUSTOMER_ID_NB_TX_{max(config.customer_windows_days)}DAY_WINDOW")].max() > 5
     assert (expected[:, names.index("CUSTOMER_TERMINAL_IS_NEW")] == 0).any()
     assert (expected[:, names.index("CUSTOMER_AMOUNT_RATIO_BASELINE")] != 1.0).mean() > 0.5
+    assert expected[:, names.index("TERMINAL_NB_TX_BURST_WINDOW")].max() > 3
+    assert (expected[:, names.index("CUSTOMER_NB_SAME_AMOUNT")] > 0).sum() > 20
+    assert np.unique(expected[:, names.index("CUSTOMER_HOUR_SHARE")]).size > 20
+    assert np.abs(expected[:, names.index("CUSTOMER_AMOUNT_ZSCORE")]).max() > 2
     episode_age = expected[:, names.index("TERMINAL_FRAUD_EPISODE_AGE")]
     assert (episode_age < config.terminal_retention_s).sum() > 50
 

@@ -6,7 +6,13 @@ import pytest
 
 from fraudstream.detectors.features.batch import FeatureInputError, compute_features
 from fraudstream.detectors.features.calendar import night_flags, weekend_flags
-from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, FeatureConfig
+from fraudstream.detectors.features.definition import (
+    AMOUNT_RATIO_MIN_MEAN,
+    AMOUNT_ZSCORE_MIN_STD,
+    DAY_S,
+    HOUR_BAND_H,
+    FeatureConfig,
+)
 from fraudstream.detectors.schema import (
     CUSTOMER_ID,
     TERMINAL_ID,
@@ -76,6 +82,16 @@ def reference_features(frame, config, known_at=None):
         frauds = ((term == term[i]) & up_to_self & (t_all > t - d - longest) & (t_all <= t - d)
                   & (known_all <= t) & (fraud == 1))
         row["TERMINAL_FRAUD_EPISODE_AGE"] = t - t_all[frauds].min() if frauds.any() else config.terminal_retention_s
+        row["TERMINAL_NB_TX_BURST_WINDOW"] = ((term == term[i]) & up_to_self
+                                              & (t_all > t - config.burst_window_s)).sum()
+        earlier_amounts = amount[earlier]
+        std = earlier_amounts.std() if earlier.sum() >= 2 else None
+        row["CUSTOMER_AMOUNT_ZSCORE"] = (0.0 if std is None else
+                                         (amount[i] - earlier_amounts.mean()) / max(std, AMOUNT_ZSCORE_MIN_STD))
+        hours = np.floor(np.floor(t_all) % DAY_S / 3600.0)
+        gap = np.abs(hours[earlier] - hours[i])
+        row["CUSTOMER_HOUR_SHARE"] = (np.minimum(gap, 24 - gap) <= HOUR_BAND_H).mean() if earlier.any() else 1.0
+        row["CUSTOMER_NB_SAME_AMOUNT"] = (earlier_amounts == amount[i]).sum()
         for w in config.fresh_label_windows_days:
             row[f"TERMINAL_NB_FRAUDS_KNOWN_{w}DAY"] = ((term == term[i]) & (fraud == 1) & (t_all <= t)
                                                       & (t_all > t - config.terminal_retention_s)
@@ -150,6 +166,26 @@ def test_fresh_label_counts_follow_the_known_at_window():
     # row 3 at 3,000 s: only label 1 known (at 1,000 s); row 4 at 90,000 s: label 1 known more than a day ago,
     # label 2 (known at 50,100 s) inside the day; row 5: both older than a day
     assert features.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_card_novelty_against_its_own_history():
+    # card 0: 10, 20, 30 at noon on three days, then 20 at 03:00 (hour 3 vs 12: far) and a repeat of 30 at 13:00
+    rows = [(1, 0.0, 0, 1, 10.0, 0), (2, DAY_S, 0, 1, 20.0, 0), (3, 2 * DAY_S, 0, 2, 30.0, 0),
+            (4, 2.625 * DAY_S, 0, 3, 20.0, 0), (5, 3 * DAY_S + 3_600.0, 0, 3, 30.0, 0)]
+    features = compute_features(make_frame(rows))
+    std = np.std([10.0, 20.0, 30.0])
+    assert features["CUSTOMER_AMOUNT_ZSCORE"].tolist() == pytest.approx(
+        [0.0, 0.0, (30.0 - 15.0) / max(5.0, AMOUNT_ZSCORE_MIN_STD), 0.0, (30.0 - 20.0) / np.std([10, 20, 30, 20])])
+    assert std > AMOUNT_ZSCORE_MIN_STD
+    assert features["CUSTOMER_HOUR_SHARE"].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.0, 0.75])
+    assert features["CUSTOMER_NB_SAME_AMOUNT"].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_terminal_burst_counts_the_last_window_without_delay():
+    config = FeatureConfig(burst_window_s=3_600.0)
+    rows = [(k, 600.0 * k, k, 7, 10.0, 0) for k in range(1, 9)]  # eight cards at one terminal, every 10 min
+    features = compute_features(make_frame(rows), config)["TERMINAL_NB_TX_BURST_WINDOW"]
+    assert features.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.0, 6.0]
 
 
 def test_label_times_before_their_transaction_are_rejected():

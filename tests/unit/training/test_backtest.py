@@ -29,7 +29,8 @@ START, END = pd.Timestamp("2018-05-01"), pd.Timestamp("2018-05-08")
 @pytest.fixture(scope="module")
 def trained():
     frame = simulate(SimulationConfig(n_customers=300, n_terminals=600, nb_days=40, seed=5))
-    fast = TrainSettings(review_capacity=15, imbalance="none", calibration="isotonic", anomaly_methods=("IForest",),
+    fast = TrainSettings(review_capacity=15, block_precision=0.99, imbalance="none", calibration="isotonic",
+                         anomaly_methods=("IForest",),
                          anomaly_max_rows=1000, light_trees=20, heavy_trees=20, stacking_folds=2, valid_days=5)
     return frame, train_from_frame(frame, fast, end=START)
 
