@@ -1,13 +1,14 @@
 """Model bundles: one versioned directory per trained cascade, with a manifest and checksums.
 
-Layout of ``<root>/<version>/``::
+Layout of ``<root>/<version>/`` (each scoring stage writes its own files, ``files`` of its registered type; the
+shipped stages' are listed)::
 
     light.json, light_meta.json     light XGBoost model, its parameters and probability calibration
     heavy.json, heavy_meta.json     heavy XGBoost model, same
     anomaly.pkl                     the fitted anomaly detector (pickle: load only bundles you trust)
     rules.json                      the rules in force
-    manifest.json                   version, creation time, feature set, thresholds, metrics, data range,
-                                    library versions, sha256 of every other file
+    manifest.json                   version, creation time, stages, feature set, thresholds, metrics, data
+                                    range, library versions, sha256 of every other file
     manifest.json.sha256            sha256 of manifest.json (``sha256sum -c`` format), so that no field of the
                                     manifest (a threshold, a checksum) changes unnoticed
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.detectors.cascade.cascade import Cascade
-from fraudstream.detectors.cascade.policy import Thresholds
+from fraudstream.detectors.cascade.policy import CascadePolicy, Thresholds
+from fraudstream.detectors.cascade.registry import DEFAULT_STAGES, STAGE_TYPES
 from fraudstream.detectors.features.definition import FEATURE_SET_VERSION, FeatureConfig
-from fraudstream.detectors.models.heavy import HeavyModel
-from fraudstream.detectors.models.light import LightModel
 from fraudstream.detectors.rules import RuleConfig, RuleSet
 
 MANIFEST = "manifest.json"
@@ -97,24 +96,24 @@ def save_bundle(cascade: Cascade, directory: str | Path, manifest_extras: dict[s
         raise ModelBundleError(f"{final}: version already exists; versions are immutable")
     staging = Path(tempfile.mkdtemp(prefix=f".{cascade.version}.", dir=root))
     try:
-        files = cascade.light.save(staging, "light") + cascade.heavy.save(staging, "heavy")
-        with (staging / ANOMALY_FILE).open("wb") as fh:
-            pickle.dump(cascade.anomaly, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        files = [path for stage in cascade.stages for path in stage.save(staging)]
         cascade.rules.config.to_json_file(staging / RULES_FILE)
-        files += [staging / ANOMALY_FILE, staging / RULES_FILE]
+        files.append(staging / RULES_FILE)
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "version": cascade.version,
+            "stages": list(cascade.stage_names),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "feature_set_version": FEATURE_SET_VERSION,
             "feature_names": cascade.feature_names,
             "feature_config": _feature_config_to_dict(cascade.feature_config),
             "thresholds": cascade.thresholds.to_dict(),
             "use_anomaly": cascade.use_anomaly,
-            "anomaly": {"method": cascade.anomaly.method, "max_train_rows": cascade.anomaly.max_train_rows},
             "metrics": cascade.metrics,
             "libraries": _library_versions(),
         }
+        if "anomaly" in cascade.stage_names:
+            manifest["anomaly"] = {"method": cascade.anomaly.method, "max_train_rows": cascade.anomaly.max_train_rows}
         manifest.update(manifest_extras or {})
         manifest["files"] = {p.name: _sha256(p) for p in files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
@@ -220,7 +219,7 @@ def check_manifest(manifest: dict[str, Any], directory: Path) -> None:
             f"{where}: feature names/order {manifest.get('feature_names')} differ from this code's {expected}"
         )
     files = manifest.get("files") or {}
-    for name in ("light.json", "light_meta.json", "heavy.json", "heavy_meta.json", ANOMALY_FILE, RULES_FILE):
+    for name in (*(f for stage in manifest_stages(manifest, where) for f in STAGE_TYPES[stage].files), RULES_FILE):
         if name not in files:
             raise ModelBundleError(f"{where}: no checksum for required file {name}")
     for name, digest in files.items():
@@ -232,6 +231,18 @@ def check_manifest(manifest: dict[str, Any], directory: Path) -> None:
             raise ModelBundleError(f"{path}: sha256 {actual} does not match the manifest's {digest}")
 
 
+def manifest_stages(manifest: dict[str, Any], where: Path) -> list[str]:
+    """The scoring stages a manifest lists (the shipped ones for a manifest without the entry), all registered."""
+    names = manifest.get("stages", list(DEFAULT_STAGES))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ModelBundleError(f"{where}: 'stages' must be a list of stage names, got {names!r}")
+    unknown = [n for n in names if n not in STAGE_TYPES]
+    if unknown:
+        raise ModelBundleError(f"{where}: stage(s) {unknown} are not registered in this code "
+                               f"(registered: {list(STAGE_TYPES)})")
+    return names
+
+
 def load_bundle(path: str | Path) -> LoadedBundle:
     """Load and verify a bundle from a version directory, or from a root (following LATEST)."""
     directory = resolve_bundle_dir(path)
@@ -239,16 +250,12 @@ def load_bundle(path: str | Path) -> LoadedBundle:
     check_manifest(manifest, directory)
     config = _feature_config_from_dict(manifest["feature_config"])
     feature_names = manifest["feature_names"]
-    light = LightModel.load(directory, "light")
-    heavy = HeavyModel.load(directory, "heavy")
-    with (directory / ANOMALY_FILE).open("rb") as fh:
-        anomaly = pickle.load(fh)
+    stages = [STAGE_TYPES[name].load(directory) for name in manifest_stages(manifest, directory / MANIFEST)]
     rules = RuleSet(RuleConfig.from_json_file(directory / RULES_FILE), feature_names)
+    policy = CascadePolicy(Thresholds.from_dict(manifest["thresholds"]), bool(manifest.get("use_anomaly", True)))
     cascade = Cascade(
-        rules=rules, light=light, anomaly=anomaly, heavy=heavy,
-        thresholds=Thresholds.from_dict(manifest["thresholds"]), version=manifest["version"],
-        feature_names=feature_names, feature_config=config, use_anomaly=bool(manifest.get("use_anomaly", True)),
-        metrics=manifest.get("metrics"),
+        rules=rules, stages=stages, policy=policy, version=manifest["version"], feature_names=feature_names,
+        feature_config=config, metrics=manifest.get("metrics"),
     )
     return LoadedBundle(cascade=cascade, manifest=manifest, version=manifest["version"], feature_config=config,
                         path=directory)

@@ -29,13 +29,24 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from fraudstream.detectors.cascade.calibration import CalibrationTargets, choose_thresholds, policy_report
 from fraudstream.detectors.cascade.cascade import Cascade
-from fraudstream.detectors.cascade.policy import route_light
+from fraudstream.detectors.cascade.policy import CascadePolicy, route_light
 from fraudstream.detectors.drift import reference_histograms, watched_signals
 from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.features.definition import ANOMALY_FEATURES, DEFAULT_CONFIG, FeatureConfig
-from fraudstream.detectors.models.anomaly import ANOMALY_METHODS, DEFAULT_MAX_CALL_MS, select_anomaly_model
-from fraudstream.detectors.models.heavy import HeavyModel, heavy_inputs
-from fraudstream.detectors.models.light import CALIBRATION_CHOICES, IMBALANCE_CHOICES, LightModel, ProbabilityCalibrator
+from fraudstream.detectors.models.anomaly import (
+    ANOMALY_METHODS,
+    DEFAULT_MAX_CALL_MS,
+    AnomalyStage,
+    select_anomaly_model,
+)
+from fraudstream.detectors.models.heavy import HeavyModel, HeavyStage, heavy_inputs
+from fraudstream.detectors.models.light import (
+    CALIBRATION_CHOICES,
+    IMBALANCE_CHOICES,
+    LightModel,
+    LightStage,
+    ProbabilityCalibrator,
+)
 from fraudstream.detectors.rules import DEFAULT_RULES_PATH, RuleConfig, RuleSet
 from fraudstream.detectors.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
 from fraudstream.training.progress import SILENT, Progress
@@ -316,8 +327,9 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
         "drift_reference": reference_histograms(watched_signals(light_va, anomaly_va, X_va, names)),
     }
     return Cascade(
-        rules=RuleSet(rules_config, names), light=light, anomaly=anomaly, heavy=heavy, thresholds=thresholds,
-        version=make_version(), feature_names=names, feature_config=settings.feature_config, metrics=metrics,
+        rules=RuleSet(rules_config, names), stages=[LightStage(light), AnomalyStage(anomaly), HeavyStage(heavy)],
+        policy=CascadePolicy(thresholds), version=make_version(), feature_names=names,
+        feature_config=settings.feature_config, metrics=metrics,
     )
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from fraudstream.detectors.cascade.policy import NEVER, Thresholds, apply_policy
+from fraudstream.detectors.cascade.policy import ANOMALY, HEAVY, LIGHT, NEVER, CascadePolicy, Thresholds
 from fraudstream.detectors.cascade.types import Decision, Stage
 
 DAY_S = 86_400.0
@@ -139,13 +139,18 @@ def choose_thresholds(
     y = np.asarray(y).astype(np.int8)
     day, n_days = _day_index(timestamp)
 
+    scores = {LIGHT: light, ANOMALY: anomaly, HEAVY: heavy}
     t_block_light = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
     t_anomaly_allow = float(targets.anomaly_allow_max)
-    eligible = (anomaly <= t_anomaly_allow) & (light < t_block_light)
+    # rows the light stage would allow with no score limit: the candidates for t_allow_light
+    widest = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=1.0, t_anomaly_allow=t_anomaly_allow))
+    eligible = widest.first_pass(scores).decision == Decision.ALLOW
 
     def thresholds_for(t_allow: float) -> Thresholds:
-        heavy_part = _heavy_thresholds(light, anomaly, heavy, y, customer_id, day, n_days, targets,
-                                       t_block_light, t_allow, t_anomaly_allow)
+        first = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=t_allow,
+                                         t_anomaly_allow=t_anomaly_allow))
+        to_heavy = first.first_pass(scores).to_heavy
+        heavy_part = _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets, to_heavy)
         return Thresholds(t_block_light=t_block_light, t_allow_light=t_allow, t_anomaly_allow=t_anomaly_allow,
                           **heavy_part)
 
@@ -153,7 +158,7 @@ def choose_thresholds(
         return thresholds_for(float(t_allow_light))
 
     def caught(th: Thresholds) -> int:
-        decision, _ = apply_policy(light, anomaly, heavy, th)
+        decision, _ = CascadePolicy(th).decide(scores)
         return int(((decision != Decision.ALLOW) & (y == 1)).sum())
 
     baseline = thresholds_for(-1.0)  # no light ALLOW: every undecided row goes to the heavy model
@@ -168,11 +173,10 @@ def choose_thresholds(
     return best
 
 
-def _heavy_thresholds(light, anomaly, heavy, y, customer_id, day, n_days, targets: CalibrationTargets,
-                      t_block_light: float, t_allow_light: float, t_anomaly_allow: float) -> dict[str, float]:
-    """Heavy-stage thresholds for the rows a given light stage leaves undecided."""
+def _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets: CalibrationTargets,
+                      to_heavy: np.ndarray) -> dict[str, float]:
+    """Heavy-stage thresholds for the rows a given light stage leaves undecided (``to_heavy``)."""
     stat = targets.capacity_statistic
-    to_heavy = (light < t_block_light) & ~((light <= t_allow_light) & (anomaly <= t_anomaly_allow))
     t_block_heavy = block_threshold(heavy[to_heavy], y[to_heavy], targets.block_precision, targets.min_block_rows)
     not_blocked = to_heavy & (heavy < t_block_heavy)
 
@@ -206,7 +210,7 @@ def policy_report(
 ) -> dict[str, float]:
     """Validation figures of the policy (rules excluded): volumes, precisions, fraud caught, review cards/day."""
     y = np.asarray(y).astype(bool)
-    decision, stage = apply_policy(light, anomaly, heavy, thresholds, use_anomaly=use_anomaly)
+    decision, stage = CascadePolicy(thresholds, use_anomaly).decide({LIGHT: light, ANOMALY: anomaly, HEAVY: heavy})
     day, n_days = _day_index(timestamp)
     n, n_fraud = y.size, int(y.sum())
 

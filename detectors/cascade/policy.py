@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,125 @@ class LightRouting:
     to_heavy: np.ndarray  # bool
 
 
+#: Names of the stages whose scores the policy reads (see :mod:`fraudstream.detectors.cascade.registry`).
+LIGHT, ANOMALY, HEAVY = "light", "anomaly", "heavy"
+
+
+@dataclass(frozen=True)
+class CascadePolicy:
+    """The one routing policy of the cascade: thresholds plus whether the anomaly score takes part.
+
+    Scoring (:meth:`fraudstream.detectors.cascade.cascade.Cascade.score`), calibration
+    (:mod:`fraudstream.detectors.cascade.calibration`) and the reports all route through this object.  Score
+    mappings are keyed by stage name (:data:`LIGHT`, :data:`ANOMALY`, :data:`HEAVY`); other stages' scores are
+    ignored by the policy.
+    """
+
+    thresholds: Thresholds = Thresholds()
+    use_anomaly: bool = True
+
+    def with_thresholds(self, thresholds: Thresholds) -> CascadePolicy:
+        return replace(self, thresholds=thresholds)
+
+    def without_anomaly(self) -> CascadePolicy:
+        return replace(self, use_anomaly=False)
+
+    def first_pass(self, scores: Mapping[str, np.ndarray], rule_decision: np.ndarray | None = None) -> LightRouting:
+        """Steps 1-2.  ``rule_decision`` holds a Decision or -1 (no final rule) per row."""
+        light, anomaly, th = scores[LIGHT], scores[ANOMALY], self.thresholds
+        n = light.shape[0]
+        decision = np.full(n, PENDING, dtype=np.int8)
+        stage = np.full(n, Stage.HEAVY, dtype=np.int8)
+        by_rule = np.zeros(n, dtype=bool) if rule_decision is None else rule_decision >= 0
+        if rule_decision is not None and by_rule.any():
+            decision[by_rule] = rule_decision[by_rule]
+            stage[by_rule] = Stage.RULES
+        block = ~by_rule & (light >= th.t_block_light)
+        allow = light <= th.t_allow_light
+        if self.use_anomaly:
+            allow &= anomaly <= th.t_anomaly_allow
+        allow &= ~by_rule & ~block
+        decision[block] = Decision.BLOCK
+        decision[allow] = Decision.ALLOW
+        stage[block | allow] = Stage.LIGHT
+        return LightRouting(decision=decision, stage=stage, to_heavy=decision == PENDING)
+
+    def second_pass(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Step 3 for rows sent to the heavy model (``scores`` holds only those rows): Decision values (int8)."""
+        heavy, anomaly, th = scores[HEAVY], scores[ANOMALY], self.thresholds
+        review = heavy >= th.t_review
+        if self.use_anomaly:
+            review |= anomaly >= th.t_anomaly_review
+        decision = np.where(review, np.int8(Decision.REVIEW), np.int8(Decision.ALLOW)).astype(np.int8)
+        decision[heavy >= th.t_block_heavy] = Decision.BLOCK
+        return decision
+
+    @staticmethod
+    def escalate(decision: np.ndarray, stage: np.ndarray, escalate: np.ndarray) -> None:
+        """Step 4, in place: a row the burst rule escalated and the models would ALLOW becomes REVIEW (RULES)."""
+        bump = escalate & (decision == Decision.ALLOW) & (stage != Stage.RULES)
+        decision[bump] = Decision.REVIEW
+        stage[bump] = Stage.RULES
+
+    def decide(
+        self,
+        scores: Mapping[str, np.ndarray],
+        rule_decision: np.ndarray | None = None,
+        escalate: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The whole policy on full score arrays (the heavy score may be nan where not needed): (decision, stage)."""
+        routing = self.first_pass(scores, rule_decision)
+        decision, stage = routing.decision.copy(), routing.stage.copy()
+        rows = routing.to_heavy
+        decision[rows] = self.second_pass({name: values[rows] for name, values in scores.items()})
+        if escalate is not None:
+            self.escalate(decision, stage, escalate)
+        return decision, stage
+
+    @staticmethod
+    def risk(scores: Mapping[str, np.ndarray], decision: np.ndarray, stage: np.ndarray) -> np.ndarray:
+        """One calibrated fraud probability per row: the heavy score where it ran, else the light score; 1.0 for
+        a rule's BLOCK."""
+        heavy, light = scores[HEAVY], scores[LIGHT]
+        risk = np.where(np.isnan(heavy), light, heavy)
+        risk[(stage == Stage.RULES) & (decision == Decision.BLOCK)] = 1.0
+        return risk
+
+    def reasons(self, decision: np.ndarray, stage: np.ndarray, scores: Mapping[str, np.ndarray]) -> list[str]:
+        """Per row, the threshold that settled a model decision (empty string for rule decisions).
+
+        Vectorized by kind of reason: one string format per row, no per-row branching in Python.
+        """
+        t = self.thresholds
+        light, anomaly, heavy = scores[LIGHT], scores[ANOMALY], scores[HEAVY]
+        out = [""] * decision.shape[0]
+        by_light = stage == Stage.LIGHT
+        by_heavy = stage == Stage.HEAVY
+        block = decision == Decision.BLOCK
+        review = decision == Decision.REVIEW
+        heavy_review = heavy >= t.t_review  # False where the heavy model did not run (nan)
+        _fill(out, by_light & block, "light_block:{0:.3f}>=" + f"{t.t_block_light:.3f}", light)
+        if self.use_anomaly:
+            _fill(out, by_light & ~block, "light_allow:{0:.3f}<=" + f"{t.t_allow_light:.3f}" + ",anomaly:{1:.3f}<="
+                  + f"{t.t_anomaly_allow:.3f}", light, anomaly)
+        else:
+            _fill(out, by_light & ~block, "light_allow:{0:.3f}<=" + f"{t.t_allow_light:.3f}", light)
+        _fill(out, by_heavy & block, "heavy_block:{0:.3f}>=" + f"{t.t_block_heavy:.3f}", heavy)
+        _fill(out, by_heavy & review & heavy_review, "heavy_review:{0:.3f}>=" + f"{t.t_review:.3f}", heavy)
+        _fill(out, by_heavy & review & ~heavy_review, "anomaly_review:{0:.3f}>=" + f"{t.t_anomaly_review:.3f}",
+              anomaly)
+        _fill(out, by_heavy & ~block & ~review, "heavy_allow:{0:.3f}<" + f"{min(t.t_review, t.t_block_heavy):.3f}",
+              heavy)
+        return out
+
+
+def _scores(light: np.ndarray, anomaly: np.ndarray, heavy: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    out = {LIGHT: light, ANOMALY: anomaly}
+    if heavy is not None:
+        out[HEAVY] = heavy
+    return out
+
+
 def route_light(
     light: np.ndarray,
     anomaly: np.ndarray,
@@ -68,33 +187,13 @@ def route_light(
     rule_decision: np.ndarray | None = None,
     use_anomaly: bool = True,
 ) -> LightRouting:
-    """Steps 1-2 of the policy.  ``rule_decision`` holds a Decision or -1 (no final rule) per row."""
-    n = light.shape[0]
-    decision = np.full(n, PENDING, dtype=np.int8)
-    stage = np.full(n, Stage.HEAVY, dtype=np.int8)
-    by_rule = np.zeros(n, dtype=bool) if rule_decision is None else rule_decision >= 0
-    if rule_decision is not None and by_rule.any():
-        decision[by_rule] = rule_decision[by_rule]
-        stage[by_rule] = Stage.RULES
-    block = ~by_rule & (light >= thresholds.t_block_light)
-    allow = light <= thresholds.t_allow_light
-    if use_anomaly:
-        allow &= anomaly <= thresholds.t_anomaly_allow
-    allow &= ~by_rule & ~block
-    decision[block] = Decision.BLOCK
-    decision[allow] = Decision.ALLOW
-    stage[block | allow] = Stage.LIGHT
-    return LightRouting(decision=decision, stage=stage, to_heavy=decision == PENDING)
+    """:meth:`CascadePolicy.first_pass` on score arrays."""
+    return CascadePolicy(thresholds, use_anomaly).first_pass(_scores(light, anomaly), rule_decision)
 
 
 def route_heavy(heavy: np.ndarray, anomaly: np.ndarray, thresholds: Thresholds, use_anomaly: bool = True) -> np.ndarray:
-    """Step 3 for the rows sent to the heavy model: Decision values (int8)."""
-    review = heavy >= thresholds.t_review
-    if use_anomaly:
-        review |= anomaly >= thresholds.t_anomaly_review
-    decision = np.where(review, np.int8(Decision.REVIEW), np.int8(Decision.ALLOW)).astype(np.int8)
-    decision[heavy >= thresholds.t_block_heavy] = Decision.BLOCK
-    return decision
+    """:meth:`CascadePolicy.second_pass` on score arrays."""
+    return CascadePolicy(thresholds, use_anomaly).second_pass(_scores(np.empty(0), anomaly, heavy))
 
 
 def apply_policy(
@@ -106,16 +205,8 @@ def apply_policy(
     escalate: np.ndarray | None = None,
     use_anomaly: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The whole policy on full score arrays (``heavy`` may be nan where not needed): (decision, stage) int8."""
-    routing = route_light(light, anomaly, thresholds, rule_decision, use_anomaly)
-    decision, stage = routing.decision.copy(), routing.stage.copy()
-    rows = routing.to_heavy
-    decision[rows] = route_heavy(heavy[rows], anomaly[rows], thresholds, use_anomaly)
-    if escalate is not None:
-        bump = escalate & (decision == Decision.ALLOW) & (stage != Stage.RULES)
-        decision[bump] = Decision.REVIEW
-        stage[bump] = Stage.RULES
-    return decision, stage
+    """:meth:`CascadePolicy.decide` on score arrays: (decision, stage) int8."""
+    return CascadePolicy(thresholds, use_anomaly).decide(_scores(light, anomaly, heavy), rule_decision, escalate)
 
 
 def threshold_reasons(
@@ -127,30 +218,8 @@ def threshold_reasons(
     thresholds: Thresholds,
     use_anomaly: bool = True,
 ) -> list[str]:
-    """Per row, the threshold that settled a model decision (empty string for rule decisions).
-
-    Vectorized by kind of reason: one string format per row, no per-row branching in Python.
-    """
-    t = thresholds
-    out = [""] * decision.shape[0]
-    by_light = stage == Stage.LIGHT
-    by_heavy = stage == Stage.HEAVY
-    block = decision == Decision.BLOCK
-    review = decision == Decision.REVIEW
-    heavy_review = heavy >= t.t_review  # False where the heavy model did not run (nan)
-    _fill(out, by_light & block, "light_block:{0:.3f}>=" + f"{t.t_block_light:.3f}", light)
-    if use_anomaly:
-        _fill(out, by_light & ~block, "light_allow:{0:.3f}<=" + f"{t.t_allow_light:.3f}" + ",anomaly:{1:.3f}<="
-              + f"{t.t_anomaly_allow:.3f}", light, anomaly)
-    else:
-        _fill(out, by_light & ~block, "light_allow:{0:.3f}<=" + f"{t.t_allow_light:.3f}", light)
-    _fill(out, by_heavy & block, "heavy_block:{0:.3f}>=" + f"{t.t_block_heavy:.3f}", heavy)
-    _fill(out, by_heavy & review & heavy_review, "heavy_review:{0:.3f}>=" + f"{t.t_review:.3f}", heavy)
-    _fill(out, by_heavy & review & ~heavy_review, "anomaly_review:{0:.3f}>=" + f"{t.t_anomaly_review:.3f}",
-          anomaly)
-    _fill(out, by_heavy & ~block & ~review, "heavy_allow:{0:.3f}<" + f"{min(t.t_review, t.t_block_heavy):.3f}",
-          heavy)
-    return out
+    """:meth:`CascadePolicy.reasons` on score arrays."""
+    return CascadePolicy(thresholds, use_anomaly).reasons(decision, stage, _scores(light, anomaly, heavy))
 
 
 def _fill(out: list[str], rows: np.ndarray, template: str, *values: np.ndarray) -> None:

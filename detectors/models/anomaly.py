@@ -18,7 +18,10 @@ bit-for-bit scikit-learn's (checked when the walker is built; scikit-learn score
 
 from __future__ import annotations
 
-from typing import Any
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -323,3 +326,34 @@ def select_anomaly_model(
         raise ValueError(f"anomaly detector: no method scores a one-row batch within the budget of {max_call_ms} ms "
                          f"({times}); add a faster method or raise the budget (anomaly_max_call_ms)")
     return best[1], table
+
+
+class AnomalyStage:
+    """The anomaly detector as a cascade stage: scores every row (``anomaly_score``), no per-input explanation.
+
+    Saved as a pickle (``anomaly.pkl``): load only bundles you trust.
+    """
+
+    name: ClassVar[str] = "anomaly"
+    routed: ClassVar[bool] = False
+    files: ClassVar[tuple[str, ...]] = ("anomaly.pkl",)
+
+    def __init__(self, model: AnomalyModel) -> None:
+        self.model = model
+
+    def score(self, X: np.ndarray, upstream: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.model.score(X)
+
+    def contributions(self, X: np.ndarray, upstream: Mapping[str, np.ndarray]) -> None:
+        return None
+
+    def save(self, directory: Path) -> list[Path]:
+        path = Path(directory) / self.files[0]
+        with path.open("wb") as fh:
+            pickle.dump(self.model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return [path]
+
+    @classmethod
+    def load(cls, directory: Path) -> AnomalyStage:
+        with (Path(directory) / cls.files[0]).open("rb") as fh:
+            return cls(pickle.load(fh))

@@ -8,11 +8,13 @@ model that did not see the row (out-of-fold), or the heavy model learns to trust
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from fraudstream.detectors.models.light import BoostedTreeModel
+from fraudstream.detectors.models.light import BoostedTreeModel, tree_contributions
 
 #: Names of the stacked inputs appended after the features.
 STACKED_INPUTS = ["LIGHT_SCORE", "ANOMALY_SCORE"]
@@ -46,3 +48,31 @@ class HeavyModel(BoostedTreeModel):
             n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
             min_child_weight=min_child_weight, subsample=subsample, colsample_bytree=colsample_bytree, **params,
         )
+
+
+class HeavyStage:
+    """The heavy model as a cascade stage: scores only the rows routed to it (``heavy_score``), stacked on the
+    light and anomaly scores of those rows, and explains with its trees."""
+
+    name: ClassVar[str] = "heavy"
+    routed: ClassVar[bool] = True
+    files: ClassVar[tuple[str, ...]] = ("heavy.json", "heavy_meta.json")
+
+    def __init__(self, model: HeavyModel) -> None:
+        self.model = model
+
+    def inputs(self, X: np.ndarray, upstream: Mapping[str, np.ndarray]) -> np.ndarray:
+        return heavy_inputs(X, upstream["light"], upstream["anomaly"])
+
+    def score(self, X: np.ndarray, upstream: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.model.score(self.inputs(X, upstream))
+
+    def contributions(self, X: np.ndarray, upstream: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+        return tree_contributions(self.model, self.inputs(X, upstream))
+
+    def save(self, directory: Path) -> list[Path]:
+        return self.model.save(directory, self.name)
+
+    @classmethod
+    def load(cls, directory: Path) -> HeavyStage:
+        return cls(HeavyModel.load(directory, cls.name))

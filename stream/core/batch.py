@@ -158,7 +158,7 @@ def score_transactions(model: ActiveModel, txs: list[Transaction], broker_ts_s: 
     encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
     light, anomaly = np.asarray(result.light_score), np.asarray(result.anomaly_score)
     return ScoredBatch(batch, np.asarray(result.decision), np.asarray(result.stage), np.asarray(result.risk),
-                       {"light": light, "anomaly": anomaly, "heavy": np.asarray(result.heavy_score)}, encoded,
+                       dict(result.scores), encoded,
                        watched_signals(light, anomaly, features, model.bundle.cascade.feature_names))
 
 

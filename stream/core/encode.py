@@ -1,7 +1,9 @@
 """Decision JSON of a scored batch, fast: what ``DecisionRecord.to_json`` gives, byte for byte, per row.
 
 Columns are converted to Python lists once and each row is one dict handed to orjson (no record objects).  The
-JSON keys and their meaning are documented in :mod:`fraudstream.stream.types`.
+JSON keys and their meaning are documented in :mod:`fraudstream.stream.types`; the score fields follow from the
+cascade's stages: one ``<stage>_score`` per entry of ``CascadeResult.scores``, in cascade order, after ``risk``
+(for the shipped stages exactly :data:`~fraudstream.stream.types.DECISION_KEYS`).
 """
 
 from __future__ import annotations
@@ -9,10 +11,19 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from fraudstream.detectors.cascade.types import CascadeResult, Decision, Stage
+from fraudstream.detectors.cascade.types import SCORE_SUFFIX, CascadeResult, Decision, Stage
 from fraudstream.detectors.schema import TransactionBatch
 from fraudstream.detectors.units import MS_PER_S
-from fraudstream.stream.types import DECISION_JSON_OPTIONS, DECISION_KEYS
+from fraudstream.stream.types import DECISION_JSON_OPTIONS
+
+#: Decision JSON keys before and after the score fields.
+LEADING_KEYS = ("transaction_id", "customer_id", "terminal_id", "amount", "decision", "stage", "risk")
+TRAILING_KEYS = ("reasons", "model_version", "event_timestamp", "decided_at", "latency_ms")
+
+
+def decision_keys(stage_names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The decision JSON keys of a cascade with these scoring stages, in order."""
+    return (*LEADING_KEYS, *(name + SCORE_SUFFIX for name in stage_names), *TRAILING_KEYS)
 
 
 def encode_decisions(
@@ -38,12 +49,12 @@ def encode_decisions(
     columns = (
         batch.transaction_id.tolist(), batch.customer_id.tolist(), batch.terminal_id.tolist(), batch.amount.tolist(),
         [decision_names[d] for d in result.decision.tolist()], [stage_names[s] for s in result.stage.tolist()],
-        np.asarray(result.risk, dtype=np.float64).tolist(), _nan_to_none(result.light_score),
-        _nan_to_none(result.anomaly_score), _nan_to_none(result.heavy_score), [list(r) for r in result.reasons],
+        np.asarray(result.risk, dtype=np.float64).tolist(),
+        *(_nan_to_none(values) for values in result.scores.values()), [list(r) for r in result.reasons],
         [result.model_version] * n, batch.timestamp.tolist(), [float(decided_at)] * n,
         ((decided_at - broker_timestamps_s) * MS_PER_S).tolist(),
     )
-    keys = DECISION_KEYS
+    keys = decision_keys(list(result.scores))
     return [orjson.dumps(dict(zip(keys, row)), option=DECISION_JSON_OPTIONS) for row in zip(*columns)]
 
 
