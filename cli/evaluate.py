@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from fraudstream.training.progress import Progress
 
 
 @click.command(name="evaluate")
@@ -23,10 +27,16 @@ import click
 @click.option("--training", type=click.Choice(["week", "all-history"]), default=None,
               help="fit each fold on its training week (the handbook) or on all history whose labels are known "
                    "when the test week starts [FRAUDSTREAM_EVAL_TRAINING, week]")
+@click.option("--novel", is_flag=True, default=False,
+              help="instead of the folds: train before the first novel attack (simulate --novel-start) and report "
+                   "per family what the cascade, the cascade without its detector, the light model alone and the "
+                   "detector alone flag at the cascade's legit flag rate")
+@click.option("--held-out", type=click.Choice(["4", "5", "6", "7"]), default="5", show_default=True,
+              help="with --novel: the family left out of every choice, reported as such")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the full report (every fold) as JSON to this file")
 def command(data: Path, folds: int | None, anchor: str | None, review_capacity: int | None, seed: int | None,
-            protocol: str | None, training: str | None, json_path: Path | None) -> None:
+            protocol: str | None, training: str | None, novel: bool, held_out: str, json_path: Path | None) -> None:
     """Evaluate on DATA (CSV / Parquet in handbook columns, with TX_FRAUD): AUC, AP, CP@100 and cascade figures.
     Settings also from FRAUDSTREAM_EVAL_* variables; the models' training settings from FRAUDSTREAM_TRAIN_*."""
     from fraudstream.training.datasets import DataFileError, read_transactions
@@ -47,12 +57,26 @@ def command(data: Path, folds: int | None, anchor: str | None, review_capacity: 
         frame = read_transactions(data, require_labels=True)
     except DataFileError as exc:
         raise click.ClickException(str(exc)) from None
+    if novel:
+        from fraudstream.training.novel import NovelAttackError, evaluate_novel, format_novel_report
+
+        try:
+            novel_report = evaluate_novel(frame, settings, train_settings, held_out=int(held_out), progress=progress)
+        except NovelAttackError as exc:
+            raise click.ClickException(f"{data}: {exc}") from None
+        click.echo(format_novel_report(novel_report))
+        _write_json(json_path, novel_report.to_json(), progress)
+        return
     try:
         report = evaluate(frame, settings, progress=progress, train_settings=train_settings)
     except ProtocolError as exc:
         raise click.ClickException(f"{data}: {exc}") from None
     click.echo(format_report(report))
-    if json_path is not None:
-        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        progress.phase(f"wrote {json_path}")
+    _write_json(json_path, report.to_json(), progress)
+
+
+def _write_json(path: Path | None, payload: object, progress: Progress) -> None:
+    if path is not None:
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        progress.phase(f"wrote {path}")
     progress.phase("done")

@@ -1,0 +1,100 @@
+"""Novel-attack evaluation: the per-family figures, the legit-rate operating point, a small run, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fraudstream.cli.main import cli
+from fraudstream.training.datasets import write_transactions
+from fraudstream.training.evaluate import EvaluationSettings
+from fraudstream.training.novel import (
+    DETECTORS,
+    NovelAttackError,
+    evaluate_novel,
+    family_figures,
+    flags_at_rate,
+    format_novel_report,
+)
+from fraudstream.training.simulator import NOVEL_SCENARIOS, SimulationConfig, simulate
+from fraudstream.training.train import TrainSettings
+
+FAST = TrainSettings(review_capacity=15, imbalance="none", calibration="isotonic", anomaly_methods=("IForest",),
+                     anomaly_max_rows=1000, light_trees=20, heavy_trees=20, stacking_folds=2)
+
+
+def test_family_figures_count_transactions_cards_and_the_delay_to_the_first_flag():
+    card = np.array([1, 1, 1, 2, 2, 3, 9])
+    time_s = np.array([0.0, 3_600.0, 7_200.0, 100.0, 200.0, 50.0, 0.0])
+    attacked = np.array([True, True, True, True, True, True, False])
+    flagged = np.array([False, True, True, False, False, True, True])
+    blocked = np.array([False, False, True, False, False, False, True])
+    f = family_figures(flagged, blocked, attacked, card, time_s)
+    assert (f.transactions, f.cards) == (6, 3)
+    assert f.tx_flagged == pytest.approx(3 / 6) and f.tx_blocked == pytest.approx(1 / 6)
+    assert f.cards_flagged == pytest.approx(2 / 3)
+    # card 1: first attacked at 0 s, first flagged at 3,600 s; card 3: flagged at once; card 2 never
+    assert f.hours_to_first_flag_median == pytest.approx(0.5) and f.hours_to_first_flag_mean == pytest.approx(0.5)
+    empty = family_figures(flagged, blocked, np.zeros(7, dtype=bool), card, time_s)
+    assert empty.transactions == 0 and np.isnan(empty.tx_flagged)
+
+
+def test_flags_at_rate_never_flag_more_legit_rows_than_the_rate():
+    rng = np.random.default_rng(0)
+    score = rng.random(10_000)
+    legit = rng.random(10_000) < 0.9
+    for rate in (0.0, 0.001, 0.01, 0.2):
+        flagged = flags_at_rate(score, legit, rate)
+        assert flagged[legit].sum() <= rate * legit.sum()
+        assert flagged[legit].sum() >= rate * legit.sum() - 1
+        assert (score[flagged].min(initial=1.0) >= score[~flagged & legit].max()) or not flagged.any()
+    ties = np.zeros(100)
+    assert not flags_at_rate(ties, np.ones(100, dtype=bool), 0.5).any()  # ties: never more than the rate
+
+
+@pytest.fixture(scope="module")
+def attacked_frame():
+    return simulate(SimulationConfig(n_customers=300, n_terminals=600, nb_days=40, seed=3,
+                                     novel_start_date="2018-04-28"))
+
+
+def test_every_family_is_reported_for_every_detector_at_the_cascade_legit_rate(attacked_frame):
+    settings = EvaluationSettings(review_capacity=15)
+    report = evaluate_novel(attacked_frame, settings, FAST, held_out=6)
+    assert sorted(report.families) == sorted(NOVEL_SCENARIOS)
+    for figures in report.families.values():
+        assert list(figures) == list(DETECTORS)
+        assert figures["cascade"].transactions > 0
+        for f in figures.values():
+            assert 0 <= f.tx_blocked <= f.tx_flagged <= 1
+    rates = report.legit_flag_rate
+    assert rates["light model alone"] <= rates["cascade"] and rates["anomaly detector alone"] <= rates["cascade"]
+    assert rates["light model alone"] >= rates["cascade"] - 0.005
+    text = format_novel_report(report)
+    assert "merchant breach (held out)" in text and "anomaly detector alone" in text
+    payload = report.to_json()
+    assert payload["families"]["6"]["held_out"] and not payload["families"]["4"]["held_out"]
+    json.dumps(payload)
+
+
+def test_cli_evaluate_novel_writes_the_report_and_refuses_data_without_attacks(tmp_path, attacked_frame,
+                                                                               monkeypatch):
+    for name, value in (("IMBALANCE", "none"), ("CALIBRATION", "isotonic"), ("ANOMALY_METHODS", "IForest"),
+                        ("LIGHT_TREES", "20"), ("HEAVY_TREES", "20"), ("STACKING_FOLDS", "2")):
+        monkeypatch.setenv(f"FRAUDSTREAM_TRAIN_{name}", value)
+    path = tmp_path / "novel.parquet"
+    write_transactions(attacked_frame, path)
+    out = tmp_path / "novel.json"
+    result = CliRunner().invoke(cli, ["evaluate", str(path), "--novel", "--review-capacity", "15", "--json",
+                                      str(out)])
+    assert result.exit_code == 0, result.output
+    assert "distant cash-out (held out)" in result.output
+    assert json.loads(out.read_text())["held_out"] == 5
+
+    plain = tmp_path / "plain.parquet"
+    write_transactions(attacked_frame[attacked_frame["TX_FRAUD_SCENARIO"] < 4], plain)
+    result = CliRunner().invoke(cli, ["evaluate", str(plain), "--novel"])
+    assert result.exit_code != 0 and "no novel attack in the data" in result.output
+    with pytest.raises(NovelAttackError, match="held-out family"):
+        evaluate_novel(attacked_frame, EvaluationSettings(), FAST, held_out=2)
