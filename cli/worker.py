@@ -1,8 +1,14 @@
-"""``fraudstream worker``: run the stream worker (a Faust app) with settings from the environment."""
+"""``fraudstream worker``: run the stream worker (a Faust app) with settings from the environment.
+
+Before the app starts, :func:`fraudstream.stream.startup.prepare` checks the broker, Redis, the state epoch and
+the topics; a problem is one line on stderr and a non-zero exit code (3 unreachable, 4 state lost, 5 topics).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 
 import click
 
@@ -30,10 +36,22 @@ def command(**options: object) -> None:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fraudstream.stream.startup import EXIT_REQUEST, StartupError, prepare
+
+    try:
+        asyncio.run(prepare(settings))
+    except StartupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.code)
     import faust
 
     from fraudstream.stream.app import create_app
 
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if EXIT_REQUEST.code is not None:  # the worker stopped itself: state or broker data lost
+            click.echo(f"error: {EXIT_REQUEST.message}", err=True)
+            sys.exit(EXIT_REQUEST.code)

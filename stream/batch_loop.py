@@ -28,7 +28,9 @@ from fraudstream.stream.core.parse import REASON_TOO_EARLY, dead_letter
 from fraudstream.stream.event_time import LATE, TOO_EARLY, EventTimeAligner, PartitionProgress, Released, foreign_floor
 from fraudstream.stream.health import HealthMonitor
 from fraudstream.stream.runtime import WorkerRuntime
+from fraudstream.stream.startup import EXIT_TOPICS, request_exit
 from fraudstream.stream.state.base import StateStoreError
+from fraudstream.stream.state.epoch import EXIT_STATE_LOST, StateLostError
 from fraudstream.stream.types import Message, RawEvent
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ HOLD_WARNING_S = 30.0
 PROGRESS_TTL_S = 60.0
 #: Unchanged progress is written again this often (s), before it expires.
 PROGRESS_REFRESH_S = 10.0
+#: Health rounds in a row that must find the broker's end offsets below what this worker processed before it
+#: stops (a broker that lost its data stays that way; one round could be a stale answer).
+LOST_ROUNDS_TO_STOP = 2
 
 
 class BatchConsumer(Service):
@@ -60,9 +65,10 @@ class BatchConsumer(Service):
         self._published_at = -math.inf  # monotonic time (s) of the last full refresh
         #: revocations and assignments so far; a round that saw one start in the middle releases nothing.
         self.rebalances = 0
+        self._lost_rounds = 0  # health rounds in a row that found the broker below what was processed
         m = runtime.metrics
         self.health = HealthMonitor(m.redis_up, m.broker_up, m.consumer_lag,
-                                    lambda: runtime.store.ping if runtime.ready.is_set() else None,
+                                    lambda: self._probe_redis if runtime.ready.is_set() else None,
                                     lambda: self._fresh_lag if self.consumer is not None else None,
                                     self.settings.health_interval_s, self.settings.health_timeout_s)
 
@@ -106,12 +112,31 @@ class BatchConsumer(Service):
         await self.runtime.ready.wait()
         await self.health.run(lambda: self.should_stop)
 
+    async def _probe_redis(self) -> None:
+        """Redis answers, and still holds the state epoch this worker started with (else stop: exit 4)."""
+        store = self.runtime.store
+        await store.ping()
+        try:
+            await store.check_epoch()
+        except StateLostError as exc:
+            request_exit(EXIT_STATE_LOST, str(exc))
+
     async def _fresh_lag(self) -> dict[TopicPartition, int]:
+        """Lag from end offsets asked now; a broker whose end offsets fell below what this worker already
+        committed or read lost its data (it restarted empty): stop (exit 5) rather than decide on half a stream."""
         assert self.consumer is not None
         lags = await self.consumer.fresh_lag()
+        lost = list(self.consumer.behind_broker)
         labels = self.runtime.labels
         if labels is not None:
             lags.update(labels.lag())
+            lost += await labels.behind_broker()
+        self._lost_rounds = self._lost_rounds + 1 if lost else 0
+        if self._lost_rounds >= LOST_ROUNDS_TO_STOP:
+            shown = ", ".join(f"{tp.topic}/{tp.partition} end {end} < {done}" for tp, end, done in lost)
+            request_exit(EXIT_TOPICS, f"the broker {self.settings.kafka_bootstrap_servers} lost records this worker "
+                                      f"already processed ({shown}): did it restart empty? Stopping; restore the "
+                                      f"broker's data, then start again (start-up checks the topics)")
         return lags
 
     @Service.task

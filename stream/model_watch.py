@@ -64,7 +64,8 @@ class ModelWatcher:
     poll_s : how often ``LATEST`` is read (s).
     on_swap : called with the new :class:`ActiveModel` after each load (metrics, logs).
     on_failure : called with the exception when a new version fails to load (the old model stays; the load is
-        tried again at the next poll, in case ``LATEST`` was written before its directory was complete).
+        tried again at the next poll, in case ``LATEST`` was written before its directory was complete).  Logged
+        and reported once per bad version, not once per poll.
     """
 
     def __init__(self, model_dir: str | Path, poll_s: float,
@@ -76,6 +77,7 @@ class ModelWatcher:
         self.on_failure = on_failure
         self.current: ActiveModel | None = None
         self._marker: str | None = None
+        self._failed: str | None = None  # the version whose failure was reported last
 
     def load_now(self) -> ActiveModel:
         """Load the model synchronously (at start-up, before consuming)."""
@@ -98,11 +100,18 @@ class ModelWatcher:
             model = await asyncio.to_thread(ActiveModel.load, self.model_dir)
             await asyncio.to_thread(model.warm_up)
         except Exception as exc:  # a broken new version must not stop scoring with the old one
-            log.exception("could not load model %s from %s; keeping %s", marker, self.model_dir,
-                          self.current.version if self.current else None)
-            if self.on_failure is not None:
-                self.on_failure(exc)
+            if marker != self._failed:
+                self._failed = marker
+                log.error("could not load model %s from %s (%s); keeping %s; retried every %g s, reported once",
+                          marker, self.model_dir, str(exc) or type(exc).__name__,
+                          self.current.version if self.current else None, self.poll_s)
+                log.debug("model %s load failure", marker, exc_info=True)
+                if self.on_failure is not None:
+                    self.on_failure(exc)
             return False
+        if self._failed == marker:
+            log.info("model %s loaded after earlier failures", marker)
+        self._failed = None
         self._marker = marker
         self._swap(model)
         return True

@@ -49,7 +49,8 @@ from fraudstream.detectors.schema import (
     Transaction,
     datetime_to_epoch_seconds,
 )
-from fraudstream.stream.broker.replay_producer import make_producer, send_checked
+from fraudstream.stream.broker.replay_producer import make_producer as make_producer
+from fraudstream.stream.broker.replay_producer import send_checked
 from fraudstream.stream.settings import StreamSettings
 
 if TYPE_CHECKING:

@@ -35,9 +35,10 @@ from fraudstream.stream.core.parse import REASON_TOO_EARLY
 from fraudstream.stream.metrics import WorkerMetrics
 from fraudstream.stream.model_watch import ActiveModel, ModelWatcher
 from fraudstream.stream.settings import StreamSettings
+from fraudstream.stream.startup import request_exit
 from fraudstream.stream.state.base import StateStoreError
+from fraudstream.stream.state.epoch import EXIT_STATE_LOST, StateLostError, lost_message, read_epoch
 from fraudstream.stream.state.redis_store import RedisStateStore
-from fraudstream.stream.topics import ensure_topics, topic_names
 from fraudstream.stream.types import Message, RawEvent
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,14 @@ class WorkerRuntime(Service):
         self.kafka = kafka = KafkaClientConfig.from_settings(s)
         model = await asyncio.to_thread(self.watcher.load_now)
         await asyncio.to_thread(model.warm_up)
-        await asyncio.to_thread(ensure_topics, ",".join(kafka.bootstrap_servers), topic_names(s), s.partitions)
         self.metrics.serve(s.metrics_port, s.bind_host)
         self._store = store = RedisStateStore.from_url(s.redis_url, s.redis_prefix, s.labels_topic, s.state_ttl_s,
                                                        s.decision_ttl_s)
         await store.ping()
+        store.epoch = await read_epoch(store.redis, store.keys)
+        if store.epoch is None:  # prepare() wrote or found it moments ago: Redis was emptied since
+            request_exit(EXIT_STATE_LOST, lost_message(store.keys, "the state epoch vanished during start-up"))
+            return
         self._sink = DecisionSink(kafka.producer("decisions"), [s.decisions_topic, s.dlq_topic])
         await self._sink.start()
         self._pipeline = BatchPipeline(store, lambda: self.watcher.current, s.transactions_topic, s.labels_topic,
@@ -144,6 +148,9 @@ class WorkerRuntime(Service):
                 break
             except asyncio.CancelledError:
                 raise
+            except StateLostError as exc:  # nothing of the batch was written or sent: stop, loudly
+                request_exit(EXIT_STATE_LOST, str(exc))
+                return False
             except Exception as exc:
                 self.metrics.batch_errors.inc()
                 failures += 1

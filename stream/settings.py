@@ -57,6 +57,10 @@ class StreamSettings(EnvSettings):
     log_level: str = Field("INFO", description="log level")
     bind_host: str = Field("127.0.0.1", min_length=1,
                            description="address the metrics and web ports listen on (0.0.0.0: every interface)")
+    startup_timeout_s: float = Field(60.0, gt=0, description="how long an unreachable broker or Redis is retried "
+                                                             "at start, with back-off, before exit code 3 (s)")
+    create_missing_topics: bool = Field(False, description="create missing topics even when Redis holds state of "
+                                                           "this deployment (the broker lost them)")
     health_interval_s: float = Field(2.0, gt=0, description="pause between two health checks of Redis and the "
                                                             "broker (s)")
     health_timeout_s: float = Field(2.0, gt=0, description="longest wait for one health probe's answer (s)")

@@ -65,6 +65,9 @@ class TransactionConsumer:
         self.topic = topic
         self.time_range = time_range
         self._committed: dict[TopicPartition, int] = {}
+        #: (partition, end offset, committed offset) where the last :meth:`fresh_lag` found the broker's end below
+        #: what this worker committed: the broker lost those records.
+        self.behind_broker: list[tuple[TopicPartition, int, int]] = []
 
     async def start(self, handler: RebalanceHandler) -> None:
         self.consumer.subscribe([self.topic], listener=_Listener(handler))
@@ -134,15 +137,24 @@ class TransactionConsumer:
             log.warning("offsets not committed (%r); the partitions' new owner will re-deliver", exc)
 
     async def fresh_lag(self) -> dict[TopicPartition, int]:
-        """Records not committed yet per assigned partition, from end offsets asked now (a broker round trip, so
-        it also tells whether the broker answers); with nothing assigned, a metadata request instead."""
+        """Records not committed yet per assigned partition, from end offsets asked now (round trips, so it also
+        tells whether the broker answers).  Fills :attr:`behind_broker` when the broker lost the topic or records
+        this worker committed."""
         consumer = self.consumer
+        before = dict(self._committed)  # taken before the broker is asked: a healthy end is not below it
+        topics = await consumer.topics()  # always a remote call: answered or raises
+        if self.topic not in topics:  # the broker lost the topic: everything committed is gone
+            self.behind_broker = [(tp, -1, done) for tp, done in before.items()] or [
+                (TopicPartition(self.topic, -1), -1, 0)]
+            return {}
         assigned = list(consumer.assignment())
         if not assigned:
-            await consumer.topics()  # always a remote call: answered or raises
+            self.behind_broker = []
             return {}
         ends = await consumer.end_offsets(assigned)
         out: dict[TopicPartition, int] = {}
+        self.behind_broker = [(tp, int(end), before[tp]) for tp, end in ends.items()
+                              if tp in before and int(end) < before[tp]]
         for tp, end in ends.items():
             done = self._committed.get(tp)
             if done is None:

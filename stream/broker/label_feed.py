@@ -115,6 +115,17 @@ class LabelFeed:
                     f"(at { {tp.partition: self.next_offset[tp] for tp in behind} })")
         return events
 
+    async def behind_broker(self) -> list[tuple[TopicPartition, int, int]]:
+        """(partition, end offset asked now, next offset) of partitions whose end is below what this feed already
+        read: the broker lost those records (it restarted empty)."""
+        consumer = self.consumer
+        if consumer is None or not self.partitions:
+            return []
+        before = dict(self.next_offset)  # taken before the end offsets are asked: a healthy end is not below it
+        ends = await consumer.end_offsets(self.partitions)
+        return [(tp, int(ends[tp]), before[tp]) for tp in self.partitions
+                if tp in ends and tp in before and int(ends[tp]) < before[tp]]
+
     def lag(self) -> dict[TopicPartition, int]:
         """Records fetched by the broker's last report but not handed out yet, per partition (for metrics)."""
         consumer = self.consumer

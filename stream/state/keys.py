@@ -17,6 +17,14 @@ Decisions (TTL ``decision_ttl_s``):
     the decision's JSON exactly as produced; a re-delivered transaction whose key exists is answered with these
     bytes and not scored again.
 
+State epoch (no expiry):
+
+``<p>:state-epoch`` (string)
+    ``StateEpoch.encode()`` (JSON: ``epoch_id``, ``created_at`` epoch s, ``transactions_partitions``,
+    ``labels_partitions``), written once when the deployment's state is first created
+    (:mod:`fraudstream.stream.state.epoch`).  Every batch's compare-and-write checks it is still the value the
+    worker started with, so a Redis that came back empty is noticed before anything is written to it.
+
 Event-time alignment (TTL ``alignment_progress_ttl_s`` of the worker, 60 s):
 
 ``<p>:progress:<transactions topic>:<partition>`` (string)
@@ -95,6 +103,14 @@ class Keyspace:
 
     def decision(self, transaction_id: int) -> str:
         return f"{self.prefix}:dec:{transaction_id}"
+
+    @property
+    def state_epoch(self) -> str:
+        return f"{self.prefix}:state-epoch"
+
+    def decision_pattern(self) -> str:
+        """SCAN pattern of every stored decision (a state that predates the epoch marker has some)."""
+        return f"{self.prefix}:dec:*"
 
     def progress(self, topic: str, partition: int) -> str:
         return f"{self.prefix}:progress:{topic}:{partition}"

@@ -19,6 +19,7 @@ from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.state import review_scripts
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, StateStoreError
 from fraudstream.stream.state.compare_and_write import BatchCommit, BatchWrite
+from fraudstream.stream.state.epoch import StateLostError, lost_message, read_epoch
 from fraudstream.stream.state.keys import Keyspace
 from fraudstream.stream.types import review_item_fields
 
@@ -52,6 +53,8 @@ class RedisStateStore:
         self.state_ttl_s = int(state_ttl_s)
         self.decision_ttl_s = int(decision_ttl_s)
         self._commit = BatchCommit(redis)
+        #: the state epoch marker read at start (None: not checked, e.g. tests); every commit checks it.
+        self.epoch: bytes | None = None
         self._settle = redis.register_script(review_scripts.CHARGEBACK)
 
     @classmethod
@@ -106,6 +109,8 @@ class RedisStateStore:
         customer_keys = {c: k.customer(c) for c in changes.customers}
         terminal_keys = {t: k.terminal(t) for t in changes.terminals}
         offset_keys = {p: k.labels_applied(self.labels_topic, p) for p in changes.label_offsets}
+        if self.epoch is not None:  # an emptied Redis refuses the write (and the batch) before anything lands
+            write.check(k.state_epoch, self.epoch)
         for key in (*customer_keys.values(), *terminal_keys.values(), *offset_keys.values()):
             write.check(key, snapshot.get(key))
         for cid, customer in changes.customers.items():
@@ -124,8 +129,19 @@ class RedisStateStore:
             write.zset_key = k.review_pending
             write.members.extend((score, member) for member, score in members.items())
         if changes.settled_reviews:  # idempotent, so done before the write that may be refused and recomputed
+            await self.check_epoch()
             await self.settle_reviews(changes.settled_reviews)
-        return await self._commit(write)
+        if await self._commit(write):
+            return True
+        await self.check_epoch()  # refused: a changed terminal (recompute), or the state is gone (stop)
+        return False
+
+    async def check_epoch(self) -> None:
+        """Raise :class:`StateLostError` when Redis no longer holds the epoch marker read at start."""
+        if self.epoch is None:
+            return
+        if await read_epoch(self.redis, self.keys) != self.epoch:
+            raise StateLostError(lost_message(self.keys, "Redis no longer holds the state this worker started with"))
 
     async def settle_reviews(self, labels: Sequence[tuple[int, bool]]) -> int:
         """Resolve the pending review items among these chargeback labels (transaction id, fraud); how many."""
