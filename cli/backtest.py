@@ -44,6 +44,9 @@ def _side_path(out: Path, index: int) -> Path:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="the champion's decisions, columns of `fraudstream score` (.parquet / .pq, else CSV); "
                    "challengers write OUT with .challengerN before the suffix")
+@click.option("--labels-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the champion's labels (chargebacks and verdicts, with when each was known) as a "
+                   "label file (.parquet, else CSV) for `fraudstream train --label-times`")
 @click.option("--labels-delay", default="7d", show_default=True,
               help="chargeback delay: fixed (7d), uniform (3d..10d) or gamma:MEAN,STD (gamma:7d,2d)")
 @click.option("--analyst-delay", default="1h", show_default=True, help="verdict time after a case opens")
@@ -72,18 +75,17 @@ def _side_path(out: Path, index: int) -> Path:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the figures as JSON")
 def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, end: str, out: Path,
-            labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool, versus_no_analysts: bool,
-            analyst_error: float,
-            case_expiry: str, warmup_days: int | None, block_mode: str, block_days: float, chargeback_blocks: bool,
-            step: str, bootstrap: int,
-            seed: int, json_path: Path | None) -> None:
+            labels_out: Path | None, labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool,
+            versus_no_analysts: bool, analyst_error: float, case_expiry: str, warmup_days: int | None,
+            block_mode: str, block_days: float, chargeback_blocks: bool, step: str, bootstrap: int, seed: int,
+            json_path: Path | None) -> None:
     """Backtest DATA (labelled, handbook columns) from START to END in event time through the worker's own core
     (features, rules, block list, cascade, review items) on an in-memory store, with chargebacks and simulated
     analysts working review cases per card as labels."""
     from fraudstream.detectors.bundle import ModelBundleError, load_bundle
     from fraudstream.training.analysts import AnalystSettings
     from fraudstream.training.backtest import BacktestError, BacktestSettings, run_backtest
-    from fraudstream.training.backtest_output import write_backtest_scores
+    from fraudstream.training.backtest_output import write_backtest_labels, write_backtest_scores
     from fraudstream.training.backtest_report import compare, comparison_json, format_comparison
     from fraudstream.training.datasets import DataFileError, read_transactions
     from fraudstream.training.label_model import ChargebackDelay, LabelModelError
@@ -137,6 +139,12 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
         except ScoringError as exc:
             raise click.ClickException(str(exc)) from None
         progress.phase(f"{name}: wrote {len(runs[-1].decisions):,} rows to {path}")
+        if name == "champion" and labels_out is not None:
+            try:
+                write_backtest_labels(runs[-1], labels_out)
+            except ScoringError as exc:
+                raise click.ClickException(str(exc)) from None
+            progress.phase(f"{name}: wrote {len(runs[-1].labels):,} labels to {labels_out}")
     progress.phase("figures" + (f" and {bootstrap} bootstrap resamples" if len(runs) > 1 else ""))
     comparison = compare(runs, names, n_bootstrap=bootstrap, seed=seed)
     click.echo(format_comparison(comparison, runs))

@@ -68,8 +68,12 @@ def format_metrics(metrics: dict) -> str:
 @click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="label file from `fraudstream labels export`: its labels replace TX_FRAUD (an analyst label "
                    "counts from its known_at; a later chargeback wins)")
+@click.option("--label-times", "label_times_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="label file (`fraudstream backtest --labels-out`): each fraud counts in the features "
+                                 "from its earliest fraud label's known_at, not a fixed delay after it")
 def command(data: Path, start: str | None, to: str | None, until: str | None, out: Path, valid_days: int | None,
-            review_capacity: float | None, seed: int | None, labels_path: Path | None) -> None:
+            review_capacity: float | None, seed: int | None, labels_path: Path | None,
+            label_times_path: Path | None) -> None:
     """Train the cascade on DATA (CSV / Parquet in handbook columns with TX_FRAUD); settings also from
     FRAUDSTREAM_TRAIN_* variables."""
     from fraudstream.detectors.bundle import save_bundle
@@ -101,6 +105,14 @@ def command(data: Path, start: str | None, to: str | None, until: str | None, ou
         except DataFileError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(merged.describe(), err=True)
+    if label_times_path is not None:
+        from fraudstream.training.label_model import with_fraud_known_at
+        from fraudstream.training.labels import read_labels
+
+        try:
+            frame = with_fraud_known_at(frame, read_labels(label_times_path), settings.feature_config.label_delay_s)
+        except DataFileError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         result = train_from_frame(frame, settings, start=start, end=end, progress=progress)
     except (SplitError, TrainingDataError, FeatureInputError, RulesConfigError) as exc:

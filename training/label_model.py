@@ -4,6 +4,10 @@ Every fraudulent transaction yields one chargeback, a fraud label with ``known_a
 default once nothing arrived, so legitimate transactions yield no event (as the live chargeback feed).  Analyst
 verdicts, the other source, come from :mod:`fraudstream.training.analysts`.
 
+Training on these arrival times (:func:`with_fraud_known_at`): the labels a backtest sent, with their
+``known_at``, become the ``TX_FRAUD_KNOWN_AT`` column of the training frame, so that features which count a label
+as soon as it is known learn what they mean with the live system's arrival times, analysts included.
+
 Delay syntax (:meth:`ChargebackDelay.parse`): ``7d`` (fixed), ``3d..10d`` (uniform between the two), or
 ``gamma:7d,2d`` (gamma distribution with that mean and standard deviation).  Units ``d``, ``h``, ``m``, ``s``.
 """
@@ -14,8 +18,10 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from fraudstream.detectors.features.definition import DAY_S
+from fraudstream.detectors.schema import TRANSACTION_ID, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhms]?)\s*$", re.IGNORECASE)
 _UNIT_S = {"d": DAY_S, "h": 3_600.0, "m": 60.0, "s": 1.0, "": 1.0}
@@ -107,3 +113,29 @@ def chargeback_known_at(tx_time_s: np.ndarray, fraud: np.ndarray, delay: Chargeb
     rows = np.flatnonzero(is_fraud)
     known_at[rows] = t[rows] + delay.sample(rows.size, np.random.default_rng(seed))
     return known_at
+
+
+def fraud_known_at(frame: pd.DataFrame, labels: pd.DataFrame, default_delay_s: float) -> np.ndarray:
+    """When each fraud of ``frame`` became known (epoch s, row order; NaN for the rows that are not fraud).
+
+    ``labels`` has ``TRANSACTION_ID``, ``TX_FRAUD`` and ``known_at`` (datetime, naive UTC), e.g. the labels a
+    backtest sent (``fraudstream backtest --labels-out``: its chargebacks and analyst verdicts) or a
+    ``fraudstream labels export`` file.  A fraud's time is its earliest fraud label, else (no such label) its
+    transaction time plus ``default_delay_s``, the fixed delay of training without a label model.  This is the
+    :data:`~fraudstream.detectors.features.batch.LABEL_KNOWN_AT` column the batch features count labels by.
+    """
+    fraud_labels = labels[labels[TX_FRAUD] == 1]
+    first = fraud_labels.groupby(TRANSACTION_ID)["known_at"].min()
+    t = datetime_to_epoch_seconds(frame[TX_DATETIME])
+    known = frame[TRANSACTION_ID].map(first)
+    known_s = np.where(known.notna(), datetime_to_epoch_seconds(known.fillna(frame[TX_DATETIME])), t + default_delay_s)
+    is_fraud = frame[TX_FRAUD].fillna(0).to_numpy().astype(bool)
+    return np.where(is_fraud, known_s, np.nan)
+
+
+def with_fraud_known_at(frame: pd.DataFrame, labels: pd.DataFrame, default_delay_s: float) -> pd.DataFrame:
+    """``frame`` with the :data:`~fraudstream.detectors.features.batch.LABEL_KNOWN_AT` column of
+    :func:`fraud_known_at` (epoch s), so that training counts each label from when it was known."""
+    from fraudstream.detectors.features.batch import LABEL_KNOWN_AT
+
+    return frame.assign(**{LABEL_KNOWN_AT: fraud_known_at(frame, labels, default_delay_s)})

@@ -7,7 +7,13 @@ from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraudstream.detectors.bundle import save_bundle
-from fraudstream.detectors.schema import CUSTOMER_ID, TRANSACTION_ID, TX_DATETIME, TX_FRAUD
+from fraudstream.detectors.schema import (
+    CUSTOMER_ID,
+    TRANSACTION_ID,
+    TX_DATETIME,
+    TX_FRAUD,
+    datetime_to_epoch_seconds,
+)
 from fraudstream.training.analysts import AnalystSettings
 from fraudstream.training.backtest import (
     CARD_ID,
@@ -166,3 +172,64 @@ def test_cli_writes_score_columns_and_refuses_bad_input(trained, tmp_path):
     assert outside.exit_code == 1 and "outside the data" in outside.output
     with pytest.raises(BacktestError, match="empty period"):
         BacktestSettings(END, START)
+
+
+def test_batch_features_on_the_backtests_label_times_give_its_decisions(trained):
+    """Batch, backtest (and so worker) parity for features that count a label from when it is known."""
+    from fraudstream.detectors.features.batch import LABEL_KNOWN_AT
+    from fraudstream.training.backtest_output import backtest_labels
+    from fraudstream.training.label_model import with_fraud_known_at
+
+    frame, result = trained
+    settings = BacktestSettings(START, END, analysts=AnalystSettings(capacity_cards_per_day=50), block_mode="card",
+                                block_days=0, block_on_chargeback=False)
+    run = run_backtest(frame, result.cascade, settings)
+    labels = backtest_labels(run)
+    analyst_frauds = labels[(labels["source"] == "analyst") & (labels[TX_FRAUD] == 1)]
+    assert len(analyst_frauds) > 0
+    timed = with_fraud_known_at(frame, labels, result.cascade.feature_config.label_delay_s)
+    by_id = timed.set_index(TRANSACTION_ID)
+    verdict_s = datetime_to_epoch_seconds(analyst_frauds["known_at"])
+    np.testing.assert_allclose(by_id.loc[analyst_frauds[TRANSACTION_ID], LABEL_KNOWN_AT].to_numpy(), verdict_s)
+    assert timed.loc[timed[TX_FRAUD] == 0, LABEL_KNOWN_AT].isna().all()
+
+    d = run.decisions
+    batch = score_frame(timed, _bundle(result), START, END).set_index(TRANSACTION_ID).loc[d[TRANSACTION_ID]]
+    np.testing.assert_allclose(batch["RISK"].to_numpy(), d["RISK"].to_numpy(), atol=1e-9)
+    listed = np.array([REASON_BLOCKED_CARD in r for r in d["REASONS"]])
+    assert listed.any()
+    assert (batch["DECISION"].to_numpy()[~listed] == d["DECISION"].to_numpy()[~listed]).all()
+    from fraudstream.detectors.features.batch import compute_features
+
+    config = result.cascade.feature_config
+    fresh = compute_features(timed, config)["TERMINAL_NB_FRAUDS_KNOWN_1DAY"]
+    fixed = compute_features(frame, config)["TERMINAL_NB_FRAUDS_KNOWN_1DAY"]
+    assert (fresh > fixed).any(), "an analyst's verdict counts within the day, a chargeback only 7 days later"
+
+
+def test_cli_writes_the_backtests_labels_and_train_learns_from_their_times(trained, tmp_path):
+    from fraudstream.cli.main import cli
+    from fraudstream.training.labels import read_labels
+
+    frame, result = trained
+    data = write_transactions(frame, tmp_path / "tx.parquet")
+    model_dir = save_bundle(result.cascade, tmp_path / "models", result.manifest_extras)
+    labels_out = tmp_path / "labels.parquet"
+    ok = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                  "--to", "2018-05-04", "--out", str(tmp_path / "bt.parquet"), "--labels-out",
+                                  str(labels_out), "--review-capacity", "30"])
+    assert ok.exit_code == 0, ok.output
+    labels = read_labels(labels_out)
+    assert set(labels["source"]) == {"chargeback", "analyst"}
+    fast = {"FRAUDSTREAM_TRAIN_LIGHT_TREES": "10", "FRAUDSTREAM_TRAIN_HEAVY_TREES": "10",
+            "FRAUDSTREAM_TRAIN_ANOMALY_METHODS": "IForest", "FRAUDSTREAM_TRAIN_ANOMALY_MAX_ROWS": "500",
+            "FRAUDSTREAM_TRAIN_STACKING_FOLDS": "2", "FRAUDSTREAM_TRAIN_IMBALANCE": "none",
+            "FRAUDSTREAM_TRAIN_CALIBRATION": "isotonic"}
+    trained_out = CliRunner(env=fast).invoke(cli, ["train", str(data), "--to", "2018-05-04", "--valid-days", "5",
+                                                   "--label-times", str(labels_out), "--out", str(tmp_path / "v2")])
+    assert trained_out.exit_code == 0, trained_out.output
+    assert (tmp_path / "v2" / "LATEST").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TRANSACTION_ID,TX_FRAUD,source,known_at\n1,1,analyst,soon\n")
+    refused = CliRunner(env=fast).invoke(cli, ["train", str(data), "--label-times", str(bad)])
+    assert refused.exit_code == 1 and "known_at" in refused.output
