@@ -122,8 +122,8 @@ class BatchConsumer(Service):
             request_exit(EXIT_STATE_LOST, str(exc))
 
     async def _fresh_lag(self) -> dict[TopicPartition, int]:
-        """Lag from end offsets asked now; a broker whose end offsets fell below what this worker already
-        committed or read lost its data (it restarted empty): stop (exit 5) rather than decide on half a stream."""
+        """Lag from offsets asked now; a broker that lost the topics or the group's committed offsets lost its
+        data (it restarted empty): stop (exit 5) rather than decide on half a stream."""
         assert self.consumer is not None
         lags = await self.consumer.fresh_lag()
         lost = list(self.consumer.behind_broker)
@@ -133,10 +133,12 @@ class BatchConsumer(Service):
             lost += await labels.behind_broker()
         self._lost_rounds = self._lost_rounds + 1 if lost else 0
         if self._lost_rounds >= LOST_ROUNDS_TO_STOP:
-            shown = ", ".join(f"{tp.topic}/{tp.partition} end {end} < {done}" for tp, end, done in lost)
-            request_exit(EXIT_TOPICS, f"the broker {self.settings.kafka_bootstrap_servers} lost records this worker "
-                                      f"already processed ({shown}): did it restart empty? Stopping; restore the "
-                                      f"broker's data, then start again (start-up checks the topics)")
+            shown = ", ".join(f"{tp.topic}/{tp.partition} " + ("gone" if at < 0 else f"at {at}") + f" < {done}"
+                              for tp, at, done in lost)
+            request_exit(EXIT_TOPICS, f"the broker {self.settings.kafka_bootstrap_servers} lost what this worker "
+                                      f"already processed (topic or committed offsets: {shown}): did it restart "
+                                      f"empty? Stopping; restore the broker's data, then start again (start-up "
+                                      f"checks the topics)")
         return lags
 
     @Service.task

@@ -9,7 +9,7 @@
    :data:`~fraudstream.stream.state.epoch.EXIT_STATE_LOST` (4);
 3. the topics it needs: on a fresh deployment missing ones are created with the transactions topic's partition
    count (or ``partitions``); once the state exists a missing topic, a partition count other than the epoch
-   recorded, or a labels partition holding fewer records than Redis already applied means the broker lost its
+   recorded, or an empty labels partition whose labels Redis already applied means the broker lost its
    data: exit :data:`EXIT_TOPICS` (5), unless ``create_missing_topics`` allows re-creating missing ones.
 
 A running worker that finds its state or the broker's data gone calls :func:`request_exit`: it logs one line,
@@ -243,16 +243,18 @@ async def _create_missing(settings: StreamSettings, names: list[str], layout: di
 
 async def _check_labels_not_behind(consumer: AIOKafkaConsumer, redis: Redis, keys: Keyspace, topic: str,
                                    partitions: int) -> None:
-    """A labels partition that holds fewer records than Redis has applied lost them (the broker restarted empty):
-    the worker would skip every new label there."""
+    """A labels partition that is empty while Redis applied labels from it lost them (the broker restarted
+    empty): the worker would skip every new label there."""
     if not partitions:
         return
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     ends = await consumer.end_offsets(tps)
     raws = cast(list[bytes | None], await redis.mget([keys.labels_applied(topic, p) for p in range(partitions)]))
     applied = [decode_offset(raw) for raw in raws]
-    behind = [(tp.partition, int(ends[tp]), done) for tp, done in zip(tps, applied) if done > int(ends[tp])]
+    # an empty partition whose labels Redis applied: the broker lost them (end offsets are compared with zero
+    # only: some brokers report the last batch's base offset as the end, below the real end)
+    behind = [(tp.partition, done) for tp, done in zip(tps, applied) if done > 0 and int(ends[tp]) == 0]
     if behind:
         raise StartupError(EXIT_TOPICS, (
-            f"topic {topic!r} holds fewer records than Redis already applied (partition, end offset, applied: "
+            f"topic {topic!r} is empty on partitions where Redis already applied labels (partition, applied: "
             f"{behind}): the broker lost its data. Restore it, or start this deployment's state anew"))

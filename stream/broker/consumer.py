@@ -65,8 +65,8 @@ class TransactionConsumer:
         self.topic = topic
         self.time_range = time_range
         self._committed: dict[TopicPartition, int] = {}
-        #: (partition, end offset, committed offset) where the last :meth:`fresh_lag` found the broker's end below
-        #: what this worker committed: the broker lost those records.
+        #: (partition, offset the broker has committed (-1: none or no topic), offset this worker committed) where
+        #: the last :meth:`fresh_lag` found the broker below what this worker committed: it lost its data.
         self.behind_broker: list[tuple[TopicPartition, int, int]] = []
 
     async def start(self, handler: RebalanceHandler) -> None:
@@ -137,33 +137,33 @@ class TransactionConsumer:
             log.warning("offsets not committed (%r); the partitions' new owner will re-deliver", exc)
 
     async def fresh_lag(self) -> dict[TopicPartition, int]:
-        """Records not committed yet per assigned partition, from end offsets asked now (round trips, so it also
-        tells whether the broker answers).  Fills :attr:`behind_broker` when the broker lost the topic or records
-        this worker committed."""
+        """Records not committed yet per assigned partition, from offsets asked now (round trips, so it also tells
+        whether the broker answers).
+
+        Fills :attr:`behind_broker` when the broker lost the topic, or the group's committed offset of a
+        partition is gone or lower than this worker committed (a broker that restarted empty): committed offsets
+        are compared, not end offsets, because some brokers (the embedded one) report as end offset the base
+        offset of the last record batch, below the real end.
+        """
         consumer = self.consumer
-        before = dict(self._committed)  # taken before the broker is asked: a healthy end is not below it
+        before = dict(self._committed)  # taken before the broker is asked: a healthy broker is not below it
         topics = await consumer.topics()  # always a remote call: answered or raises
         if self.topic not in topics:  # the broker lost the topic: everything committed is gone
             self.behind_broker = [(tp, -1, done) for tp, done in before.items()] or [
                 (TopicPartition(self.topic, -1), -1, 0)]
             return {}
         assigned = list(consumer.assignment())
-        if not assigned:
-            self.behind_broker = []
-            return {}
-        ends = await consumer.end_offsets(assigned)
+        ends = await consumer.end_offsets(assigned) if assigned else {}
         out: dict[TopicPartition, int] = {}
-        self.behind_broker = [(tp, int(end), before[tp]) for tp, end in ends.items()
-                              if tp in before and int(end) < before[tp]]
+        behind = []
         for tp, end in ends.items():
-            done = self._committed.get(tp)
-            if done is None:
-                done = await consumer.committed(tp)
-                if done is None:  # nothing committed yet: everything is pending
-                    done = 0
-                else:
-                    self._committed[tp] = done
-            out[tp] = max(0, int(end) - done)
+            committed = await consumer.committed(tp)  # a remote call (OffsetFetch), not the cached value
+            if tp in before and (committed is None or committed < before[tp]):
+                behind.append((tp, -1 if committed is None else int(committed), before[tp]))
+            done = int(committed) if committed is not None else 0
+            highwater = consumer.highwater(tp) or 0  # from the last fetch: never above the real end
+            out[tp] = max(0, max(int(end), highwater) - done)
+        self.behind_broker = behind
         return out
 
     async def lag(self) -> dict[TopicPartition, int]:

@@ -116,15 +116,14 @@ class LabelFeed:
         return events
 
     async def behind_broker(self) -> list[tuple[TopicPartition, int, int]]:
-        """(partition, end offset asked now, next offset) of partitions whose end is below what this feed already
-        read: the broker lost those records (it restarted empty)."""
+        """(partition, -1, next offset) of every partition when the broker no longer has the labels topic (it
+        restarted empty); empty otherwise."""
         consumer = self.consumer
         if consumer is None or not self.partitions:
             return []
-        before = dict(self.next_offset)  # taken before the end offsets are asked: a healthy end is not below it
-        ends = await consumer.end_offsets(self.partitions)
-        return [(tp, int(ends[tp]), before[tp]) for tp in self.partitions
-                if tp in ends and tp in before and int(ends[tp]) < before[tp]]
+        if self.topic in await consumer.topics():
+            return []
+        return [(tp, -1, self.next_offset[tp]) for tp in self.partitions]
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records fetched by the broker's last report but not handed out yet, per partition (for metrics)."""
