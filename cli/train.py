@@ -82,6 +82,7 @@ def command(data: Path, start: str | None, to: str | None, until: str | None, ou
     from fraudstream.training.datasets import DataFileError, read_transactions
     from fraudstream.training.progress import ConsoleProgress
     from fraudstream.training.splits import SplitError
+    from fraudstream.training.stage_table import format_metrics_stage_table
     from fraudstream.training.train import TrainingDataError, TrainSettings, train_from_frame
 
     end = _end_bound(to, until)
@@ -121,5 +122,6 @@ def command(data: Path, start: str | None, to: str | None, until: str | None, ou
     split = result.split.describe()
     click.echo(f"train {split['train']} | gap {split['gap_days']} days | valid {split['valid']}")
     click.echo(format_metrics(result.metrics))
+    click.echo(format_metrics_stage_table(result.metrics))
     click.echo("thresholds: " + ", ".join(f"{k}={v:.4f}" for k, v in result.cascade.thresholds.to_dict().items()))
     click.echo(f"trained in {time.monotonic() - started:.1f} s; wrote {directory}")

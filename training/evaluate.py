@@ -63,6 +63,7 @@ from fraudstream.training.splits import (
     make_split,
     split_frame,
 )
+from fraudstream.training.stage_table import result_stage_table
 
 if TYPE_CHECKING:
     from fraudstream.detectors.cascade.cascade import Cascade
@@ -337,6 +338,7 @@ def evaluate_fold(data: pd.DataFrame, fold: Fold, settings: EvaluationSettings, 
     figures = cascade_figures(result, test[TX_FRAUD].to_numpy(), test[TX_AMOUNT].to_numpy(),
                               test[CUSTOMER_ID].to_numpy(), _days(test))
     out = FoldResult(fold, len(test), int(test[TX_FRAUD].sum()), metrics, figures, _choices(cascade))
+    out.stage_table = result_stage_table(result, test[TX_FRAUD].to_numpy())
     if settings.protocol == PROTOCOL_HANDBOOK:
         out.metrics_all_cards = _test_metrics(cascade, _period(data, fold.test), settings)[0]
     return out

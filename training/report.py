@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fraudstream.training.metrics import CascadeFigures
+from fraudstream.training.stage_table import StageTable, format_stage_table
 
 if TYPE_CHECKING:  # annotations only: evaluate imports this module
     from fraudstream.training.evaluate import EvaluationSettings, Fold
@@ -58,6 +59,8 @@ class FoldResult:
     choices: dict[str, Any] = field(default_factory=dict)
     #: under the handbook protocol: the same models' metrics on every transaction of the test week.
     metrics_all_cards: dict[str, dict[str, float]] | None = None
+    #: the cascade's per-stage table on the test set (rules included).
+    stage_table: StageTable | None = None
 
 
 @dataclass
@@ -95,6 +98,16 @@ class EvaluationReport:
         out["figures"] = {n: _mean_std([f.figures.as_dict()[n] for f in self.folds]) for n in names}
         return out
 
+    def stage_table(self) -> StageTable | None:
+        """The per-stage tables of every fold, added up (None when a fold has none)."""
+        tables = [f.stage_table for f in self.folds]
+        if not tables or any(t is None for t in tables):
+            return None
+        total = StageTable()
+        for t in tables:
+            total = total.plus(t)  # type: ignore[arg-type]
+        return total
+
     def to_json(self) -> dict[str, Any]:
         """Settings, summary, every fold and the novel-attack split as plain JSON types (``nan`` as ``None``)."""
         summary = self.summary()
@@ -112,6 +125,7 @@ class EvaluationReport:
                  "metrics_all_cards": None if r.metrics_all_cards is None else
                  {k: {m: _num(x) for m, x in v.items()} for k, v in r.metrics_all_cards.items()},
                  "cascade_figures": {k: _num(x) for k, x in r.figures.as_dict().items()},
+                 "stage_table": None if r.stage_table is None else r.stage_table.to_json(),
                  "training_choices": r.choices}
                 for r in self.folds
             ],
@@ -209,6 +223,9 @@ def format_report(report: EvaluationReport) -> str:
              f"{n.review_cards_per_day_without_anomaly:.1f}"],
         ]
     lines += _align(rows)
+    stages = report.stage_table()
+    if stages is not None:
+        lines += ["", format_stage_table(stages, "per-stage table [2], all folds' test sets added up")]
     lines += [
         "",
         "[1] published figures of the handbook's XGBoost baseline on its own test folds; quoted, not recomputed. "

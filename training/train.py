@@ -11,12 +11,20 @@ Choices made on validation (and recorded in ``cascade.metrics``):
   validation days and measured on the other half (both ways, averaged);
 * anomaly detector: ECOD / IForest / COPOD / HBOS, by validation AP among those whose one-row scoring call
   takes at most ``anomaly_max_call_ms`` (the stream scores small micro-batches; call times are recorded).
+* heavy model: fitted on the training rows a provisional light stage routes to it (``heavy_rows="band"``, see
+  :func:`_heavy_band`; out-of-fold light scores) and calibrated on the validation rows it routes, so that it
+  specializes in the ambiguous band; thresholds that validation is too small to measure fall back to their
+  documented defaults with a :class:`ThresholdFallbackWarning` (``metrics["threshold_fallbacks"]``).
+
+``metrics["stage_table_valid"]`` holds the per-stage table of the validation period
+(:mod:`fraudstream.training.stage_table`, rules apart).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -27,9 +35,15 @@ from pydantic import BeforeValidator, Field
 from pydantic_settings import NoDecode, SettingsConfigDict
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from fraudstream.detectors.cascade.calibration import CalibrationTargets, choose_thresholds, policy_report
+from fraudstream.detectors.cascade.calibration import (
+    CalibrationTargets,
+    allow_threshold,
+    block_threshold,
+    choose_thresholds,
+    policy_report,
+)
 from fraudstream.detectors.cascade.cascade import Cascade
-from fraudstream.detectors.cascade.policy import CascadePolicy, route_light
+from fraudstream.detectors.cascade.policy import CascadePolicy, Thresholds, route_light
 from fraudstream.detectors.drift import reference_histograms, watched_signals
 from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.features.definition import ANOMALY_FEATURES, DEFAULT_CONFIG, FeatureConfig
@@ -39,7 +53,7 @@ from fraudstream.detectors.models.anomaly import (
     AnomalyStage,
     select_anomaly_model,
 )
-from fraudstream.detectors.models.heavy import HeavyModel, HeavyStage, heavy_inputs
+from fraudstream.detectors.models.heavy import HeavyModel, HeavyStage, heavy_feature_names, heavy_inputs
 from fraudstream.detectors.models.light import (
     CALIBRATION_CHOICES,
     IMBALANCE_CHOICES,
@@ -51,6 +65,7 @@ from fraudstream.detectors.rules import DEFAULT_RULES_PATH, RuleConfig, RuleSet
 from fraudstream.detectors.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
 from fraudstream.training.progress import SILENT, Progress
 from fraudstream.training.splits import TimeSplit, make_split, split_frame
+from fraudstream.training.stage_table import stage_table, stage_table_to_metrics
 
 ENV_PREFIX = "FRAUDSTREAM_TRAIN_"
 AUTO = "auto"
@@ -113,6 +128,9 @@ class TrainSettings(EnvSettings):
     heavy_depth: int = Field(4, ge=1, description="depth of the heavy model's trees")
     heavy_imbalance: str = Field("none", description='the heavy model\'s own treatment ("same" = the light model\'s)')
     stacking_folds: int = Field(3, ge=2, description="folds of the out-of-fold light scores the heavy model uses")
+    heavy_rows: str = Field(
+        "band", description='"band": fit the heavy model on the training rows the light stage would route to it; '
+                            '"all": on every training row')
     seed: int = Field(0, description="random seed")
     n_jobs: int = Field(2, ge=1, description="threads")
     rules_path: str = Field("", description='rules JSON file ("" = the shipped default)')
@@ -218,6 +236,46 @@ def _out_of_fold_light(X: np.ndarray, y: np.ndarray, model: LightModel, folds: i
     return out
 
 
+class ThresholdFallbackWarning(UserWarning):
+    """A threshold was set to its documented default because validation had too few frauds to measure it."""
+
+
+def _heavy_band(settings: TrainSettings, targets: CalibrationTargets, light_tr: np.ndarray, anomaly_tr: np.ndarray,
+                y_tr: np.ndarray, light_va: np.ndarray, anomaly_va: np.ndarray, y_va: np.ndarray,
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Training and validation rows the heavy model is fitted and calibrated on, and what was chosen.
+
+    With ``heavy_rows="band"``, the rows a provisional light stage routes to the heavy model: its BLOCK threshold
+    as calibration will choose it, its ALLOW threshold the highest light score whose ALLOW region holds at most
+    ``allow_catch_loss`` of the validation frauds (calibration later picks the final one among complete
+    policies); training rows are routed by their out-of-fold light scores.  A band with fewer than
+    ``min_threshold_frauds`` frauds (or a single class) falls back to every row.
+    """
+    every_tr, every_va = np.ones(y_tr.size, dtype=bool), np.ones(y_va.size, dtype=bool)
+    if settings.heavy_rows == "all":
+        return every_tr, every_va, {"rows": "all", "train_rows": int(y_tr.size), "train_frauds": int(y_tr.sum())}
+    if settings.heavy_rows != "band":
+        raise ValueError(f"heavy_rows: expected 'band' or 'all', got {settings.heavy_rows!r}")
+    t_block = block_threshold(light_va, y_va, targets.block_precision, targets.min_block_rows)
+    eligible = (light_va < t_block) & (anomaly_va <= targets.anomaly_allow_max)
+    t_allow = allow_threshold(light_va, y_va, eligible, targets.allow_catch_loss * float(y_va.sum()))
+    policy = CascadePolicy(Thresholds(t_block_light=t_block, t_allow_light=t_allow,
+                                      t_anomaly_allow=targets.anomaly_allow_max))
+    band_tr = policy.first_pass({"light": light_tr, "anomaly": anomaly_tr}).to_heavy
+    band_va = policy.first_pass({"light": light_va, "anomaly": anomaly_va}).to_heavy
+    info: dict[str, Any] = {"rows": "band", "t_block_light": t_block, "t_allow_light": t_allow,
+                            "train_rows": int(band_tr.sum()), "train_frauds": int(y_tr[band_tr].sum()),
+                            "valid_rows": int(band_va.sum()), "valid_frauds": int(y_va[band_va].sum())}
+    minimum = targets.min_threshold_frauds
+    if not minimum <= y_tr[band_tr].sum() < band_tr.sum():
+        info.update(rows="all", fallback=f"{info['train_frauds']} band frauds in training, fewer than {minimum}")
+        return every_tr, every_va, info
+    if not minimum <= y_va[band_va].sum() < band_va.sum():
+        info["calibrated_on"] = "all validation rows"
+        return band_tr, every_va, info
+    return band_tr, band_va, info
+
+
 def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSettings | None = None,
                 progress: Progress = SILENT) -> Cascade:
     """Fit every stage on ``train`` and calibrate on ``valid``.
@@ -284,17 +342,27 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
         negatives_per_positive=settings.negatives_per_positive, calibration=calibration, seed=settings.seed,
         n_jobs=settings.n_jobs,
     )
-    heavy.fit(heavy_inputs(X_tr, light_tr, anomaly_tr), y_tr, names + ["LIGHT_SCORE", "ANOMALY_SCORE"])
+    targets = settings.targets()
+    band_tr, band_va, heavy_training = _heavy_band(settings, targets, light_tr, anomaly_tr, y_tr, light_va,
+                                                   anomaly_va, y_va)
+    heavy_Z_tr = heavy_inputs(X_tr[band_tr], light_tr[band_tr], anomaly_tr[band_tr])
+    heavy.fit(heavy_Z_tr, y_tr[band_tr], heavy_feature_names(names))
     heavy_X_va = heavy_inputs(X_va, light_va, anomaly_va)
-    heavy.calibrate(heavy_X_va, y_va)
+    heavy.calibrate(heavy_X_va[band_va], y_va[band_va])
     heavy_va = heavy.score(heavy_X_va)
     timings["heavy_fit_s"] = time.perf_counter() - t2
 
     # 5. thresholds
-    targets = settings.targets()
     progress.phase("thresholds")
-    thresholds = choose_thresholds(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, targets)
+    fallbacks: list[str] = []
+    thresholds = choose_thresholds(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, targets,
+                                   fallbacks=fallbacks)
+    for line in fallbacks:
+        warnings.warn(f"validation data too small: {line}", ThresholdFallbackWarning, stacklevel=2)
     ambiguous = route_light(light_va, anomaly_va, thresholds).to_heavy
+    decision_va, stage_va = CascadePolicy(thresholds).decide({"light": light_va, "anomaly": anomaly_va,
+                                                              "heavy": heavy_va})
+    stages_va = stage_table(decision_va, stage_va, ambiguous, y_va)
     report = policy_report(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, thresholds)
 
     rules_config = RuleConfig.from_json_file(settings.rules_path or DEFAULT_RULES_PATH)
@@ -304,6 +372,8 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
                  "valid_frauds": int(y_va.sum())},
         "imbalance": imbalance,
         "heavy_imbalance": heavy.imbalance,
+        "heavy_training": heavy_training,
+        "threshold_fallbacks": fallbacks,
         "imbalance_valid_ap": imbalance_table,
         "calibration": calibration,
         "calibration_valid_brier": calibration_table,
@@ -321,6 +391,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
             "heavy_ap": _safe_ap(y_va[ambiguous], heavy_va[ambiguous]),
         },
         "policy_valid": report,
+        "stage_table_valid": stage_table_to_metrics(stages_va),
         "targets": targets.to_dict(),
         "timings_s": timings,
         # what the live traffic is compared with (PSI): the validation period, scored by the final models

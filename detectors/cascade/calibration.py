@@ -15,8 +15,17 @@ Rules (all measured on validation rows, with the scores the deployed models give
 * ``t_block_heavy``: like ``t_block_light``, on the heavy model's scores of the rows routed to it.
 * ``t_anomaly_review``: at least ``anomaly_review_min`` (default 0.999), raised until anomaly-only reviews use at
   most ``anomaly_review_share`` of the capacity.
-* ``t_review``: the lowest heavy score (<= ``t_block_heavy``) such that REVIEW volume stays within
-  ``review_capacity`` cards a day.
+* ``t_review``: the heavy stage REVIEWs only where it is not confident either way: the lowest heavy score
+  (<= ``t_block_heavy``) whose region ``t_review <= heavy < t_block_heavy`` has precision >=
+  ``review_min_precision`` (default 0.10: at least one fraud in ten reviewed rows) and whose REVIEW volume stays
+  within ``review_capacity`` cards a day.  Below it the heavy stage ALLOWs.
+
+Too little validation data: when the rows routed to the heavy model hold fewer than ``min_threshold_frauds``
+(default 20) frauds, precision cannot be measured there, so ``t_block_heavy`` falls back to
+``default_block_heavy`` (0.95) and the precision part of ``t_review`` to ``default_review`` (0.10).  Both are
+calibrated fraud probabilities (the heavy score is one), i.e. the targets themselves read on the calibrated
+scale, instead of never blocking or reviewing every routed row.  :func:`choose_thresholds` reports each fallback
+(``fallbacks``) so that training can warn.
 
 REVIEW volume is the number of distinct customers with a REVIEW decision per UTC day of the validation period,
 and the capacity is checked against the *maximum* over the days (``capacity_statistic="max"``; ``"mean"`` uses the
@@ -49,6 +58,10 @@ class CalibrationTargets:
     anomaly_allow_max: float = 0.99
     anomaly_review_min: float = 0.999
     anomaly_review_share: float = 0.25
+    review_min_precision: float = 0.10  # precision the heavy REVIEW region must keep
+    min_threshold_frauds: int = 20  # routed validation frauds needed to measure the heavy thresholds
+    default_block_heavy: float = 0.95  # t_block_heavy when they are too few (calibrated probability)
+    default_review: float = 0.10  # precision part of t_review when they are too few (calibrated probability)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,10 +142,13 @@ def choose_thresholds(
     timestamp: np.ndarray,
     targets: CalibrationTargets = CalibrationTargets(),
     t_allow_light: float | None = None,
+    fallbacks: list[str] | None = None,
 ) -> Thresholds:
     """Thresholds meeting ``targets`` on validation scores (all arrays row-aligned; ``timestamp`` in epoch s).
 
     A given ``t_allow_light`` is kept as is (the other thresholds are chosen for it); -1 disables the light ALLOW.
+    ``fallbacks``, when given, receives one line per threshold of the result set to its default because the
+    validation data was too small (see the module docstring).
     """
     if targets.capacity_statistic not in ("max", "mean"):
         raise ValueError(f"capacity_statistic: expected 'max' or 'mean', got {targets.capacity_statistic!r}")
@@ -146,16 +162,26 @@ def choose_thresholds(
     widest = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=1.0, t_anomaly_allow=t_anomaly_allow))
     eligible = widest.first_pass(scores).decision == Decision.ALLOW
 
+    notes: dict[Thresholds, list[str]] = {}
+
     def thresholds_for(t_allow: float) -> Thresholds:
         first = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=t_allow,
                                          t_anomaly_allow=t_anomaly_allow))
         to_heavy = first.first_pass(scores).to_heavy
-        heavy_part = _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets, to_heavy)
-        return Thresholds(t_block_light=t_block_light, t_allow_light=t_allow, t_anomaly_allow=t_anomaly_allow,
-                          **heavy_part)
+        defaults: list[str] = []
+        heavy_part = _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets, to_heavy, defaults)
+        out = Thresholds(t_block_light=t_block_light, t_allow_light=t_allow, t_anomaly_allow=t_anomaly_allow,
+                         **heavy_part)
+        notes[out] = defaults
+        return out
+
+    def reported(th: Thresholds) -> Thresholds:
+        if fallbacks is not None:
+            fallbacks.extend(notes.get(th, []))
+        return th
 
     if t_allow_light is not None:
-        return thresholds_for(float(t_allow_light))
+        return reported(thresholds_for(float(t_allow_light)))
 
     def caught(th: Thresholds) -> int:
         decision, _ = CascadePolicy(th).decide(scores)
@@ -170,14 +196,24 @@ def choose_thresholds(
             candidate = thresholds_for(float(t_allow))
             if caught(candidate) >= floor:
                 best = candidate
-    return best
+    return reported(best)
 
 
 def _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets: CalibrationTargets,
-                      to_heavy: np.ndarray) -> dict[str, float]:
-    """Heavy-stage thresholds for the rows a given light stage leaves undecided (``to_heavy``)."""
+                      to_heavy: np.ndarray, defaults: list[str]) -> dict[str, float]:
+    """Heavy-stage thresholds for the rows a given light stage leaves undecided (``to_heavy``); the thresholds
+    set to their defaults for lack of data are described in ``defaults``."""
     stat = targets.capacity_statistic
-    t_block_heavy = block_threshold(heavy[to_heavy], y[to_heavy], targets.block_precision, targets.min_block_rows)
+    routed_frauds = int(y[to_heavy].sum())
+    too_few = routed_frauds < targets.min_threshold_frauds
+    if too_few:
+        t_block_heavy = float(targets.default_block_heavy)
+        defaults.append(f"t_block_heavy = {t_block_heavy} (default): {routed_frauds} frauds among the "
+                        f"{int(to_heavy.sum())} validation rows routed to the heavy model, fewer than "
+                        f"{targets.min_threshold_frauds}")
+    else:
+        t_block_heavy = block_threshold(heavy[to_heavy], y[to_heavy], targets.block_precision,
+                                        targets.min_block_rows)
     not_blocked = to_heavy & (heavy < t_block_heavy)
 
     anomaly_budget = targets.anomaly_review_share * targets.review_capacity
@@ -189,11 +225,17 @@ def _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets: Cali
     anomaly_review = not_blocked & (anomaly >= t_anomaly_review)
 
     heavy_candidates = np.unique(heavy[not_blocked])
-    t_review = _lowest_fitting(
+    t_capacity = _lowest_fitting(
         heavy_candidates,
         lambda t: _volume(anomaly_review | (not_blocked & (heavy >= t)), customer_id, day, n_days, stat)
         <= targets.review_capacity,
     )
+    if too_few:
+        t_confident = float(targets.default_review)
+        defaults.append(f"t_review >= {t_confident} (default) for the same reason")
+    else:
+        t_confident = block_threshold(heavy[not_blocked], y[not_blocked], targets.review_min_precision)
+    t_review = max(t_capacity, t_confident)
     return {"t_block_heavy": t_block_heavy, "t_review": min(t_review, t_block_heavy),
             "t_anomaly_review": t_anomaly_review}
 

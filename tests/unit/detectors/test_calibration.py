@@ -10,7 +10,8 @@ from fraudstream.detectors.cascade.calibration import (
     daily_cards,
     policy_report,
 )
-from fraudstream.detectors.cascade.policy import NEVER
+from fraudstream.detectors.cascade.policy import NEVER, apply_policy
+from fraudstream.detectors.cascade.types import Decision, Stage
 
 DAY = 86_400.0
 
@@ -90,3 +91,35 @@ def test_daily_cards_counts_distinct_customers_per_day():
     customer = np.array([5, 5, 6, 5, 7])
     assert daily_cards(np.ones(5, bool), customer, day, 3).tolist() == [2.0, 2.0, 0.0]
     assert daily_cards(np.zeros(5, bool), customer, day, 3).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_the_heavy_stage_blocks_and_allows_where_confident_and_reviews_only_the_rest():
+    light, anomaly, heavy, y, customer, ts = synthetic(seed=2)
+    targets = CalibrationTargets(review_capacity=10_000, review_min_precision=0.2)  # capacity is not binding
+    fallbacks: list[str] = []
+    th = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets, fallbacks=fallbacks)
+    assert fallbacks == []
+    decision, stage = apply_policy(light, anomaly, heavy, th)
+    routed = stage == Stage.HEAVY
+    by_heavy = routed & (heavy >= th.t_review)  # the heavy score's own REVIEW and BLOCK regions
+    block = routed & (decision == Decision.BLOCK)
+    review = by_heavy & (decision == Decision.REVIEW)
+    allow = routed & (decision == Decision.ALLOW)
+    assert block.any() and y[block].mean() >= targets.block_precision
+    assert review.any() and y[review].mean() >= targets.review_min_precision
+    # with unlimited capacity the heavy model still ALLOWs the rows it is confident about: not everything is REVIEW
+    assert allow.sum() > 0.3 * routed.sum()
+    assert y[allow].mean() < targets.review_min_precision
+
+
+def test_too_few_routed_frauds_fall_back_to_the_documented_defaults():
+    light, anomaly, heavy, y, customer, ts = synthetic(seed=3, n=3000, fraud_rate=0.004)
+    targets = CalibrationTargets(review_capacity=10_000)
+    fallbacks: list[str] = []
+    th = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets, fallbacks=fallbacks)
+    assert th.t_block_heavy == targets.default_block_heavy
+    assert th.t_review >= targets.default_review and th.t_review <= th.t_block_heavy
+    assert any("t_block_heavy" in line and "fewer than 20" in line for line in fallbacks)
+    decision, stage = apply_policy(light, anomaly, heavy, th)
+    routed = stage == Stage.HEAVY
+    assert (routed & (decision == Decision.ALLOW)).any()  # not everything routed goes to REVIEW
