@@ -61,9 +61,9 @@ class RedisStateStore:
     def from_url(cls, url: str, prefix: str, labels_topic: str, state_ttl_s: int,
                  decision_ttl_s: int) -> RedisStateStore:
         """A store on a new client for ``redis://...`` (call :meth:`close` when done)."""
-        import redis.asyncio as aioredis
+        from fraudstream.stream.state.redis_client import redis_from_url
 
-        client: Redis = aioredis.from_url(url, decode_responses=False)
+        client = redis_from_url(url, decode_responses=False)
         return cls(client, Keyspace(prefix), labels_topic, state_ttl_s, decision_ttl_s)
 
     async def ping(self) -> None:

