@@ -281,12 +281,13 @@ def next_due(due_at: float, every_s: float, now: float) -> float:
     return due_at + every_s if due_at + every_s > now else now + every_s
 
 
-def start_prometheus(settings: StreamSettings, options: DemoOptions, review_page: bool) -> LocalPrometheus | None:
+def start_prometheus(settings: StreamSettings, options: DemoOptions, review_port: int | None
+                     ) -> LocalPrometheus | None:
     """Start the demo's Prometheus scraping the worker (and the review page); None, said why, when it cannot."""
     port = available_port(options.prometheus_port)
     targets = {WORKER_JOB: [f"127.0.0.1:{settings.metrics_port}"], SELF_JOB: [f"127.0.0.1:{port}"]}
-    if review_page:
-        targets[REVIEW_JOB] = [f"127.0.0.1:{settings.review_page_port}"]
+    if review_port is not None:
+        targets[REVIEW_JOB] = [f"127.0.0.1:{review_port}"]
     try:
         server = LocalPrometheus(targets, port, options.log_dir).start()
     except PrometheusUnavailable as exc:
@@ -349,13 +350,15 @@ def run_demo(options: DemoOptions, settings: StreamSettings, stack: ExitStack) -
     say(f"topics: {', '.join(topic_names(settings))} ({len(created)} created)")
 
     settings = settings.with_overrides(metrics_port=available_port(settings.metrics_port),
-                                       web_port=available_port(settings.web_port),
-                                       review_page_port=available_port(settings.review_page_port))
+                                       web_port=available_port(settings.web_port))
+    from fraudstream.review_queue.settings import ReviewSettings
+
+    review_port = available_port(ReviewSettings.model_fields["page_port"].default)
     env = dict(os.environ, PYTHONUNBUFFERED="1", KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
                REDIS_URL=settings.redis_url, FRAUDSTREAM_WORKER_MODEL_DIR=str(Path(settings.model_dir).resolve()),
                FRAUDSTREAM_WORKER_METRICS_PORT=str(settings.metrics_port),
                FRAUDSTREAM_WORKER_WEB_PORT=str(settings.web_port),
-               FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT=str(settings.review_page_port))
+               FRAUDSTREAM_REVIEW_PAGE_PORT=str(review_port))
     worker = Child("worker", [sys.executable, "-m", "fraudstream.cli.main", "worker"], env, options.log_dir)
     stack.callback(worker.stop)
     metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
@@ -366,7 +369,7 @@ def run_demo(options: DemoOptions, settings: StreamSettings, stack: ExitStack) -
     else:
         say("review page: not available (fraudstream.review_queue.web is not installed)")
     wait_for_metrics(metrics_url, worker, WORKER_READY_TIMEOUT_S)
-    prometheus = start_prometheus(settings, options, review is not None)
+    prometheus = start_prometheus(settings, options, review_port if review is not None else None)
     if prometheus is not None:
         stack.callback(say, "stopped prometheus")
         stack.callback(prometheus.stop)
@@ -377,7 +380,7 @@ def run_demo(options: DemoOptions, settings: StreamSettings, stack: ExitStack) -
         from fraudstream.cli.users import demo_login
 
         name, password = demo_login(settings.redis_url, settings.redis_prefix)
-        say(f"review page: http://127.0.0.1:{settings.review_page_port}/ (log in as {name} / {password}; "
+        say(f"review page: http://127.0.0.1:{review_port}/ (log in as {name} / {password}; "
             "the password is new on every run)")
 
     replayer = ReplayThread(frame, settings, options, replay_start,

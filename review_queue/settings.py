@@ -1,10 +1,9 @@
 """Typed settings of the review service (page, API, case store), from ``FRAUDSTREAM_REVIEW_*`` variables.
 
 Read once at the command-line edge (:meth:`ReviewSettings.from_env`) and passed in explicitly; constructing the
-model reads no environment.  The Redis URL, key prefix, broker, labels topic and page port are shared with the
-worker, so they also honour the worker's names (``REDIS_URL`` / ``FRAUDSTREAM_WORKER_REDIS_URL``,
-``FRAUDSTREAM_WORKER_REDIS_PREFIX``, ``KAFKA_BOOTSTRAP_SERVERS``, ``FRAUDSTREAM_WORKER_LABELS_TOPIC``,
-``FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT``).
+model reads no environment.  The Redis URL, key prefix, broker and labels topic are shared with the worker, so
+they also honour the worker's names (``REDIS_URL`` / ``FRAUDSTREAM_WORKER_REDIS_URL``,
+``FRAUDSTREAM_WORKER_REDIS_PREFIX``, ``KAFKA_BOOTSTRAP_SERVERS``, ``FRAUDSTREAM_WORKER_LABELS_TOPIC``).
 """
 
 from __future__ import annotations
@@ -40,8 +39,7 @@ class ReviewSettings(EnvSettings):
     labels_topic: str = Field("labels", description="topic verdict labels go to (as the worker's)",
                               validation_alias=_shared("labels_topic", "FRAUDSTREAM_WORKER_LABELS_TOPIC"))
     host: str = Field("127.0.0.1", description="address the page listens on")
-    page_port: int = Field(8080, ge=0, le=65535, description="HTTP port of the page",
-                           validation_alias=_shared("page_port", "FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT"))
+    page_port: int = Field(8080, ge=0, le=65535, description="HTTP port of the page")
     sla_s: int = Field(DEFAULT_SLA_S, gt=0, description="a case is overdue this long after its first item (s)")
     lease_s: int = Field(15 * 60, gt=0, description="how long a claimed case stays with its analyst (s)")
     age_doubling_s: int = Field(DEFAULT_AGE_DOUBLING_S, gt=0,

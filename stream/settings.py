@@ -49,7 +49,6 @@ class StreamSettings(EnvSettings):
     batch_wait_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch (s)")
     metrics_port: int = Field(9464, ge=0, description="HTTP port of the Prometheus metrics (0 = off)")
     web_port: int = Field(6066, ge=0, description="Faust web port of the worker (0 = off)")
-    review_page_port: int = Field(8080, ge=0, description="HTTP port of the analysts' review page")
     state_ttl_s: int = Field(int(45 * DAY_S), ge=1, description="expiry of online feature state keys (s)")
     decision_ttl_s: int = Field(int(14 * DAY_S), ge=1, description="how long decisions are kept for dedup (s)")
     redis_prefix: str = Field("fs", min_length=1, description="prefix of every Redis key fraudstream writes")

@@ -156,7 +156,7 @@ def test_demo_ctrl_c_stops_everything_it_started(tmp_path):
     write_transactions(simulate(SimulationConfig(n_customers=100, n_terminals=200, nb_days=28, seed=3)), data)
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
     env.update(FAST_TRAINING_ENV, FRAUDSTREAM_WORKER_METRICS_PORT=str(free_port()),
-               FRAUDSTREAM_WORKER_WEB_PORT=str(free_port()), FRAUDSTREAM_WORKER_REVIEW_PAGE_PORT=str(free_port()),
+               FRAUDSTREAM_WORKER_WEB_PORT=str(free_port()), FRAUDSTREAM_REVIEW_PAGE_PORT=str(free_port()),
                PYTHONUNBUFFERED="1")
     demo = subprocess.Popen(
         [sys.executable, "-m", "fraudstream.cli.main", "demo", "--data", str(data), "--models",
