@@ -9,8 +9,10 @@ Choices made on validation (and recorded in ``cascade.metrics``):
   precision (AP);
 * probability calibration: isotonic / Platt, by the Brier score of a calibration fitted on one half of the
   validation days and measured on the other half (both ways, averaged);
-* anomaly detector: ECOD / IForest / COPOD / HBOS, by validation AP among those whose one-row scoring call
-  takes at most ``anomaly_max_call_ms`` (the stream scores small micro-batches; call times are recorded).
+* anomaly detector: ECOD / IForest / COPOD / HBOS, among those whose one-row scoring call takes at most
+  ``anomaly_max_call_ms`` (the stream scores small micro-batches; call times are recorded), by what it adds:
+  its average precision on the validation frauds the light model misses at a 1% legitimate flag rate
+  (:mod:`fraudstream.training.detector_choice`; ``anomaly_choice="ap"``: by AP on all validation frauds);
 * heavy model: fitted on the training rows a provisional light stage routes to it (``heavy_rows="band"``, see
   :func:`_heavy_band`; out-of-fold light scores) and calibrated on the validation rows it routes, so that it
   specializes in the ambiguous band; thresholds that validation is too small to measure fall back to their
@@ -63,6 +65,7 @@ from fraudstream.detectors.models.light import (
 )
 from fraudstream.detectors.rules import DEFAULT_RULES_PATH, RuleConfig, RuleSet
 from fraudstream.detectors.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
+from fraudstream.training.detector_choice import DEFAULT_LEGIT_FLAG_RATE, added_value_criterion, ranking_key
 from fraudstream.training.progress import SILENT, Progress
 from fraudstream.training.splits import TimeSplit, make_split, split_frame
 from fraudstream.training.stage_table import stage_table, stage_table_to_metrics
@@ -124,6 +127,13 @@ class TrainSettings(EnvSettings):
     light_depth: int = Field(4, ge=1, description="depth of the light model's trees")
     light_learning_rate: float = Field(0.05, gt=0, description="learning rate of the light model")
     light_subsample: float = Field(0.8, gt=0, le=1, description="row and column share sampled per tree")
+    anomaly_choice: str = Field(
+        "added", description='"added": choose the detector on the validation frauds the light model misses; '
+                             '"ap": on its average precision over all validation frauds')
+    anomaly_legit_flag_rate: float = Field(
+        DEFAULT_LEGIT_FLAG_RATE, gt=0, lt=1,
+        description="share of legitimate validation rows the light model and the detector may flag when "
+                    "the detector is chosen on what it adds")
     heavy_trees: int = Field(400, ge=1, description="trees of the heavy model")
     heavy_depth: int = Field(4, ge=1, description="depth of the heavy model's trees")
     heavy_imbalance: str = Field("none", description='the heavy model\'s own treatment ("same" = the light model\'s)')
@@ -276,6 +286,16 @@ def _heavy_band(settings: TrainSettings, targets: CalibrationTargets, light_tr: 
     return band_tr, band_va, info
 
 
+def _anomaly_choice(settings: TrainSettings, light_va: np.ndarray, y_va: np.ndarray) -> dict[str, Any]:
+    """How the anomaly detector is chosen: on what it adds to this light model, or on plain validation AP."""
+    if settings.anomaly_choice == "ap":
+        return {}
+    if settings.anomaly_choice != "added":
+        raise ValueError(f"anomaly_choice: expected 'added' or 'ap', got {settings.anomaly_choice!r}")
+    return {"criterion": added_value_criterion(light_va, y_va, settings.anomaly_legit_flag_rate),
+            "ranking": ranking_key}
+
+
 def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSettings | None = None,
                 progress: Progress = SILENT) -> Cascade:
     """Fit every stage on ``train`` and calibrate on ``valid``.
@@ -323,7 +343,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     anomaly, anomaly_table = select_anomaly_model(
         X_tr, y_tr, X_va, y_va, tuple(settings.anomaly_methods), settings.anomaly_max_rows, settings.seed,
         settings.n_jobs, columns=anomaly_columns(settings.feature_config.feature_names()),
-        max_call_ms=settings.anomaly_max_call_ms,
+        max_call_ms=settings.anomaly_max_call_ms, **_anomaly_choice(settings, light_va, y_va),
     )
     anomaly_va = anomaly.score(X_va)
     anomaly_tr = anomaly.score(X_tr)

@@ -19,7 +19,7 @@ are bit-for-bit scikit-learn's (checked when the walker is built; scikit-learn s
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -303,9 +303,16 @@ def select_anomaly_model(
     n_jobs: int = 1,
     columns: tuple[int, ...] | None = None,
     max_call_ms: float = DEFAULT_MAX_CALL_MS,
+    criterion: Callable[[np.ndarray], dict[str, float]] | None = None,
+    ranking: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[AnomalyModel, dict[str, dict[str, float]]]:
-    """Fit each method on legitimate training rows; keep the best validation average precision among the methods
-    that score a one-row batch within ``max_call_ms`` (ms; ``inf`` = no budget).
+    """Fit each method on legitimate training rows; keep the best on validation among the methods that score a
+    one-row batch within ``max_call_ms`` (ms; ``inf`` = no budget).
+
+    "Best" is the largest validation average precision, unless ``criterion`` (more figures from a method's
+    validation raw scores, added to its row of the table) and ``ranking`` (a sort key of that row, larger is
+    better) say otherwise; training passes the frauds the light model misses
+    (:mod:`fraudstream.training.detector_choice`).
 
     Returns the chosen fitted model and ``{method: {"average_precision", "roc_auc", "fit_s", "score_s",
     "call_ms_1row", "call_ms_1000rows", "within_budget"}}`` (call times: fastest of a few calls of
@@ -318,7 +325,7 @@ def select_anomaly_model(
     if not methods:
         raise ValueError("no anomaly method to choose from")
     table: dict[str, dict[str, Any]] = {}
-    best: tuple[float, AnomalyModel] | None = None
+    best: tuple[Any, AnomalyModel] | None = None
     has_both = 0 < int(np.sum(y_valid)) < len(y_valid)
     for method in methods:
         t0 = time.perf_counter()
@@ -335,7 +342,9 @@ def select_anomaly_model(
         fits = bool(one <= max_call_ms)
         table[method] = {"average_precision": ap, "roc_auc": auc, "fit_s": t1 - t0, "score_s": t2 - t1,
                          "call_ms_1row": one, "call_ms_1000rows": many, "within_budget": fits}
-        key = ap if np.isfinite(ap) else -1.0
+        if criterion is not None:
+            table[method].update(criterion(scores))
+        key = ranking(table[method]) if ranking is not None else (ap if np.isfinite(ap) else -1.0)
         if fits and (best is None or key > best[0]):
             best = (key, model)
     if best is None:

@@ -64,6 +64,7 @@ def test_heavy_training_rows_are_recorded(heavy_rows):
         assert info["rows"] == "all" and info["train_rows"] == 4000
     else:
         assert info["rows"] == "band" and 0 < info["train_rows"] < 4000 and info["train_frauds"] >= 20
+    assert {"added_ap", "added_recall", "missed_frauds"} <= set(cascade.metrics["anomaly_valid"]["IForest"])
     band = cascade.metrics["ambiguous_valid"]
     assert band["rows"] > 0 and np.isfinite(band["heavy_ap"])
 
