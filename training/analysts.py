@@ -27,11 +27,13 @@ DEFAULT_SLA_S = 4 * HOUR_S
 
 
 def case_priority(expected_loss: np.ndarray, age_s: np.ndarray, sla_s: float = DEFAULT_SLA_S) -> np.ndarray:
-    """Priority of cases (higher first): expected loss (currency units) x (1 + age / SLA).
+    """Priority of cases (higher first): expected loss (currency units, at least 0.01) x 2 ** (age / ``sla_s``).
 
-    A case twice as old as the SLA weighs three times its expected loss, so nothing starves.
+    The review workbench's order (``review_queue.cases.priority_key``, whose age doubling time is 4 h by
+    default): a case one doubling time older weighs twice as much, so nothing starves.
     """
-    return np.asarray(expected_loss, dtype=np.float64) * (1.0 + np.maximum(np.asarray(age_s), 0.0) / sla_s)
+    loss = np.maximum(np.asarray(expected_loss, dtype=np.float64), 0.01)
+    return loss * np.exp2(np.maximum(np.asarray(age_s, dtype=np.float64), 0.0) / sla_s)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class AnalystSettings:
     capacity_cards_per_day : cases (cards) worked per UTC day.
     delay_s : time from a case's opening to its verdict when capacity allows (s).
     case_expiry_s : a case not worked this long after opening expires (s).
-    sla_s : service level of a case (s), the age scale of the priority.
+    sla_s : age doubling time of the priority (s), the review workbench's ``age_doubling_s``.
     error_rate : probability that a verdict contradicts the file's label.
     seed : seed of the analyst errors.
     """

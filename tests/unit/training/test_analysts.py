@@ -14,8 +14,9 @@ def item(tid, card, t, risk=0.5, amount=100.0, fraud=True):
 
 
 def test_priority_is_expected_loss_raised_with_age():
-    p = case_priority(np.array([100.0, 100.0, 150.0]), np.array([0.0, 4 * HOUR, 0.0]), sla_s=4 * HOUR)
-    assert p.tolist() == [100.0, 200.0, 150.0]
+    p = case_priority(np.array([100.0, 100.0, 150.0, 100.0]), np.array([0.0, 4 * HOUR, 0.0, 8 * HOUR]),
+                      sla_s=4 * HOUR)
+    assert p.tolist() == [100.0, 200.0, 150.0, 400.0]  # doubles every 4 h, as the review workbench orders
 
 
 def test_a_card_is_one_case_and_its_verdict_comes_after_the_delay():
