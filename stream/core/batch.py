@@ -39,6 +39,7 @@ from fraudstream.detectors.drift import watched_signals
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, Transaction, TransactionBatch
 from fraudstream.stream.core.block_list import apply_block_list
 from fraudstream.stream.core.encode import encode_decisions
+from fraudstream.stream.core.histories import learn_labels_stored, transform_stored
 from fraudstream.stream.core.label_truth import LabelTruth, join_labels
 from fraudstream.stream.core.parse import REASON_CONFLICT, ParsedBatch, dead_letter, parse_events
 from fraudstream.stream.core.plan import BatchPlan, batch_reads, plan_batch
@@ -125,10 +126,10 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
         raise RuntimeError("no model loaded")
     scored = None
     if plan.new_labels:
-        model.features.learn_labels(plan.new_labels, terminals)  # type: ignore[union-attr]
+        learn_labels_stored(model.features, plan.new_labels, terminals)  # type: ignore[union-attr]
     if new_txs:
         new_ts = np.asarray([parsed.tx_broker_ts_s[i] for i in plan.new_index], dtype=np.float64)
-        scored = score_transactions(model, new_txs, new_ts, customers, terminals, decided_at,  # type: ignore[arg-type]
+        scored = score_transactions(model, new_txs, new_ts, customers, terminals, decided_at,
                                     state.blocked_customers)
 
     touched_customers = {t.customer_id for t in new_txs}
@@ -148,12 +149,13 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
 
 
 def score_transactions(model: ActiveModel, txs: list[Transaction], broker_ts_s: np.ndarray,
-                       customers: dict, terminals: dict, decided_at: float,  # type: ignore[type-arg]
+                       customers: dict[int, bytes], terminals: dict[int, bytes], decided_at: float,
                        blocked_customers: frozenset[int] = frozenset()) -> ScoredBatch:
-    """Features (incremental, updating the histories) and one vectorized cascade call for new transactions;
-    cards on the live block list are then blocked by rule (:mod:`~fraudstream.stream.core.block_list`)."""
+    """Features (incremental, updating the stored histories: :mod:`~fraudstream.stream.core.histories`) and one
+    vectorized cascade call for new transactions; cards on the live block list are then blocked by rule
+    (:mod:`~fraudstream.stream.core.block_list`)."""
     batch = TransactionBatch.from_transactions(txs)
-    features = model.features.transform(batch, customers, terminals)
+    features = transform_stored(model.features, batch, customers, terminals)
     result = apply_block_list(model.bundle.cascade.score(features, batch), batch, blocked_customers)
     encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
     light, anomaly = np.asarray(result.light_score), np.asarray(result.anomaly_score)

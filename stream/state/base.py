@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fraudstream.detectors.features.state import CustomerHistory, TerminalHistory
 from fraudstream.stream.types import DecisionRecord
 
 
@@ -39,7 +38,9 @@ class BatchState:
     """What the store held for a batch when it was read.
 
     decisions : transaction id -> stored decision JSON, for the ids that have one.
-    customers, terminals : histories found (absent ones are left out: the features start them empty).
+    customers, terminals : stored histories found, as their bytes (``CustomerHistory.to_bytes`` /
+        ``TerminalHistory.to_bytes``; absent ones are left out: the features start them empty).  The worker core
+        decodes and encodes a batch's histories at once (``CustomerColumns.from_bytes_list``), not one object each.
     label_offsets : label partition -> applied offset (0 when none).
     snapshot : what the store needs to check, at commit, that the state is unchanged (implementation's own).
     blocked_customers : the batch's customers on the live block list (confirmed fraud; the rules stage blocks them).
@@ -47,8 +48,8 @@ class BatchState:
 
     reads: BatchReads
     decisions: dict[int, bytes]
-    customers: dict[int, CustomerHistory]
-    terminals: dict[int, TerminalHistory]
+    customers: dict[int, bytes]
+    terminals: dict[int, bytes]
     label_offsets: dict[int, int]
     snapshot: object = None
     blocked_customers: frozenset[int] = frozenset()
@@ -58,7 +59,8 @@ class BatchState:
 class BatchChanges:
     """Everything one batch writes, as values.
 
-    customers, terminals : histories the batch touched (each is checked unchanged since the read, then written).
+    customers, terminals : histories the batch touched, as bytes (each is checked unchanged since the read, then
+        written).
     label_offsets : label partition -> new applied offset, only partitions that advance (checked, then written).
     decisions : (transaction id, decision JSON) of the transactions decided by the batch.
     review_items : the REVIEW decisions among them (an item each in the review queue).
@@ -66,8 +68,8 @@ class BatchChanges:
         them is resolved (source chargeback), so no analyst works a settled case.  Idempotent.
     """
 
-    customers: dict[int, CustomerHistory] = field(default_factory=dict)
-    terminals: dict[int, TerminalHistory] = field(default_factory=dict)
+    customers: dict[int, bytes] = field(default_factory=dict)
+    terminals: dict[int, bytes] = field(default_factory=dict)
     label_offsets: dict[int, int] = field(default_factory=dict)
     decisions: list[tuple[int, bytes]] = field(default_factory=list)
     review_items: list[DecisionRecord] = field(default_factory=list)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fraudstream.detectors.features.state import CustomerHistory, TerminalHistory
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState
 from fraudstream.stream.types import review_item_fields
 
@@ -44,10 +43,8 @@ class InMemoryStateStore:
         return BatchState(
             reads=reads,
             decisions={t: self.decisions[t] for t in reads.transaction_ids if t in self.decisions},
-            customers={c: CustomerHistory.from_bytes(self.customers[c]) for c in reads.customer_ids
-                       if c in self.customers},
-            terminals={t: TerminalHistory.from_bytes(self.terminals[t]) for t in reads.terminal_ids
-                       if t in self.terminals},
+            customers={c: self.customers[c] for c in reads.customer_ids if c in self.customers},
+            terminals={t: self.terminals[t] for t in reads.terminal_ids if t in self.terminals},
             label_offsets={p: self.offsets.get(p, 0) for p in reads.label_partitions},
             snapshot=snapshot,
             blocked_customers=frozenset(c for c in reads.customer_ids if c in self.blocked),
@@ -69,10 +66,8 @@ class InMemoryStateStore:
         if any(self._current(key) != snapshot.get(key) for key in checked):
             self.conflicts += 1
             return False
-        for cid, customer in changes.customers.items():
-            self.customers[cid] = customer.to_bytes()
-        for tid, terminal in changes.terminals.items():
-            self.terminals[tid] = terminal.to_bytes()
+        self.customers.update(changes.customers)
+        self.terminals.update(changes.terminals)
         self.offsets.update(changes.label_offsets)
         self.decisions.update(changes.decisions)
         for transaction_id, fraud in changes.settled_reviews:

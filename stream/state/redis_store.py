@@ -14,7 +14,6 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from fraudstream.detectors.features.state import CustomerHistory, TerminalHistory
 from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.state import review_scripts
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, StateStoreError
@@ -92,10 +91,8 @@ class RedisStateStore:
         return BatchState(
             reads=reads,
             decisions={t: raw for t, raw in zip(reads.transaction_ids, raws[:n_tx]) if raw is not None},
-            customers={c: CustomerHistory.from_bytes(raw) for c, raw in zip(reads.customer_ids, customer_raws)
-                       if raw is not None},
-            terminals={t: TerminalHistory.from_bytes(raw) for t, raw in zip(reads.terminal_ids, terminal_raws)
-                       if raw is not None},
+            customers={c: raw for c, raw in zip(reads.customer_ids, customer_raws) if raw is not None},
+            terminals={t: raw for t, raw in zip(reads.terminal_ids, terminal_raws) if raw is not None},
             label_offsets={p: decode_offset(raw) for p, raw in zip(reads.label_partitions, offset_raws)},
             snapshot=snapshot,
             blocked_customers=frozenset(c for c, raw in zip(reads.customer_ids, block_raws) if raw is not None),
@@ -114,9 +111,9 @@ class RedisStateStore:
         for key in (*customer_keys.values(), *terminal_keys.values(), *offset_keys.values()):
             write.check(key, snapshot.get(key))
         for cid, customer in changes.customers.items():
-            write.set(customer_keys[cid], customer.to_bytes(), ttl)
+            write.set(customer_keys[cid], customer, ttl)
         for tid, terminal in changes.terminals.items():
-            write.set(terminal_keys[tid], terminal.to_bytes(), ttl)
+            write.set(terminal_keys[tid], terminal, ttl)
         for p, offset in changes.label_offsets.items():
             write.set(offset_keys[p], str(int(offset)).encode(), ttl)
         for transaction_id, raw in changes.decisions:
