@@ -264,8 +264,8 @@ def _heavy_band(settings: TrainSettings, targets: CalibrationTargets, light_tr: 
     every_tr, every_va = np.ones(y_tr.size, dtype=bool), np.ones(y_va.size, dtype=bool)
     if settings.heavy_rows == "all":
         return every_tr, every_va, {"rows": "all", "train_rows": int(y_tr.size), "train_frauds": int(y_tr.sum())}
-    if settings.heavy_rows != "band":
-        raise ValueError(f"heavy_rows: expected 'band' or 'all', got {settings.heavy_rows!r}")
+    if settings.heavy_rows not in ("band", "routed"):
+        raise ValueError(f"heavy_rows: expected 'band', 'routed' or 'all', got {settings.heavy_rows!r}")
     t_block = block_threshold(light_va, y_va, targets.block_precision, targets.min_block_rows)
     eligible = (light_va < t_block) & (anomaly_va <= targets.anomaly_allow_max)
     t_allow = allow_threshold(light_va, y_va, eligible, targets.allow_catch_loss * float(y_va.sum()))
@@ -356,12 +356,15 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     if light.calibrator_ is None:
         raise RuntimeError("the light model has no calibrator after fitting")
     light_tr = np.clip(light.calibrator_.transform(oof_raw), 0.0, 1.0)
-    heavy = HeavyModel(
-        n_estimators=settings.heavy_trees, max_depth=settings.heavy_depth,
-        imbalance=imbalance if settings.heavy_imbalance == "same" else settings.heavy_imbalance,
-        negatives_per_positive=settings.negatives_per_positive, calibration=calibration, seed=settings.seed,
-        n_jobs=settings.n_jobs,
-    )
+    def new_heavy() -> HeavyModel:
+        return HeavyModel(
+            n_estimators=settings.heavy_trees, max_depth=settings.heavy_depth,
+            imbalance=imbalance if settings.heavy_imbalance == "same" else settings.heavy_imbalance,
+            negatives_per_positive=settings.negatives_per_positive, calibration=calibration, seed=settings.seed,
+            n_jobs=settings.n_jobs,
+        )
+
+    heavy = new_heavy()
     targets = settings.targets()
     band_tr, band_va, heavy_training = _heavy_band(settings, targets, light_tr, anomaly_tr, y_tr, light_va,
                                                    anomaly_va, y_va)
@@ -377,6 +380,24 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     fallbacks: list[str] = []
     thresholds = choose_thresholds(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, targets,
                                    fallbacks=fallbacks)
+    if settings.heavy_rows == "routed":
+        # second pass: refit on exactly the rows these thresholds route to the heavy model, keep that routing
+        policy = CascadePolicy(thresholds)
+        r_tr = policy.first_pass({"light": light_tr, "anomaly": anomaly_tr}).to_heavy
+        r_va = policy.first_pass({"light": light_va, "anomaly": anomaly_va}).to_heavy
+        minimum = targets.min_threshold_frauds
+        if minimum <= y_tr[r_tr].sum() < r_tr.sum() and minimum <= y_va[r_va].sum() < r_va.sum():
+            progress.phase(f"heavy model again on the {int(r_tr.sum()):,} routed training rows")
+            heavy = new_heavy()
+            heavy.fit(heavy_inputs(X_tr[r_tr], light_tr[r_tr], anomaly_tr[r_tr]), y_tr[r_tr],
+                      heavy_feature_names(names))
+            heavy.calibrate(heavy_X_va[r_va], y_va[r_va])
+            heavy_va = heavy.score(heavy_X_va)
+            fallbacks = []
+            thresholds = choose_thresholds(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, targets,
+                                           t_allow_light=thresholds.t_allow_light, fallbacks=fallbacks)
+            heavy_training.update(rows="routed", train_rows=int(r_tr.sum()), train_frauds=int(y_tr[r_tr].sum()),
+                                  valid_rows=int(r_va.sum()), valid_frauds=int(y_va[r_va].sum()))
     for line in fallbacks:
         warnings.warn(f"validation data too small: {line}", ThresholdFallbackWarning, stacklevel=2)
     ambiguous = route_light(light_va, anomaly_va, thresholds).to_heavy

@@ -55,7 +55,7 @@ def test_small_validation_warns_and_the_heavy_stage_still_decides():
     assert routed.any() and (routed & (result.decision == Decision.ALLOW)).any()
 
 
-@pytest.mark.parametrize("heavy_rows", ["band", "all"])
+@pytest.mark.parametrize("heavy_rows", ["band", "routed", "all"])
 def test_heavy_training_rows_are_recorded(heavy_rows):
     settings = SMALL.model_copy(update={"heavy_rows": heavy_rows})
     cascade = fit_cascade(featured_frame(10, "2020-01-01", 0), featured_frame(5, "2020-01-18", 1), settings)
@@ -63,7 +63,9 @@ def test_heavy_training_rows_are_recorded(heavy_rows):
     if heavy_rows == "all":
         assert info["rows"] == "all" and info["train_rows"] == 4000
     else:
-        assert info["rows"] == "band" and 0 < info["train_rows"] < 4000 and info["train_frauds"] >= 20
+        assert info["rows"] in ("band", heavy_rows) and 0 < info["train_rows"] < 4000 and info["train_frauds"] >= 20
+    if info["rows"] == "routed":  # fitted on exactly the validation band it is measured on
+        assert info["valid_rows"] == cascade.metrics["ambiguous_valid"]["rows"]
     assert {"added_ap", "added_recall", "missed_frauds"} <= set(cascade.metrics["anomaly_valid"]["IForest"])
     band = cascade.metrics["ambiguous_valid"]
     assert band["rows"] > 0 and np.isfinite(band["heavy_ap"])
