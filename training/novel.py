@@ -86,6 +86,7 @@ class NovelReport:
     review_cards_per_day: dict[str, float]
     review_capacity: int
     known_fraud_ap: dict[str, float]
+    anomaly_method: str = ""
     families: dict[int, dict[str, FamilyFigures]] = field(default_factory=dict)
 
     def floors(self) -> dict[int, bool]:
@@ -221,7 +222,8 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
                          for name, (f, _) in flags.items()},
         review_cards_per_day=review_cards, review_capacity=int(train_settings.review_capacity),
         known_fraud_ap={"cascade": average_precision(test[TX_FRAUD].to_numpy()[known], risk["cascade"][known]),
-                        "light model": average_precision(test[TX_FRAUD].to_numpy()[known], light[known])})
+                        "light model": average_precision(test[TX_FRAUD].to_numpy()[known], light[known])},
+        anomaly_method=str(cascade.metrics.get("anomaly_method", "")))
     for family in NOVEL_SCENARIOS:
         attacked = scenario == family
         if attacked.any():
@@ -261,6 +263,7 @@ def format_novel_report(report: NovelReport) -> str:
                                                             report.legit_flag_rate.items()))
     lines.append("review cards a day: " + ", ".join(f"{k} {v:.1f}" for k, v in report.review_cards_per_day.items())
                  + f" (capacity {report.review_capacity})")
+    lines.append(f"anomaly detector: {report.anomaly_method or 'n/a'}")
     lines.append("known-fraud average precision on the same period (novel rows left out): " + ", ".join(
         f"{k} {v:.3f}" for k, v in report.known_fraud_ap.items()))
     floors = report.floors()

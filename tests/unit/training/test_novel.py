@@ -73,6 +73,7 @@ def test_every_family_is_reported_for_every_detector_at_the_cascade_legit_rate(a
     assert rates["light model alone"] >= rates["cascade"] - 0.005
     text = format_novel_report(report)
     assert "merchant breach (held out)" in text and "anomaly detector alone" in text
+    assert report.anomaly_method == "IForest" and "anomaly detector: IForest" in text
     payload = report.to_json()
     assert payload["families"]["6"]["held_out"] and not payload["families"]["4"]["held_out"]
     json.dumps(payload)
