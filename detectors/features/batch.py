@@ -457,7 +457,12 @@ def _terminal_features(columns: _InputColumns, times: _TimeRanks, config: Featur
         risk = np.where(count > 0, frauds[:, j] / np.maximum(count, 1), 0.0)
         features[f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW"] = _scatter(groups.order, count.astype(np.float64))
         features[f"TERMINAL_ID_RISK_{days}DAY_WINDOW"] = _scatter(groups.order, risk)
-    burst = groups.position - groups.first_after(_shifted_back(config.burst_window_s)) + 1
+    lag_s = config.terminal_burst_lag_s
+    if lag_s > 0:  # rows in (t - lag - w, t - lag): settled across partitions
+        settled = groups.first_after(_shifted_back(lag_s), inclusive=True)
+        burst = settled - groups.first_after(_shifted_back(lag_s, config.burst_window_s))
+    else:
+        burst = groups.position - groups.first_after(_shifted_back(config.burst_window_s)) + 1
     features["TERMINAL_NB_TX_BURST_WINDOW"] = _scatter(groups.order, burst.astype(np.float64))
     # Earliest fraud of the longest window known at t.
     features["TERMINAL_FRAUD_EPISODE_AGE"] = _scatter(groups.order, age)

@@ -28,6 +28,11 @@ AMOUNT_RATIO_MIN_MEAN = 0.01
 AMOUNT_ZSCORE_MIN_STD = 1.0
 #: Half-width (h) of the band of hours of day around a transaction's hour in CUSTOMER_HOUR_SHARE.
 HOUR_BAND_H = 2.0
+#: Event time (s) behind which every partition's transactions are known to a worker: the worker's event-time
+#: slack defaults to it (``stream.event_time``: no transaction is scored more than the slack after one of any
+#: partition), and a feature that reads other cards' recent transactions (the terminal's burst) looks no nearer
+#: than this, so that it is the same whatever order the partitions and workers go in.
+SETTLED_EVENT_TIME_S = HOUR_S
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,10 @@ class FeatureConfig:
     terminal_windows_days : window lengths (days) for the terminal's count and fraud risk.
     label_delay_days : how long after a transaction its label is known (days); shifts the terminal windows.
     night_end_hour : a transaction is at night when its UTC hour is ``<= night_end_hour`` (handbook: 6).
-    burst_window_s : window (s) of the customer's burst count.
+    burst_window_s : window (s) of the customer's and the terminal's burst counts.
+    terminal_burst_lag_s : the terminal's burst window ends this long (s) before the transaction: other cards'
+        transactions come from other partitions, settled only :data:`SETTLED_EVENT_TIME_S` back (0: up to t,
+        exact in one ordered stream only).
     history_days : how long the customer's history is kept for novelty and the amount ratios (days).
     recent_days : the customer's most recent days (days) left out of the baseline amount window
         ``(t - history_days, t - recent_days]``, so that a recent compromise does not inflate the baseline.
@@ -53,6 +61,7 @@ class FeatureConfig:
     label_delay_days: int = 7
     night_end_hour: int = 6
     burst_window_s: float = HOUR_S
+    terminal_burst_lag_s: float = SETTLED_EVENT_TIME_S
     history_days: int = 30
     recent_days: int = 14
     fresh_label_windows_days: tuple[int, ...] = (1, 7)
@@ -149,8 +158,9 @@ FEATURE_DOCS: dict[str, str] = {
     "among its transactions in (t - terminal_retention_s, t]. Unlike TERMINAL_ID_RISK_*, whose windows end d "
     "back, a label an analyst confirmed an hour ago counts at once; with the fixed label delay d (the default "
     "label model of training) it counts the frauds of (t - d - w, t - d]",
-    "TERMINAL_NB_TX_BURST_WINDOW": "terminal's transactions in (t - burst_window_s, t], this one included (not "
-    "shifted by the label delay: a terminal charging many cards at once)",
+    "TERMINAL_NB_TX_BURST_WINDOW": "terminal's transactions in (t - terminal_burst_lag_s - burst_window_s, "
+    "t - terminal_burst_lag_s), all cards (a terminal charging many cards at once; not shifted by the label delay but "
+    "by the event time settled across partitions; with a lag of 0: (t - burst_window_s, t], this one included)",
     "CUSTOMER_AMOUNT_ZSCORE": "(amount - mean) / max(std, AMOUNT_ZSCORE_MIN_STD) of the customer's earlier "
     "transactions in (t - history_days, t) (population std); 0 when there are fewer than 2",
     "CUSTOMER_HOUR_SHARE": "share of those earlier transactions whose UTC hour of day is within HOUR_BAND_H "

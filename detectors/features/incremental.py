@@ -170,7 +170,8 @@ def _customer_kernel(m_t, m_id, m_amount, m_terminal, lo, hi, t, tx_id, amount, 
 
 @njit(cache=True, nogil=True)
 def _terminal_kernel(m_t, m_id, lo, hi, f_t, f_id, f_known, f_lo, f_hi, t, tx_id, delay_s, windows_s,
-                     episode_window_s, no_episode_s, fresh_windows_s, retention_s, burst_s, out, first_column,
+                     episode_window_s, no_episode_s, fresh_windows_s, retention_s, burst_s, burst_lag_s, out,
+                     first_column,
                      age_column, fresh_column, burst_column):  # pragma: no cover - compiled
     """Terminal count and risk per window (from ``first_column``), the fraud episode age (s) and the frauds known
     within each fresh-label window (from ``fresh_column``)."""
@@ -214,7 +215,11 @@ def _terminal_kernel(m_t, m_id, lo, hi, f_t, f_id, f_known, f_lo, f_hi, t, tx_id
                     frauds += 1
             out[i, fresh_column + j] = frauds
         position = _before(m_t, m_id, lo_i, hi[i], ti, id_i)  # the event's own row is not before it
-        out[i, burst_column] = position - _right(m_t, lo_i, position, ti - burst_s) + 1
+        if burst_lag_s > 0:  # (t - lag - w, t - lag): other cards' transactions settled across partitions
+            settled = _left(m_t, lo_i, position, ti - burst_lag_s)
+            out[i, burst_column] = settled - _right(m_t, lo_i, settled, ti - burst_lag_s - burst_s)
+        else:
+            out[i, burst_column] = position - _right(m_t, lo_i, position, ti - burst_s) + 1
 
 
 def _groups(ids: np.ndarray, state_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -454,7 +459,8 @@ def _terminal_step(batch: TransactionBatch, new: np.ndarray, terminals: Terminal
     _terminal_kernel(m_t, m_id, starts[g], starts[g + 1], f_t, f_id, f_known, state.fraud_starts[g],
                      state.fraud_starts[g + 1], t, tx_id, w.label_delay_s, w.terminal_windows, w.episode_window_s,
                      w.config.terminal_retention_s, w.fresh_label_windows, w.config.terminal_retention_s,
-                     w.config.burst_window_s, out, first_column, w.column["TERMINAL_FRAUD_EPISODE_AGE"],
+                     w.config.burst_window_s, w.config.terminal_burst_lag_s, out, first_column,
+                     w.column["TERMINAL_FRAUD_EPISODE_AGE"],
                      fresh_column, w.column["TERMINAL_NB_TX_BURST_WINDOW"])
 
     changed = np.zeros(len(state), dtype=bool)

@@ -31,11 +31,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from fraudstream.detectors.features.definition import SETTLED_EVENT_TIME_S
+
 R = TypeVar("R")
 
 #: Default slack (s) of the watermark over the earliest pending record: far below the label delay (7 days) and
 #: the terminal state's trim margin (1 day), large enough that real-time jitter between partitions never waits.
-DEFAULT_EVENT_TIME_SLACK_S = 3_600.0
+DEFAULT_EVENT_TIME_SLACK_S = SETTLED_EVENT_TIME_S
 #: Default largest lead (s) of a record's event time over the stream's event-time clock (or the wall clock).
 DEFAULT_MAX_FUTURE_SKEW_S = 86_400.0
 #: Default time (s, wall) after which a partition that holds the others back without delivering is idle.

@@ -82,8 +82,10 @@ def reference_features(frame, config, known_at=None):
         frauds = ((term == term[i]) & up_to_self & (t_all > t - d - longest) & (t_all <= t - d)
                   & (known_all <= t) & (fraud == 1))
         row["TERMINAL_FRAUD_EPISODE_AGE"] = t - t_all[frauds].min() if frauds.any() else config.terminal_retention_s
-        row["TERMINAL_NB_TX_BURST_WINDOW"] = ((term == term[i]) & up_to_self
-                                              & (t_all > t - config.burst_window_s)).sum()
+        lag = config.terminal_burst_lag_s
+        row["TERMINAL_NB_TX_BURST_WINDOW"] = (
+            ((term == term[i]) & (t_all > t - lag - config.burst_window_s) & (t_all < t - lag)).sum() if lag > 0
+            else ((term == term[i]) & up_to_self & (t_all > t - config.burst_window_s)).sum())
         earlier_amounts = amount[earlier]
         std = earlier_amounts.std() if earlier.sum() >= 2 else None
         row["CUSTOMER_AMOUNT_ZSCORE"] = (0.0 if std is None else
@@ -114,7 +116,7 @@ def random_frame(seed, n=400, days=40):
 CONFIGS = {
     "default": FeatureConfig(),
     "short_no_delay": FeatureConfig(customer_windows_days=(1, 2), terminal_windows_days=(1, 3), label_delay_days=0,
-                                    burst_window_s=900.0, history_days=3, recent_days=1),
+                                    burst_window_s=900.0, terminal_burst_lag_s=0.0, history_days=3, recent_days=1),
     "no_recent_days": FeatureConfig(terminal_windows_days=(1, 5), label_delay_days=2, history_days=10,
                                     recent_days=0),
 }
@@ -182,10 +184,18 @@ def test_card_novelty_against_its_own_history():
 
 
 def test_terminal_burst_counts_the_last_window_without_delay():
-    config = FeatureConfig(burst_window_s=3_600.0)
+    config = FeatureConfig(burst_window_s=3_600.0, terminal_burst_lag_s=0.0)
     rows = [(k, 600.0 * k, k, 7, 10.0, 0) for k in range(1, 9)]  # eight cards at one terminal, every 10 min
     features = compute_features(make_frame(rows), config)["TERMINAL_NB_TX_BURST_WINDOW"]
     assert features.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.0, 6.0]
+
+
+def test_terminal_burst_ends_where_event_time_is_settled_across_partitions():
+    config = FeatureConfig(burst_window_s=3_600.0, terminal_burst_lag_s=1_800.0)
+    rows = [(k, 600.0 * k, k, 7, 10.0, 0) for k in range(1, 13)]  # twelve cards at one terminal, every 10 min
+    features = compute_features(make_frame(rows), config)["TERMINAL_NB_TX_BURST_WINDOW"]
+    # (t - 90 min, t - 30 min): nothing of the last half hour, which another partition may not have delivered
+    assert features.tolist() == [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.0, 6.0, 6.0]
 
 
 def test_label_times_before_their_transaction_are_rejected():
