@@ -35,6 +35,8 @@ def run_with_redis(settings: Any, work: Callable[[Any], Awaitable[T]]) -> T:
     import redis.asyncio as aioredis
     from redis.exceptions import ConnectionError as RedisConnectionError
 
+    from fraudstream.detectors.env_settings import redact_url
+
     if not settings.redis_url:
         raise click.ClickException("no Redis: set REDIS_URL or FRAUDSTREAM_REVIEW_REDIS_URL")
 
@@ -48,4 +50,4 @@ def run_with_redis(settings: Any, work: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except RedisConnectionError as exc:
-        raise click.ClickException(f"Redis at {settings.redis_url} does not answer: {exc}") from None
+        raise click.ClickException(f"Redis at {redact_url(settings.redis_url)} does not answer: {exc}") from None

@@ -9,6 +9,7 @@ model's ``env_prefix`` (plus the aliases a field declares), then applies explici
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
@@ -22,6 +23,21 @@ S = TypeVar("S", bound="EnvSettings")
 
 #: The environment ``from_env`` is reading (unset: construction reads no environment).
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("fraudstream_settings_environ", default=None)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line or an error message: a password in it (``redis://user:secret@host``) becomes
+    ``***``; anything that is not a URL with credentials comes back unchanged."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class SettingsError(ValueError):

@@ -27,6 +27,7 @@ from mode import Service
 from redis.exceptions import RedisError
 
 from fraudstream.detectors.drift import reference_of_manifest
+from fraudstream.detectors.env_settings import redact_url
 from fraudstream.stream.broker.client_config import KafkaClientConfig
 from fraudstream.stream.broker.label_feed import LabelFeed
 from fraudstream.stream.broker.sink import DecisionSink
@@ -105,7 +106,7 @@ class WorkerRuntime(Service):
         await self.labels.start()
         self.metrics.last_batch_timestamp.set(time.time())  # a worker that never delivers a batch shows as stale
         self.ready.set()
-        log.info("worker runtime ready: model %s, redis %s, broker %s", model.version, s.redis_url,
+        log.info("worker runtime ready: model %s, redis %s, broker %s", model.version, redact_url(s.redis_url),
                  s.kafka_bootstrap_servers)
 
     @Service.task

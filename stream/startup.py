@@ -30,6 +30,7 @@ from typing import TypeVar, cast
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
+from fraudstream.detectors.env_settings import redact_url
 from fraudstream.stream.broker.client_config import KafkaClientConfig
 from fraudstream.stream.settings import StreamSettings
 from fraudstream.stream.state.epoch import (
@@ -154,7 +155,7 @@ async def prepare(settings: StreamSettings) -> StateEpoch:
     consumer = await with_backoff("the Kafka broker", BROKER_SETTING, servers, lambda: connect_broker(settings),
                                   settings.startup_timeout_s)
     try:
-        redis = await with_backoff("Redis", REDIS_SETTING, settings.redis_url,
+        redis = await with_backoff("Redis", REDIS_SETTING, redact_url(settings.redis_url),
                                    lambda: connect_redis(settings.redis_url), settings.startup_timeout_s)
         try:
             return await _check_state_and_topics(settings, consumer, redis, Keyspace(settings.redis_prefix))

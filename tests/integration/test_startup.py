@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 #: Longest run (s) of one start-up attempt (the worker imports, retries for STARTUP_TIMEOUT_S, exits).
 RUN_TIMEOUT_S = 90.0
 STARTUP_TIMEOUT_S = 3.0
+#: A password in a Redis URL (it must never reach a log line).
+SECRET = "s3cret-Pa55word"
 
 
 def run_cli(args: list[str], settings, **env_overrides: str) -> subprocess.CompletedProcess[str]:
@@ -54,9 +56,11 @@ def test_an_unreachable_broker_or_redis_is_retried_then_named_with_its_setting(t
     assert "retrying with back-off" in result.stderr  # it did retry before giving up
     assert time.monotonic() - started < RUN_TIMEOUT_S
 
-    no_redis = f"redis://127.0.0.1:{free_port()}/0"
+    port = free_port()
+    no_redis = f"redis://fraud:{SECRET}@127.0.0.1:{port}/0"
     result = run_cli(["worker"], settings.with_overrides(redis_url=no_redis))
-    assert_one_clear_error(result, EXIT_UNREACHABLE, "REDIS_URL", no_redis)
+    assert_one_clear_error(result, EXIT_UNREACHABLE, "REDIS_URL", f"redis://fraud:***@127.0.0.1:{port}/0")
+    assert SECRET not in result.stdout + result.stderr  # the password is never printed
 
 
 def test_a_missing_decisions_topic_of_a_running_deployment_stops_the_worker_and_is_not_created(
