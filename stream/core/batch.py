@@ -122,12 +122,12 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
     plan.new_index.sort(key=lambda i: (parsed.transactions[i].timestamp, parsed.transactions[i].transaction_id))
     new_txs = [parsed.transactions[i] for i in plan.new_index]
     customers, terminals = state.customers, state.terminals
+    scored = None
     if (plan.new_labels or new_txs) and model is None:
         raise RuntimeError("no model loaded")
-    scored = None
-    if plan.new_labels:
-        learn_labels_stored(model.features, plan.new_labels, terminals)  # type: ignore[union-attr]
-    if new_txs:
+    if plan.new_labels and model is not None:
+        learn_labels_stored(model.features, plan.new_labels, terminals)
+    if new_txs and model is not None:
         new_ts = np.asarray([parsed.tx_broker_ts_s[i] for i in plan.new_index], dtype=np.float64)
         scored = score_transactions(model, new_txs, new_ts, customers, terminals, decided_at,
                                     state.blocked_customers)
