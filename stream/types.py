@@ -12,18 +12,20 @@ Decision JSON keys (all present, ``null`` where a stage did not run), in :data:`
 ``risk``, ``light_score``, ``anomaly_score``, ``heavy_score`` (floats in [0, 1] or ``null``), ``reasons``
 (list of strings), ``model_version`` (str), ``event_timestamp`` (the transaction's own time, epoch s),
 ``decided_at`` (wall clock when the decision was made, epoch s) and ``latency_ms`` (broker arrival of the event,
-i.e. its Kafka record timestamp, to ``decided_at``, in ms).
+i.e. its Kafka record timestamp, to ``decided_at``, in ms).  A cascade with more scoring stages than the shipped
+three (``detectors.cascade.registry``) adds one ``<stage>_score`` per extra stage after ``heavy_score``, in
+registration order (:attr:`DecisionRecord.extra_scores`); the review item carries them too.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from fraudstream.detectors.cascade.types import Decision
+from fraudstream.detectors.cascade.types import SCORE_SUFFIX, Decision
 
 #: orjson options of decision JSON: compact output, numpy scalars accepted.
 DECISION_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -74,13 +76,19 @@ class DecisionRecord:
     event_timestamp: float
     decided_at: float
     latency_ms: float
+    #: (JSON key ``<stage>_score``, score or None) of each scoring stage beyond the shipped three, in order.
+    extra_scores: tuple[tuple[str, float | None], ...] = ()
 
     @property
     def needs_review(self) -> bool:
         return self.decision == Decision.REVIEW.name
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out: dict[str, Any] = {}
+        for key in DECISION_KEYS:
+            out[key] = getattr(self, key)
+            if key == _LAST_SHIPPED_SCORE:
+                out.update(self.extra_scores)
         out["reasons"] = list(self.reasons)
         return out
 
@@ -91,11 +99,14 @@ class DecisionRecord:
     def from_json(cls, raw: bytes | str) -> DecisionRecord:
         data = json.loads(raw)
         data["reasons"] = tuple(data.get("reasons") or ())
-        return cls(**data)
+        extra = tuple((k, data.pop(k)) for k in list(data) if k.endswith(SCORE_SUFFIX) and k not in _FIELDS)
+        return cls(**data, extra_scores=extra)
 
 
-#: JSON keys of a decision message, in :class:`DecisionRecord` field order.
-DECISION_KEYS: tuple[str, ...] = tuple(DecisionRecord.__dataclass_fields__)
+_FIELDS = frozenset(DecisionRecord.__dataclass_fields__)
+_LAST_SHIPPED_SCORE = "heavy_score"
+#: JSON keys of a decision message of the shipped cascade, in :class:`DecisionRecord` field order.
+DECISION_KEYS: tuple[str, ...] = tuple(name for name in DecisionRecord.__dataclass_fields__ if name != "extra_scores")
 
 
 def decision_key(transaction_id: int) -> bytes:
@@ -113,7 +124,8 @@ def review_item_fields(record: DecisionRecord) -> dict[str, str]:
     ``transaction_id``, ``customer_id``, ``terminal_id``, ``amount`` (currency units), ``event_timestamp``
     (transaction time, epoch s), ``risk``, ``light_score``, ``anomaly_score``, ``heavy_score`` (floats; empty
     string where a stage did not run), ``reasons`` (JSON list of strings), ``model_version``, ``decided_at``
-    (epoch s), ``status`` (:data:`STATUS_PENDING`); a verdict adds ``verdict``, ``analyst``, ``resolved_at``.
+    (epoch s), ``status`` (:data:`STATUS_PENDING`), then ``<stage>_score`` of each extra stage; a verdict adds
+    ``verdict``, ``analyst``, ``resolved_at``.
     """
     return {
         "transaction_id": str(record.transaction_id),
@@ -125,6 +137,7 @@ def review_item_fields(record: DecisionRecord) -> dict[str, str]:
         "light_score": _text(record.light_score),
         "anomaly_score": _text(record.anomaly_score),
         "heavy_score": _text(record.heavy_score),
+        **{key: _text(value) for key, value in record.extra_scores},
         "reasons": json.dumps(list(record.reasons)),
         "model_version": record.model_version,
         "decided_at": _text(record.decided_at),

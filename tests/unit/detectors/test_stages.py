@@ -14,7 +14,7 @@ from fraudstream.detectors.cascade.registry import STAGE_TYPES, register_stage, 
 from fraudstream.detectors.cascade.stage import ScoringStage
 from fraudstream.detectors.schema import TransactionBatch
 from fraudstream.stream.core.encode import decision_keys, encode_decisions
-from fraudstream.stream.types import DECISION_KEYS
+from fraudstream.stream.types import DECISION_KEYS, DecisionRecord, review_item_fields
 from fraudstream.training.train import with_features
 
 
@@ -103,6 +103,11 @@ def test_a_registered_toy_stage_flows_into_scores_json_and_bundle(scored_rows, t
     first = orjson.loads(encoded[0])
     assert tuple(first) == decision_keys(["light", "anomaly", "toy", "heavy"])
     assert first["toy_score"] == pytest.approx(float(after.toy_score[0]))
+    # the record the review queue is built from keeps the extra stage's score, and so does its review item
+    record = DecisionRecord.from_json(encoded[0])
+    assert record.extra_scores == (("toy_score", first["toy_score"]),) and record.heavy_score == first["heavy_score"]
+    assert orjson.loads(record.to_json()) == first
+    assert float(review_item_fields(record)["toy_score"]) == pytest.approx(first["toy_score"])
 
     directory = save_bundle(with_toy, tmp_path)
     manifest = json.loads((directory / MANIFEST).read_text())
