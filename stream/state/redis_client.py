@@ -35,11 +35,14 @@ class _HiredisPacking:
         elif b" " in head:
             args = (*head.split(), *args[1:])
         try:
-            packed: bytes = hiredis.pack_command(tuple(  # type: ignore[arg-type]
-                bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args))
-            return [packed]
-        except TypeError as exc:
-            raise DataError(str(exc)) from exc
+            packed: bytes = hiredis.pack_command(args)
+        except TypeError:  # a bytearray (which hiredis does not take), or a type nothing packs
+            try:
+                packed = hiredis.pack_command(tuple(  # type: ignore[arg-type]
+                    bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args))
+            except TypeError as exc:
+                raise DataError(str(exc)) from exc
+        return [packed]
 
 
 class HiredisConnection(_HiredisPacking, Connection):

@@ -17,6 +17,7 @@ COMMANDS = [
     (b"EVALSHA", "ab" * 20, 2, "k1", b"k2", b"\x00\xffbinary", 86400, 0.25, "caf\u00e9", memoryview(b"view")),
     ("MGET", *[f"fs:t:{i}" for i in range(3000)]),
     ("SET", "k", b"x" * 100_000, "EX", 60),
+    ("SET", "k", bytearray(b"mutable"), "EX", 60),
 ]
 
 
