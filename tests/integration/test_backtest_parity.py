@@ -8,9 +8,9 @@ at or after its ``known_at``, and, acting as the review service, each block-list
 transaction before its time is decided and before any later one is sent.  Every decision of the period (decision,
 stage, reasons, scores, risk, model version) must equal the backtest's.
 
-The worker runs with an event-time slack of 0: the backtest decides in strict event-time order (the batch path's
-order), while a worker with a positive slack may score a terminal's transaction before an earlier one of another
-partition, up to the slack, which a terminal's short windows (``TERMINAL_NB_TX_BURST_WINDOW``, one hour) see.
+The worker runs with its default event-time slack (1 h): it may score a terminal's transaction before an earlier
+one of another partition, up to the slack, while the backtest decides in strict event-time order; the features
+that look at a terminal's last hour end where event time is settled, so the two still agree.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_backtest_decisions_equal_the_live_workers(backtested, unique_topics, re
     assert {"ALLOW", "REVIEW", "BLOCK"} <= set(d["DECISION"]), "the sample exercises every decision"
     assert run.block_events and any(lab.source == "analyst" for lab in run.labels)
 
-    settings = unique_topics.settings(redis_url=redis_url, event_time_slack_s=0.0)
+    settings = unique_topics.settings(redis_url=redis_url)
     keys = Keyspace(settings.redis_prefix)
     client = redis.Redis.from_url(redis_url)
     producer = KafkaProducer(bootstrap_servers=unique_topics.bootstrap, linger_ms=5)
