@@ -9,7 +9,7 @@ model's ``env_prefix`` (plus the aliases a field declares), then applies explici
 from __future__ import annotations
 
 import os
-import urllib.parse
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
@@ -21,6 +21,8 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 S = TypeVar("S", bound="EnvSettings")
 
+#: ``scheme://user:`` then a non-empty password up to the ``@`` that ends the credentials of a URL.
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^/@]+@")
 #: The environment ``from_env`` is reading (unset: construction reads no environment).
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("fraudstream_settings_environ", default=None)
 
@@ -28,16 +30,7 @@ _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("fraudstream_setting
 def redact_url(url: str) -> str:
     """``url`` fit for a log line or an error message: a password in it (``redis://user:secret@host``) becomes
     ``***``; anything that is not a URL with credentials comes back unchanged."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return _URL_PASSWORD.sub(r"\1***@", url)
 
 
 class SettingsError(ValueError):
