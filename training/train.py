@@ -115,6 +115,16 @@ class TrainSettings(EnvSettings):
     allow_catch_loss: float = Field(
         CalibrationTargets.allow_catch_loss,
         description="largest share of caught validation frauds the light ALLOW region may cost")
+    anomaly_review_min: float = Field(
+        CalibrationTargets.anomaly_review_min, ge=0, le=1,
+        description="lowest anomaly score (rank among legitimate training rows) an anomaly-only REVIEW needs")
+    anomaly_review_share: float = Field(
+        CalibrationTargets.anomaly_review_share, ge=0, le=1,
+        description="share of the capacity kept for anomaly-only reviews while the heavy REVIEW region is chosen")
+    max_legit_flag_rate: float = Field(
+        CalibrationTargets.max_legit_flag_rate, ge=0, lt=1,
+        description="share of legitimate validation rows flagged up to which anomaly-only reviews fill the "
+                    "capacity the heavy stage leaves unused (0 = no filling)")
     imbalance: str = Field(AUTO, description='"auto" or one of IMBALANCE_CHOICES')
     negatives_per_positive: float = Field(20.0, description="kept negatives per fraud when down-sampling")
     calibration: str = Field(AUTO, description='"auto", "isotonic" or "platt"')
@@ -150,6 +160,8 @@ class TrainSettings(EnvSettings):
         return CalibrationTargets(
             block_precision=self.block_precision, review_capacity=self.review_capacity,
             capacity_statistic=self.capacity_statistic, allow_catch_loss=self.allow_catch_loss,
+            anomaly_review_min=self.anomaly_review_min, anomaly_review_share=self.anomaly_review_share,
+            max_legit_flag_rate=self.max_legit_flag_rate,
         )
 
     def effective_gap_days(self) -> int:

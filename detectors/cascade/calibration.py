@@ -13,8 +13,13 @@ Rules (all measured on validation rows, with the scores the deployed models give
   below are chosen again for the rows that remain, so the comparison is between two complete policies.
   Everything neither blocked nor allowed by the light stage goes to the heavy model.
 * ``t_block_heavy``: like ``t_block_light``, on the heavy model's scores of the rows routed to it.
-* ``t_anomaly_review``: at least ``anomaly_review_min`` (default 0.999), raised until anomaly-only reviews use at
-  most ``anomaly_review_share`` of the capacity.
+* ``t_anomaly_review``, in two steps.  First at least ``anomaly_review_min`` (default 0.99), raised until
+  anomaly-only reviews use at most ``anomaly_review_share`` (default 0.25) of the capacity: the share kept for the
+  detector while ``t_review`` below is chosen.  Then, once the heavy REVIEW region is set, lowered (never below
+  ``anomaly_review_min``) to spend the capacity the supervised stages leave unused on the most anomalous rows:
+  the lowest value at which the whole REVIEW volume stays within ``review_capacity`` and the legitimate
+  validation rows flagged (BLOCK or REVIEW, every stage) stay at most ``max_legit_flag_rate`` (default 1%) of
+  the legitimate rows.  ``max_legit_flag_rate = 0`` keeps the first step's value.
 * ``t_review``: the heavy stage REVIEWs only where it is not confident either way: the lowest heavy score
   (<= ``t_block_heavy``) whose region ``t_review <= heavy < t_block_heavy`` has precision >=
   ``review_min_precision`` (default 0.10: at least one fraud in ten reviewed rows) and whose REVIEW volume stays
@@ -56,8 +61,9 @@ class CalibrationTargets:
     allow_catch_loss: float = 0.02  # share of caught frauds the light ALLOW region may cost
     allow_candidates: int = 40  # quantiles of the light score tried as t_allow_light
     anomaly_allow_max: float = 0.99
-    anomaly_review_min: float = 0.999
-    anomaly_review_share: float = 0.25
+    anomaly_review_min: float = 0.99  # lowest t_anomaly_review (the detector's legit-rank scale)
+    anomaly_review_share: float = 0.25  # capacity share kept for anomaly-only reviews while t_review is chosen
+    max_legit_flag_rate: float = 0.01  # legit validation rows flagged up to which anomaly reviews fill capacity
     review_min_precision: float = 0.10  # precision the heavy REVIEW region must keep
     min_threshold_frauds: int = 20  # routed validation frauds needed to measure the heavy thresholds
     default_block_heavy: float = 0.95  # t_block_heavy when they are too few (calibrated probability)
@@ -167,9 +173,10 @@ def choose_thresholds(
     def thresholds_for(t_allow: float) -> Thresholds:
         first = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=t_allow,
                                          t_anomaly_allow=t_anomaly_allow))
-        to_heavy = first.first_pass(scores).to_heavy
+        routing = first.first_pass(scores)
         defaults: list[str] = []
-        heavy_part = _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets, to_heavy, defaults)
+        heavy_part = _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets, routing.to_heavy,
+                                       defaults, light_block=routing.decision == Decision.BLOCK)
         out = Thresholds(t_block_light=t_block_light, t_allow_light=t_allow, t_anomaly_allow=t_anomaly_allow,
                          **heavy_part)
         notes[out] = defaults
@@ -200,9 +207,9 @@ def choose_thresholds(
 
 
 def _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets: CalibrationTargets,
-                      to_heavy: np.ndarray, defaults: list[str]) -> dict[str, float]:
-    """Heavy-stage thresholds for the rows a given light stage leaves undecided (``to_heavy``); the thresholds
-    set to their defaults for lack of data are described in ``defaults``."""
+                      to_heavy: np.ndarray, defaults: list[str], light_block: np.ndarray) -> dict[str, float]:
+    """Heavy-stage thresholds for the rows a given light stage leaves undecided (``to_heavy``; it BLOCKs
+    ``light_block``); the thresholds set to their defaults for lack of data are described in ``defaults``."""
     stat = targets.capacity_statistic
     routed_frauds = int(y[to_heavy].sum())
     too_few = routed_frauds < targets.min_threshold_frauds
@@ -235,9 +242,35 @@ def _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets: Cali
         defaults.append(f"t_review >= {t_confident} (default) for the same reason")
     else:
         t_confident = block_threshold(heavy[not_blocked], y[not_blocked], targets.review_min_precision)
-    t_review = max(t_capacity, t_confident)
-    return {"t_block_heavy": t_block_heavy, "t_review": min(t_review, t_block_heavy),
-            "t_anomaly_review": t_anomaly_review}
+    t_review = min(max(t_capacity, t_confident), t_block_heavy)
+    t_anomaly_review = _filling_anomaly_review(anomaly, heavy, y, customer_id, day, n_days, targets, not_blocked,
+                                               light_block | (to_heavy & (heavy >= t_block_heavy)), t_review,
+                                               t_anomaly_review)
+    return {"t_block_heavy": t_block_heavy, "t_review": t_review, "t_anomaly_review": t_anomaly_review}
+
+
+def _filling_anomaly_review(anomaly, heavy, y, customer_id, day, n_days, targets: CalibrationTargets,
+                            not_blocked: np.ndarray, blocked: np.ndarray, t_review: float,
+                            t_anomaly_review: float) -> float:
+    """``t_anomaly_review`` lowered to fill the review capacity the heavy REVIEW region leaves unused, with at
+    most ``max_legit_flag_rate`` of the legitimate rows flagged (module docstring); never raised."""
+    legit = y == 0
+    n_legit = int(legit.sum())
+    if targets.max_legit_flag_rate <= 0 or n_legit == 0:
+        return t_anomaly_review
+    heavy_review = not_blocked & (heavy >= t_review)
+    blocked_legit = int((blocked & legit).sum())
+    allowed_legit = targets.max_legit_flag_rate * n_legit
+
+    def fits(t: float) -> bool:
+        review = heavy_review | (not_blocked & (anomaly >= t))
+        return (blocked_legit + int((review & legit).sum()) <= allowed_legit
+                and _volume(review, customer_id, day, n_days, targets.capacity_statistic) <= targets.review_capacity)
+
+    candidates = np.unique(anomaly[not_blocked & (anomaly >= targets.anomaly_review_min)
+                                   & (anomaly < t_anomaly_review)])
+    t_fill = _lowest_fitting(candidates, fits)
+    return min(t_fill, t_anomaly_review)
 
 
 def policy_report(

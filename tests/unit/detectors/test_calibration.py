@@ -1,5 +1,7 @@
 """Thresholds chosen on synthetic validation scores meet their constraints."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -123,3 +125,44 @@ def test_too_few_routed_frauds_fall_back_to_the_documented_defaults():
     decision, stage = apply_policy(light, anomaly, heavy, th)
     routed = stage == Stage.HEAVY
     assert (routed & (decision == Decision.ALLOW)).any()  # not everything routed goes to REVIEW
+
+
+def test_anomaly_reviews_fill_the_capacity_the_heavy_stage_leaves_up_to_the_legit_flag_cap():
+    light, anomaly, heavy, y, customer, ts = synthetic(seed=4)
+    legit = y == 0
+    common = {"review_capacity": 300, "anomaly_review_min": 0.9, "anomaly_review_share": 0.05}
+    kept = choose_thresholds(light, anomaly, heavy, y, customer, ts,
+                             CalibrationTargets(**common, max_legit_flag_rate=0.0))
+    filled_targets = CalibrationTargets(**common, max_legit_flag_rate=0.02)
+    filled = choose_thresholds(light, anomaly, heavy, y, customer, ts, filled_targets,
+                               t_allow_light=kept.t_allow_light)
+    # for the same light stage the heavy thresholds are the same; only the anomaly REVIEW threshold moves, down
+    assert (filled.t_block_heavy, filled.t_review) == (kept.t_block_heavy, kept.t_review)
+    assert filled_targets.anomaly_review_min <= filled.t_anomaly_review < kept.t_anomaly_review
+    r_kept = policy_report(light, anomaly, heavy, y, customer, ts, kept)
+    r_filled = policy_report(light, anomaly, heavy, y, customer, ts, filled)
+    assert r_kept["review_cards_per_day_max"] < r_filled["review_cards_per_day_max"] <= 300
+    decision, stage = apply_policy(light, anomaly, heavy, filled)
+    flagged = decision != Decision.ALLOW
+    assert flagged[legit].mean() <= filled_targets.max_legit_flag_rate
+    # the cap binds: one more anomaly step down (among the rows the heavy stage does not block) would flag too
+    # many legitimate rows or overflow the capacity
+    reviewable = (stage == Stage.HEAVY) & (decision != Decision.BLOCK)
+    lower = np.max(anomaly[reviewable & (anomaly < filled.t_anomaly_review)])
+    decision_lower, _ = apply_policy(light, anomaly, heavy, replace(filled, t_anomaly_review=float(lower)))
+    over = (decision_lower != Decision.ALLOW)[legit].mean() > filled_targets.max_legit_flag_rate
+    r_lower = policy_report(light, anomaly, heavy, y, customer, ts, replace(filled, t_anomaly_review=float(lower)))
+    assert over or r_lower["review_cards_per_day_max"] > 300 or lower < filled_targets.anomaly_review_min
+
+
+def test_a_tighter_legit_flag_cap_fills_less():
+    light, anomaly, heavy, y, customer, ts = synthetic(seed=5)
+    common = {"review_capacity": 300, "anomaly_review_min": 0.9, "anomaly_review_share": 0.05}
+    loose = choose_thresholds(light, anomaly, heavy, y, customer, ts,
+                              CalibrationTargets(**common, max_legit_flag_rate=0.03))
+    tight = choose_thresholds(light, anomaly, heavy, y, customer, ts,
+                              CalibrationTargets(**common, max_legit_flag_rate=0.015))
+    assert loose.t_anomaly_review < tight.t_anomaly_review
+    r_loose = policy_report(light, anomaly, heavy, y, customer, ts, loose)
+    r_tight = policy_report(light, anomaly, heavy, y, customer, ts, tight)
+    assert r_tight["review_rows"] < r_loose["review_rows"]
