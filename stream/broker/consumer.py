@@ -65,6 +65,9 @@ class TransactionConsumer:
         self.topic = topic
         self.time_range = time_range
         self._committed: dict[TopicPartition, int] = {}
+        #: Highest offset this worker ever committed per partition; kept when a partition is revoked, because a
+        #: broker that restarts empty revokes every partition (the group is gone) before it assigns them again.
+        self._committed_by_me: dict[TopicPartition, int] = {}
         #: (partition, offset the broker has committed (-1: none or no topic), offset this worker committed) where
         #: the last :meth:`fresh_lag` found the broker below what this worker committed: it lost its data.
         self.behind_broker: list[tuple[TopicPartition, int, int]] = []
@@ -131,6 +134,8 @@ class TransactionConsumer:
         try:
             await self.consumer.commit(offsets)
             self._committed.update(offsets)
+            for tp, offset in offsets.items():
+                self._committed_by_me[tp] = max(offset, self._committed_by_me.get(tp, offset))
         except (CommitFailedError, IllegalStateError) as exc:
             # the group rebalanced meanwhile: the new owner re-reads these events and answers them from the
             # stored decisions, so nothing is lost or decided twice.
@@ -146,7 +151,7 @@ class TransactionConsumer:
         offset of the last record batch, below the real end.
         """
         consumer = self.consumer
-        before = dict(self._committed)  # taken before the broker is asked: a healthy broker is not below it
+        before = dict(self._committed_by_me)  # taken before the broker is asked: a healthy one is not below it
         topics = await consumer.topics()  # always a remote call: answered or raises
         if self.topic not in topics:  # the broker lost the topic: everything committed is gone
             self.behind_broker = [(tp, -1, done) for tp, done in before.items()] or [
