@@ -7,7 +7,6 @@ testcontainers when a Docker engine answers; else the embedded broker (Tansu) an
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -125,27 +124,9 @@ def unique_topics(kafka_bootstrap: str) -> TopicSet:
 def read_topic(kafka_bootstrap: str) -> Callable[..., list]:
     """``read_topic(topic, expected, timeout_s=30)``: the topic's records from the start (manual partition
     assignment, no consumer group), returned once ``expected`` records arrived or the timeout passed."""
-    from kafka import KafkaConsumer, TopicPartition
+    from topic_records import read_records
 
     def read(topic: str, expected: int, timeout_s: float = READ_TIMEOUT_S) -> list:
-        consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, group_id=None,
-                                 client_id="fraudstream-test-reader")
-        try:
-            deadline = time.monotonic() + timeout_s
-            partitions = None
-            while not partitions and time.monotonic() < deadline:
-                partitions = consumer.partitions_for_topic(topic)
-                if not partitions:
-                    time.sleep(0.1)
-            assert partitions, f"topic {topic} not found on {kafka_bootstrap}"
-            consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-            consumer.seek_to_beginning()
-            records: list = []
-            while len(records) < expected and time.monotonic() < deadline:
-                for batch in consumer.poll(timeout_ms=500).values():
-                    records.extend(batch)
-            return records
-        finally:
-            consumer.close()
+        return read_records(kafka_bootstrap, topic, expected, timeout_s)
 
     return read

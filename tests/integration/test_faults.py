@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+import topic_records
 from test_worker_stream import assert_parity, decisions_by_id, score_with_cli
 from waiting import wait_for
 from worker_process import Worker, metric_samples
@@ -58,24 +59,8 @@ def restart_on_same_port(service: EmbeddedProcess) -> None:
 
 
 def read_records(bootstrap: str, topic: str, expected: int, timeout_s: float = 10.0) -> list:
-    """Records of ``topic`` from the start (no group), once ``expected`` arrived or ``timeout_s`` passed."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            return []
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-        consumer.seek_to_beginning()
-        records: list = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=300).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+    """Records of ``topic`` from the start, or none when the broker has no such topic (it may have lost it)."""
+    return topic_records.read_records(bootstrap, topic, expected, timeout_s, wait_for_topic=False)
 
 
 def all_decided(bootstrap: str, topic: str, ids: set[int]):

@@ -1,0 +1,39 @@
+"""Reading a topic back in the integration tests: every record from the start, no consumer group."""
+
+from __future__ import annotations
+
+import time
+
+#: Longest wait (ms) of one poll.
+POLL_MS = 300
+#: Pause (s) between two looks for a topic that is not there yet.
+TOPIC_POLL_S = 0.1
+
+
+def read_records(bootstrap: str, topic: str, expected: int, timeout_s: float, *, wait_for_topic: bool = True
+                 ) -> list:
+    """Records of ``topic`` on ``bootstrap`` from the start (manual partition assignment), returned once
+    ``expected`` arrived or ``timeout_s`` passed.  A topic that does not exist is waited for within the time-out
+    and then an AssertionError; with ``wait_for_topic=False`` it is no records at once (a broker that lost it)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             client_id="fraudstream-test-reader")
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and wait_for_topic and time.monotonic() < deadline:
+            time.sleep(TOPIC_POLL_S)
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            assert not wait_for_topic, f"topic {topic} not found on {bootstrap}"
+            return []
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        consumer.seek_to_beginning()
+        records: list = []
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=POLL_MS).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
