@@ -36,7 +36,7 @@ HELP: dict[str, str] = {
     "review": "Serve the analysts' review page and its JSON API.",
     "users": "Manage the review page's users: add, remove, list, set-role.",
     "labels": "Export the labels kept by the review workbench (Parquet or CSV).",
-    "state": "The worker's state epoch in Redis: show it, or accept that Redis came back empty (exit code 4).",
+    "state": "The worker's state epoch in Redis: show it; after exit code 4, rebuild it from Kafka or accept empty.",
 }
 
 

@@ -6,7 +6,7 @@ decisions change without a word.  With the marker (key ``<p>:state-epoch``, see
 :mod:`fraudstream.stream.state.keys`):
 
 * at start, a missing marker while the consumer group has committed offsets means Redis lost the state: the
-  worker stops (exit code 4) and says how to recover (``fraudstream state accept-empty``);
+  worker stops (exit code 4) and says how to recover (``fraudstream state rebuild`` or ``accept-empty``);
 * while running, every batch's compare-and-write checks the marker is still the value read at start; when it is
   not, nothing is written and the worker stops the same way (:class:`StateLostError`).
 
@@ -28,9 +28,11 @@ from fraudstream.stream.state.keys import Keyspace
 #: Process exit code of a worker that found its state lost.
 EXIT_STATE_LOST = 4
 #: How to recover, quoted in every state-lost message.
-RECOVERY_HINT = ("restore Redis from its backup (AOF/RDB) and start again, or accept starting from empty state "
-                 "with `fraudstream state accept-empty` (features rebuild from new traffic, stored decisions and "
-                 "review items are gone)")
+RECOVERY_HINT = ("restore Redis from its backup (AOF/RDB) and start again; or, with the workers stopped, rebuild "
+                 "the state from Kafka with `fraudstream state rebuild` (histories, label offsets and stored "
+                 "decisions; review items are gone); or accept starting from empty state with "
+                 "`fraudstream state accept-empty` (features rebuild from new traffic, stored decisions and review "
+                 "items are gone)")
 
 
 class StateLostError(RuntimeError):

@@ -8,7 +8,7 @@ read (:mod:`~fraudstream.stream.state.compare_and_write`), so concurrent workers
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 from redis.asyncio import Redis
@@ -21,6 +21,9 @@ from fraudstream.stream.state.compare_and_write import BatchCommit, BatchWrite
 from fraudstream.stream.state.epoch import StateLostError, lost_message, read_epoch
 from fraudstream.stream.state.keys import Keyspace
 from fraudstream.stream.types import review_item_fields
+
+#: Keys per pipelined round trip when a rebuilt state is written.
+REBUILT_WRITE_CHUNK = 1000
 
 
 def decode_offset(raw: bytes | None) -> int:
@@ -132,6 +135,30 @@ class RedisStateStore:
             return True
         await self.check_epoch()  # refused: a changed terminal (recompute), or the state is gone (stop)
         return False
+
+    async def write_rebuilt(self, customers: Mapping[int, bytes], terminals: Mapping[int, bytes],
+                            label_offsets: Mapping[int, int], decisions: Sequence[tuple[int, bytes, int]],
+                            chunk: int = REBUILT_WRITE_CHUNK, on_progress: Callable[[int], None] | None = None) -> int:
+        """Write a state rebuilt from Kafka (:mod:`fraudstream.stream.state.rebuild`) with plain SETs, pipelined by
+        ``chunk`` keys: histories and label offsets expire after ``state_ttl_s``, each decision (transaction id, JSON,
+        seconds left) after its own time.  Nothing is compared: the workers are stopped.  Returns the keys written;
+        ``on_progress`` gets the count so far after each chunk."""
+        k, ttl = self.keys, self.state_ttl_s
+        entries: list[tuple[str, bytes, int]] = []
+        entries += [(k.customer(c), value, ttl) for c, value in customers.items()]
+        entries += [(k.terminal(t), value, ttl) for t, value in terminals.items()]
+        entries += [(k.labels_applied(self.labels_topic, p), str(int(offset)).encode(), ttl)
+                    for p, offset in label_offsets.items()]
+        entries += [(k.decision(transaction_id), raw, int(left)) for transaction_id, raw, left in decisions]
+        step = max(1, int(chunk))
+        for start in range(0, len(entries), step):
+            pipe = self.redis.pipeline(transaction=False)
+            for key, value, expiry_s in entries[start:start + step]:
+                pipe.set(key, value, ex=max(1, expiry_s))
+            await pipe.execute()
+            if on_progress is not None:
+                on_progress(min(start + step, len(entries)))
+        return len(entries)
 
     async def check_epoch(self) -> None:
         """Raise :class:`StateLostError` when Redis no longer holds the epoch marker read at start."""
