@@ -26,9 +26,9 @@ from fraudstream.detectors.features.online import (
 )
 from fraudstream.detectors.schema import LabelEvent, Transaction, TransactionBatch
 from fraudstream.stream.core.batch import BatchPipeline
+from fraudstream.stream.core.rebuild import StateRebuild, feature_window_s
 from fraudstream.stream.model_watch import ActiveModel
 from fraudstream.stream.state.memory import InMemoryStateStore
-from fraudstream.stream.state.rebuild import StateRebuild, feature_window_s
 from fraudstream.stream.types import RawEvent
 
 TX, LABELS, DECISIONS, DLQ = "tx", "labels", "decisions", "dlq"
@@ -223,7 +223,7 @@ def test_what_counts_committed_decided_dead_lettered_duplicates_conflicts_and_th
 
 
 def test_a_label_is_applied_before_the_first_batch_that_reaches_its_known_at_in_its_partitions_order():
-    from fraudstream.stream.state.rebuild import _LabelQueue
+    from fraudstream.stream.core.rebuild import _LabelQueue
 
     def label(tid, known_at):
         return LabelEvent(tid, 7, 1, 0.0, True, known_at, "chargeback")
