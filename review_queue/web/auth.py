@@ -22,6 +22,8 @@ SESSION_COOKIE = "fs_review_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Attribute of every endpoint wrapped by :func:`protected`: True when it needs the admin role.
+ADMIN_ONLY = "admin_only"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -86,9 +88,18 @@ def protected(admin: bool = False) -> Callable[[Endpoint], Endpoint]:
                 return error_response(request, 403, "CSRF token missing or wrong; reload the page")
             return await endpoint(request)
 
+        guarded.__dict__[ADMIN_ONLY] = admin  # lets the route table say which routes need a session, and the role
         return guarded
 
     return wrap
+
+
+def access(endpoint: Any) -> str:
+    """``public``, ``session`` or ``admin``: what an endpoint needs (``public`` = not wrapped by :func:`protected`)."""
+    marker = getattr(endpoint, ADMIN_ONLY, None)
+    if marker is None:
+        return "public"
+    return "admin" if marker else "session"
 
 
 def metrics_token_ok(request: Request, token: str) -> bool:

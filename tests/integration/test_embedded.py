@@ -1,5 +1,6 @@
 """The embedded broker and Redis: they answer, topics work, and no process outlives its owner."""
 
+import json
 import os
 import shutil
 import signal
@@ -182,6 +183,24 @@ def test_demo_ctrl_c_stops_everything_it_started(tmp_path):
         started = dict(re.findall(r"started ([\w-]+) pid=(\d+)", "".join(lines)))
         assert {"kafka", "redis", "worker"} <= set(started), "".join(lines)
         assert all(pid_alive(int(pid)) for pid in started.values())
+        # the review page's URL and the demo analyst's login, printed once, let a newcomer in
+        login = re.findall(r"\[demo\] review page: (\S+) \(log in as (\S+) / (\S+);", "".join(lines))
+        assert len(login) == 1, "".join(lines)
+        page_url, user, password = login[0]
+        assert "".join(lines).count(password) == 1
+        request = urllib.request.Request(f"{page_url.rstrip('/')}/api/login", method="POST",
+                                         data=json.dumps({"user": user, "password": password}).encode(),
+                                         headers={"content-type": "application/json"})
+        deadline = time.monotonic() + DASHBOARD_TIMEOUT_S
+        while True:  # the page may still be starting
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    assert json.loads(response.read())["role"] == "analyst"
+                break
+            except urllib.error.URLError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         if shutil.which("prometheus"):  # the dashboard URL comes first and its page shows the worker's figures
             urls = re.findall(r"\[demo\] (dashboard|metrics): (\S+)", "".join(lines))
             assert [name for name, _ in urls][:2] == ["dashboard", "metrics"] and "prometheus" in started, urls

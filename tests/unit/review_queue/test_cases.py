@@ -8,7 +8,7 @@ import pytest
 from fraudstream.review_queue.cases import QueueFilter, ReviewError, priority_at, priority_key
 from fraudstream.review_queue.journal import Journal
 
-from .conftest import T0, review_record
+from .conftest import T0, Harness, review_record
 
 
 def test_items_of_one_card_form_one_case_with_expected_loss(harness):
@@ -184,3 +184,38 @@ def test_claiming_a_chosen_case_gives_up_the_one_held_and_never_takes_anothers(h
     with pytest.raises(ReviewError) as err:
         harness.run(store.claim("bob", 12345))
     assert err.value.code == "no_case"
+
+
+def test_resolved_cases_items_journals_and_blocks_go_once_the_retention_period_has_passed(redis_url):
+    """On Redis' own clock: kept while younger than the retention period, gone after; open work never expires."""
+    import time
+
+    from fraudstream.review_queue.cases import CaseStore, day_of
+
+    h = Harness(redis_url, settings_overrides={"retention_s": 2, "block_ttl_s": 2})
+    try:
+        store = CaseStore(h.redis, h.settings, clock=time.time)
+        h.add_items(review_record(1, 80, 100.0, 0.9), review_record(2, 80, 50.0, 0.8), review_record(3, 81, 9.0, 0.5))
+        h.run(store.claim("ann", 80))
+        assert h.run(store.verdict("ann", 80, "fraud", note="stolen")).resolved == 2
+        k = store.keys
+        resolved = [k.item(1), k.item(2), k.case(80), k.verdicts_day(day_of(time.time())), k.block(80)]
+        journals = {k.audit: 3, k.label_log: 2}  # two verdicts and the block; two labels
+
+        def count(key):
+            return h.run(h.redis.xlen(key))
+
+        h.run(store.trim())
+        assert all(h.run(h.redis.exists(key)) for key in resolved)
+        assert {key: count(key) for key in journals} == journals
+        assert h.run(h.redis.zcard(k.blocked)) == 1
+        time.sleep(3.0)
+        h.run(store.trim())
+        assert not any(h.run(h.redis.exists(key)) for key in resolved)
+        assert {key: count(key) for key in journals} == {key: 0 for key in journals}
+        assert h.run(h.redis.zcard(k.blocked)) == 0 and not h.run(store.is_blocked(80))
+        # the pending item and its open case stay until someone gives a verdict
+        assert h.run(store.case(81)).status == "open" and h.run(h.redis.ttl(k.case(81))) == -1
+        assert h.run(store.items([3]))[0]["status"] == "pending" and h.run(h.redis.ttl(k.item(3))) == -1
+    finally:
+        h.close()

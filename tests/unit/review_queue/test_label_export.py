@@ -80,3 +80,22 @@ def test_users_commands_add_list_set_role_remove(harness):
     assert runner.invoke(cli, ["users", "remove", "ann"], env=e).output.strip() == "Error: no user 'ann'"
     actions = [entry.action for entry in harness.run(Journal(harness.redis, harness.settings).audit())]
     assert actions == ["user-remove", "set-role", "user-add", "user-add"]
+
+
+def test_demo_login_makes_the_demo_analyst_with_a_new_password_on_every_run(harness, monkeypatch):
+    from fraudstream.cli.users import DEMO_USER, demo_login
+    from fraudstream.review_queue.users import UserStore
+
+    for name, value in env(harness).items():
+        monkeypatch.setenv(name, value)
+    store = UserStore(harness.redis, harness.settings.model_copy(update={"password_time_cost": 1,
+                                                                          "password_memory_kib": 8192}))
+    name, first = demo_login(harness.url, harness.prefix)
+    assert name == DEMO_USER and len(first) >= 16
+    assert harness.run(store.verify(DEMO_USER, first)).role == "analyst"
+    again, second = demo_login(harness.url, harness.prefix)
+    assert again == DEMO_USER and second != first
+    assert harness.run(store.verify(DEMO_USER, second)) is not None
+    assert harness.run(store.verify(DEMO_USER, first)) is None  # the password printed last time no longer works
+    stored = harness.run(harness.redis.hget(harness.store.keys.user(DEMO_USER), "password_hash"))
+    assert stored.startswith("$argon2id$") and second not in stored

@@ -92,3 +92,57 @@ def test_admin_manages_users_lifts_blocks_and_reassigns(web):
     audit = web.client.get("/audit").text
     for action in ("user-add", "set-role", "reassign", "verdict", "block", "unblock", "user-remove"):
         assert f"<td>{action}</td>" in audit
+
+
+def test_case_page_shows_every_stage_score_the_cards_timeline_terminals_and_new_pairs_from_the_online_state(
+        redis_url):
+    from fraudstream.detectors.features.online import CustomerHistory, TerminalHistory
+    from fraudstream.review_queue.casefile import DAY_S
+    from fraudstream.stream.state.keys import Keyspace
+
+    with WebHarness(redis_url) as web:
+        web.add_user("ann")
+        t = 1_525_000_001.0  # the first item's event time (review_record: 1_525_000_000 + transaction id)
+        web.add_items(review_record(1, 40, 80.0, 0.9, terminal_id=7), review_record(2, 40, 20.0, 0.6, terminal_id=9))
+        card = CustomerHistory(timestamps=[t - 40 * DAY_S, t - 10 * DAY_S, t - DAY_S, t, t + 1],
+                               transaction_ids=[100, 101, 102, 1, 2], amounts=[5.0, 6.0, 7.0, 80.0, 20.0],
+                               terminal_ids=[9, 9, 8, 7, 9])
+        terminal = TerminalHistory(timestamps=[t - 31 * DAY_S, t - 10 * DAY_S, t - DAY_S],
+                                   transaction_ids=[900, 101, 901])
+        terminal.set_label(101, t - 10 * DAY_S, True, t - 8 * DAY_S)
+        keys = Keyspace(web.prefix)
+
+        async def seed():
+            await web.service.raw_redis.set(keys.customer(40), card.to_bytes())
+            await web.service.raw_redis.set(keys.terminal(9), terminal.to_bytes())
+
+        web.call(seed)
+        web.login("ann")
+        page = web.client.get("/case/40").text
+        rows = {tid: page[page.index(f'data-transaction="{tid}"'):].split("</tr>", 1)[0] for tid in (1, 2)}
+        for score in ("0.400", "0.900", "0.500"):  # light, anomaly, heavy
+            assert score in rows[1] and score in rows[2]
+        assert "<strong>new</strong>" in rows[1] and ">known<" in rows[2]  # terminal 7 is new to the card, 9 is not
+        assert "LIGHT_SCORE +1.500" in rows[1] and 'class="bar"' in rows[1]
+        assert "(4 transactions; red: under review)" in page  # 30 days: the one 40 days back is left out
+        assert page.count("<circle") == 4 and page.count('fill="#c0392b"') == 2
+        terminals = page[page.index('id="terminals"'):].split("</table>", 1)[0]
+        assert '<td>9</td><td class="num">2</td><td class="num">1</td><td class="num">50.0%</td>' in terminals
+        assert '<td>7</td><td class="num">0</td><td class="num">0</td><td class="num">-</td>' in terminals
+
+
+def test_the_skip_and_escalate_forms_of_the_keys_hand_the_case_on_and_open_the_next(web):
+    web.login("ann")
+    token = web.csrf()
+    assert web.client.post("/next", data={"csrf_token": token}).headers["location"] == "/case/10"
+    page = web.client.get("/case/10").text
+    assert 'id="form-skip" method="post" action="/case/10/skip"' in page  # the forms app.js submits on s / e
+    assert 'id="form-escalate" method="post" action="/case/10/escalate"' in page
+    skipped = web.client.post("/case/10/skip", data={"csrf_token": token})
+    assert skipped.headers["location"] == "/case/11"  # the next case opens; the skipped one is not offered again
+    assert web.call(web.service.cases.case, 10).owner == ""
+    escalated = web.client.post("/case/11/escalate", data={"csrf_token": token})
+    assert escalated.headers["location"] == "/case/12"
+    case = web.call(web.service.cases.case, 11)
+    assert case.escalated and case.owner == ""
+    assert web.call(web.service.journal.audit)[0].action == "escalate"

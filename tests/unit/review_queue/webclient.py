@@ -15,6 +15,23 @@ from .conftest import Clock, write_review_items
 
 PASSWORD = "correct horse battery"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
+#: Request header the test client sets to send a request from another client address.
+ADDRESS_HEADER = b"x-test-client-address"
+
+
+class ClientAddress:
+    """ASGI wrapper: a request with :data:`ADDRESS_HEADER` comes from that address (as a proxy-less server sees
+    it), so one test client can log in from several addresses."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers", [])).get(ADDRESS_HEADER)
+            if given:
+                scope = {**scope, "client": (given.decode(), 50_000)}
+        await self.app(scope, receive, send)
 
 
 @dataclass
@@ -31,7 +48,7 @@ class WebHarness:
         values = {"password_time_cost": 1, "password_memory_kib": 8 * 1024, **self.overrides}
         self.settings = ReviewSettings(redis_url=self.url, redis_prefix=self.prefix, **values)
         self.app = create_app(self.settings, clock=self.clock, background=False)
-        self.client = TestClient(self.app, base_url="http://testserver", follow_redirects=False)
+        self.client = TestClient(ClientAddress(self.app), base_url="http://testserver", follow_redirects=False)
         self.client.__enter__()
         self.service = self.app.state.service
         return self
@@ -59,8 +76,9 @@ class WebHarness:
 
         self.call(write)
 
-    def login(self, name: str, password: str = PASSWORD) -> Any:
-        return self.client.post("/login", data={"user": name, "password": password})
+    def login(self, name: str, password: str = PASSWORD, address: str = "") -> Any:
+        headers = {ADDRESS_HEADER.decode(): address} if address else {}
+        return self.client.post("/login", data={"user": name, "password": password}, headers=headers)
 
     def csrf(self) -> str:
         page = self.client.get("/queue")
