@@ -146,6 +146,7 @@ class BatchConsumer(Service):
         s = self.settings
         timeout_ms = max(1, int(s.batch_wait_s * MS_PER_S))
         held_since: float | None = None
+        stalled_since: float | None = None
         wait = True
         while not self.should_stop:
             consumer = self.consumer
@@ -172,6 +173,7 @@ class BatchConsumer(Service):
                 starving = self.aligner.starving(at_end)
                 wait = not released or bool(starving) or not self.aligner.total_buffered
                 held_since = self._note_hold(starving, held_since)
+                stalled_since = self._note_stall(released, at_end, floors, stalled_since)
                 if released:
                     events, too_early, late = split_released(released)
                     if not await self.runtime.handle(events, too_early):
@@ -262,6 +264,20 @@ class BatchConsumer(Service):
                         now - held_since)
             return now
         return held_since
+
+    def _note_stall(self, released: dict[TopicPartition, list[Released[RawEvent]]], at_end: dict[TopicPartition, bool],
+                    floors: dict[TopicPartition, float], stalled_since: float | None) -> float | None:
+        """Warn (every :data:`HOLD_WARNING_S`) while records are held back and none is released, saying why."""
+        if released or not self.aligner.total_buffered:
+            return None
+        now = time.monotonic()
+        if stalled_since is None:
+            return now
+        if now - stalled_since > HOLD_WARNING_S:
+            log.warning("event-time alignment: %d records held back, none released for %.0f s: %s",
+                        self.aligner.total_buffered, now - stalled_since, self.aligner.describe(at_end, floors))
+            return now
+        return stalled_since
 
     async def _update_lag(self, consumer: TransactionConsumer) -> None:
         gauge = self.runtime.metrics.consumer_lag

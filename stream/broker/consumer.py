@@ -71,6 +71,11 @@ class TransactionConsumer:
         #: (partition, offset the broker has committed (-1: none or no topic), offset this worker committed) where
         #: the last :meth:`fresh_lag` found the broker below what this worker committed: it lost its data.
         self.behind_broker: list[tuple[TopicPartition, int, int]] = []
+        #: Per assigned partition: the offset after the last record handed out since it was assigned, so that a
+        #: fetch that would skip records is noticed and read again from there (see :meth:`_contiguous`).
+        self._handed_to: dict[TopicPartition, int] = {}
+        #: Per partition: the last gap (expected offset, first offset fetched) read again.
+        self._gaps: dict[TopicPartition, tuple[int, int]] = {}
 
     async def start(self, handler: RebalanceHandler) -> None:
         self.consumer.subscribe([self.topic], listener=_Listener(handler))
@@ -85,6 +90,8 @@ class TransactionConsumer:
     def forget(self, tp: TopicPartition) -> None:
         """Drop what is known of a revoked partition."""
         self._committed.pop(tp, None)
+        self._handed_to.pop(tp, None)
+        self._gaps.pop(tp, None)
 
     async def fetch(self, partitions: Sequence[TopicPartition], timeout_ms: int, max_records: int
                     ) -> dict[TopicPartition, tuple[list[RawEvent], list[float | None]]]:
@@ -95,13 +102,46 @@ class TransactionConsumer:
         out: dict[TopicPartition, tuple[list[RawEvent], list[float | None]]] = {}
         for tp, records in fetched.items():
             if tp in assigned and records:
+                records = await self._contiguous(tp, records)
+            if tp in assigned and records:
                 events, times = [], []
                 for r in records:  # each transaction is decoded once, here: the worker core reuses it
                     decoded, event_time = decode_event(r.value, self.time_range)
                     events.append(RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key, decoded))
                     times.append(event_time)
                 out[tp] = (events, times)
+                self._handed_to[tp] = records[-1].offset + 1
         return out
+
+    async def _contiguous(self, tp: TopicPartition, records: list) -> list:
+        """The fetched records of ``tp`` that continue exactly where the records handed out before end.
+
+        Offsets are committed up to the last record of a processed batch, so a record skipped between two fetches
+        would never be decided.  A fetch that starts past the expected offset (the committed one for the first
+        fetch after an assignment) is dropped and the partition read again from there, once per gap (offsets
+        without records, e.g. transaction markers, or records a broker deleted below its log start, give the same
+        gap again and are then accepted); records below it (read twice) are dropped.
+        """
+        expected = self._handed_to.get(tp)
+        if expected is None:
+            try:
+                committed = await self.consumer.committed(tp)
+            except KafkaError:
+                committed = None
+            if committed is not None and records[0].offset > committed:
+                expected = int(committed)
+        if expected is None:
+            return records
+        if records[0].offset > expected:
+            gap = (expected, records[0].offset)
+            if self._gaps.get(tp) == gap:  # read again and the same: offsets without records (e.g. markers)
+                return records
+            self._gaps[tp] = gap
+            log.warning("%s/%d: a fetch started at offset %d, past %d (the next record not yet handed out); "
+                        "reading again from %d", tp.topic, tp.partition, records[0].offset, expected, expected)
+            self.consumer.seek(tp, expected)
+            return []
+        return [r for r in records if r.offset >= expected]
 
     async def positions(self) -> Positions:
         """Per assigned partition: (position, highwater); either None when not known yet (not fetched since it was

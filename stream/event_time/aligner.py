@@ -254,6 +254,17 @@ class EventTimeAligner(Generic[K, R]):
         self._last_base = min(bounds.values()) if bounds else math.inf
         return self._last_base + self.slack_s
 
+    def describe(self, at_end: Mapping[K, bool], floors: Mapping[Any, float] | None = None) -> str:
+        """Why records are held back, for a log line: per partition its buffer, head, bound and outlier hold."""
+        holds = self._judge_outliers(at_end)
+        bounds = self._bounds(at_end, floors)
+        parts = []
+        for key in sorted(set(at_end) | set(floors or {}), key=repr):
+            parts.append(f"{key!r}: buffered={self.buffered(key)} head={self.head(key)} at_end={at_end.get(key)} "
+                         f"bound={bounds.get(key)} hold_at={holds.get(key)}")
+        return (f"watermark={min(bounds.values()) + self.slack_s if bounds else math.inf} "
+                f"event_clock={self.event_clock()} " + "; ".join(parts))
+
     def starving(self, at_end: Mapping[K, bool]) -> list[K]:
         """Partitions that may hold the others back for want of records: backlog, no event time buffered."""
         return [key for key, ended in at_end.items() if not ended and self.head(key) is None]

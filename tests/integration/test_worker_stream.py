@@ -7,6 +7,7 @@ same rows written to a file.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.request
@@ -86,6 +87,28 @@ def assert_parity(by_id: dict[int, set[bytes]], expected, version):
             wrong.append((tid, expected[tid], data))
         assert data["model_version"] == version
     assert not wrong, f"{len(wrong)} decisions differ from the batch path, e.g. {wrong[:3]}"
+
+
+def where_missing(read_topic, topics, missing: set[int], log_path: Path) -> str:
+    """Where the undecided transactions are: their partitions and offsets, and any dead letters of theirs."""
+    placed = {}
+    for rec in read_topic(topics.transactions, 1, timeout_s=5):
+        tid = json.loads(rec.value)["transaction_id"]
+        if tid in missing:
+            placed.setdefault(rec.partition, []).append(rec.offset)
+    reasons: dict[str, int] = {}
+    for rec in read_topic(topics.dlq, 1, timeout_s=5):
+        letter = json.loads(rec.value)
+        try:
+            tid = json.loads(base64.b64decode(letter["original_b64"]))["transaction_id"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if tid in missing:
+            reasons[letter["reason_code"]] = reasons.get(letter["reason_code"], 0) + 1
+    spans = {p: (min(o), max(o), len(o)) for p, o in placed.items()}
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+    return (f"{len(missing)} transactions never decided; by partition (first offset, last offset, count): {spans}; "
+            f"their dead letters by reason: {reasons}; worker log tail:\n{tail}")
 
 
 def review_ids(redis_url: str, prefix: str) -> set[int]:
@@ -205,6 +228,8 @@ def test_kill_9_five_times_with_a_backlog_loses_and_duplicates_nothing(
         records = wait_for_all(read_topic, unique_topics.decisions, set(expected))
         recovered_s = time.monotonic() - started
         by_id = decisions_by_id(records)
+        missing = set(expected) - set(by_id)
+        assert not missing, where_missing(read_topic, unique_topics, missing, log_path)
         assert_parity(by_id, expected, version)  # exactly one distinct decision per transaction, the clean run's
         assert any(d < s for d, s in zip(decided_at_kill, np.cumsum([len(c) for c in chunks[:KILLS]]))), \
             f"no kill landed while a backlog was pending: decided at each kill {decided_at_kill}"

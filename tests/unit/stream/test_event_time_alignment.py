@@ -235,3 +235,14 @@ def test_two_workers_sharing_progress_keep_every_partition_within_the_slack_and_
                 store[Keyspace("fs").progress("tx", p)] = PartitionProgress(
                     done[p], aligner.head(p), aligner.released_to(p)).encode()
     assert done == {p: len(s) for p, s in streams.items()}, "the workers stopped making progress"
+
+
+def test_describe_says_which_partition_holds_the_release_back():
+    aligner = EventTimeAligner(SLACK_S)
+    add(aligner, "a", [DAY_S, DAY_S + 60.0])
+    at_end = {"a": False, "b": False}  # b has backlog and nothing fetched: it holds a back at -inf
+    assert aligner.take(at_end, max_records=100) == {}
+    text = aligner.describe(at_end)
+    assert text.startswith("watermark=-inf ")
+    assert "'a': buffered=2 head=86400.0 at_end=False bound=86460.0" in text
+    assert "'b': buffered=0 head=None at_end=False bound=-inf" in text

@@ -1,0 +1,67 @@
+"""The transactions consumer against the real broker: it never hands out a partition's records with a gap.
+
+Offsets are committed up to the last record of a processed batch, so a record the consumer skipped would never be
+decided.  Here the consumer's fetch position is moved past records it has not handed out (as a lost buffer would
+leave it); the next fetch must notice, read again from the first record not handed out, and hand out every record
+exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from aiokafka import TopicPartition
+
+pytestmark = pytest.mark.integration
+
+N_RECORDS = 40
+
+
+class _NoRebalance:
+    async def on_revoked(self, partitions) -> None:
+        return None
+
+    async def on_assigned(self, partitions) -> None:
+        return None
+
+
+def test_a_fetch_that_would_skip_records_reads_them_again(unique_topics):
+    from kafka import KafkaProducer
+
+    from fraudstream.stream.broker.client_config import KafkaClientConfig
+    from fraudstream.stream.broker.consumer import TransactionConsumer
+
+    settings = unique_topics.settings()
+    producer = KafkaProducer(bootstrap_servers=unique_topics.bootstrap, acks="all")
+    for i in range(N_RECORDS):
+        producer.send(unique_topics.transactions, partition=0, key=b"7", value=json.dumps(
+            {"transaction_id": i, "timestamp": 1_522_540_800.0 + i, "customer_id": 7, "terminal_id": 1,
+             "amount": 1.0}).encode())
+    producer.flush(30)
+    producer.close(10)
+
+    async def run() -> list[int]:
+        consumer = TransactionConsumer(KafkaClientConfig.from_settings(settings).group_consumer(),
+                                       settings.transactions_topic)
+        await consumer.start(_NoRebalance())
+        tp = TopicPartition(settings.transactions_topic, 0)
+        handed: list[int] = []
+        skipped = False
+        deadline = time.monotonic() + 60
+        try:
+            while len(handed) < N_RECORDS and time.monotonic() < deadline:
+                fetched = await consumer.fetch([tp], 200, 10)
+                events = fetched.get(tp, ([], []))[0]
+                handed += [event.offset for event in events]
+                if events and not skipped:  # lose what the broker would deliver next: jump 5 records ahead
+                    consumer.consumer.seek(tp, events[-1].offset + 6)
+                    skipped = True
+        finally:
+            await consumer.stop()
+        return handed
+
+    handed = asyncio.run(run())
+    assert handed == list(range(N_RECORDS))
