@@ -92,7 +92,7 @@ def assert_parity(by_id: dict[int, set[bytes]], expected, version):
 def where_missing(read_topic, topics, missing: set[int], log_path: Path) -> str:
     """Where the undecided transactions are: their partitions and offsets, and any dead letters of theirs."""
     placed = {}
-    for rec in read_topic(topics.transactions, 1, timeout_s=5):
+    for rec in read_topic(topics.transactions, 1, timeout_s=10):
         tid = json.loads(rec.value)["transaction_id"]
         if tid in missing:
             placed.setdefault(rec.partition, []).append(rec.offset)

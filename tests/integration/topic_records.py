@@ -13,8 +13,9 @@ TOPIC_POLL_S = 0.1
 def read_records(bootstrap: str, topic: str, expected: int, timeout_s: float, *, wait_for_topic: bool = True
                  ) -> list:
     """Records of ``topic`` on ``bootstrap`` from the start (manual partition assignment), returned once
-    ``expected`` arrived or ``timeout_s`` passed.  A topic that does not exist is waited for within the time-out
-    and then an AssertionError; with ``wait_for_topic=False`` it is no records at once (a broker that lost it)."""
+    ``expected`` arrived and every partition was read to its end offset, or ``timeout_s`` passed.  A topic that
+    does not exist is waited for within the time-out and then an AssertionError; with ``wait_for_topic=False`` it
+    is no records at once (a broker that lost it)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
@@ -32,6 +33,13 @@ def read_records(bootstrap: str, topic: str, expected: int, timeout_s: float, *,
         consumer.seek_to_beginning()
         records: list = []
         while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=POLL_MS).values():
+                records.extend(batch)
+        # ``expected`` records may be reached before every partition was read (a topic with re-sent copies
+        # holds more): read each partition on to the end offset it has now, so no partition's tail is left out
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = consumer.end_offsets(tps)
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=POLL_MS).values():
                 records.extend(batch)
         return records
