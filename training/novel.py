@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fraudstream.detectors.cascade.calibration import MAX_LEGIT_FLAG_RATE
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD, TX_FRAUD_SCENARIO, TransactionBatch
 from fraudstream.training.metrics import average_precision, distinct_cards_per_day
@@ -53,7 +54,6 @@ DETECTORS = ("cascade", "cascade without anomaly", "light model alone", "anomaly
 #: The floors the detection aims at (per family, and the legit transactions flagged).
 FLOOR_TX_FLAGGED = 0.80
 FLOOR_CARDS_FLAGGED = 0.90
-CEILING_LEGIT_FLAGGED = 0.01
 SECONDS_PER_HOUR = 3_600.0
 
 
@@ -267,9 +267,9 @@ def format_novel_report(report: NovelReport) -> str:
     lines.append("known-fraud average precision on the same period (novel rows left out): " + ", ".join(
         f"{k} {v:.3f}" for k, v in report.known_fraud_ap.items()))
     floors = report.floors()
-    legit_ok = report.legit_flag_rate["cascade"] <= CEILING_LEGIT_FLAGGED
+    legit_ok = report.legit_flag_rate["cascade"] <= MAX_LEGIT_FLAG_RATE
     lines.append(f"floors (cascade: >= {FLOOR_TX_FLAGGED:.0%} of the tx and >= {FLOOR_CARDS_FLAGGED:.0%} of the "
-                 f"cards flagged, <= {CEILING_LEGIT_FLAGGED:.0%} legit flagged): legit "
+                 f"cards flagged, <= {MAX_LEGIT_FLAG_RATE:.0%} legit flagged): legit "
                  f"{'met' if legit_ok else 'NOT met'}; " + ", ".join(
                      f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in floors.items()))
     return "\n".join(lines)

@@ -50,6 +50,11 @@ from fraudstream.detectors.cascade.types import Decision, Stage
 DAY_S = 86_400.0
 
 
+#: Largest share of legitimate transactions the cascade may flag (BLOCK or REVIEW): the anomaly reviews fill the
+#: review capacity up to it in calibration, and the novel-attack report holds the cascade to it.
+MAX_LEGIT_FLAG_RATE = 0.01
+
+
 @dataclass(frozen=True)
 class CalibrationTargets:
     """Constraints the thresholds must meet on validation (see the module docstring)."""
@@ -63,7 +68,7 @@ class CalibrationTargets:
     anomaly_allow_max: float = 0.99
     anomaly_review_min: float = 0.99  # lowest t_anomaly_review (the detector's legit-rank scale)
     anomaly_review_share: float = 0.25  # capacity share kept for anomaly-only reviews while t_review is chosen
-    max_legit_flag_rate: float = 0.01  # legit validation rows flagged up to which anomaly reviews fill capacity
+    max_legit_flag_rate: float = MAX_LEGIT_FLAG_RATE  # legit rows flagged up to which anomaly reviews fill capacity
     review_min_precision: float = 0.10  # precision the heavy REVIEW region must keep
     min_threshold_frauds: int = 20  # routed validation frauds needed to measure the heavy thresholds
     default_block_heavy: float = 0.95  # t_block_heavy when they are too few (calibrated probability)
