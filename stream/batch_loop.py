@@ -45,6 +45,12 @@ HOLD_WARNING_S = 30.0
 PROGRESS_TTL_S = 60.0
 #: Unchanged progress is written again this often (s), before it expires.
 PROGRESS_REFRESH_S = 10.0
+#: A partition with backlog whose fetches return nothing for this long (s), while the held-back buffer has room,
+#: gets a new consumer: its fetcher stopped delivering (seen with the embedded broker after a worker fell behind);
+#: the new member resumes from the committed offsets.
+STALLED_FETCH_RESTART_S = 20.0
+#: Longest wait (s) for the stalled consumer to stop.
+CONSUMER_STOP_TIMEOUT_S = 10.0
 #: Health rounds in a row that must find the broker's end offsets below what this worker processed before it
 #: stops (a broker that lost its data stays that way; one round could be a stale answer).
 LOST_ROUNDS_TO_STOP = 2
@@ -66,6 +72,9 @@ class BatchConsumer(Service):
         #: revocations and assignments so far; a round that saw one start in the middle releases nothing.
         self.rebalances = 0
         self._lost_rounds = 0  # health rounds in a row that found the broker below what was processed
+        self._stalled_since: float | None = None  # monotonic time since when a partition with backlog starves
+        #: consumers restarted because their fetches stopped delivering.
+        self.consumer_restarts = 0
         m = runtime.metrics
         self.health = HealthMonitor(m.redis_up, m.broker_up, m.consumer_lag,
                                     lambda: self._probe_redis if runtime.ready.is_set() else None,
@@ -173,6 +182,7 @@ class BatchConsumer(Service):
                 starving = self.aligner.starving(at_end)
                 wait = not released or bool(starving) or not self.aligner.total_buffered
                 held_since = self._note_hold(starving, held_since)
+                stalled = self._stalled(starving)
                 stalled_since = self._note_stall(released, at_end, floors, stalled_since)
                 if released:
                     events, too_early, late = split_released(released)
@@ -182,6 +192,9 @@ class BatchConsumer(Service):
                         self.runtime.metrics.late_events.inc(late)
                     await consumer.commit({tp: records[-1].record.offset + 1 for tp, records in released.items()})
                 await self._publish_progress(positions, at_end)
+            if stalled:
+                await self._restart_consumer(consumer, stalled)
+                continue
             await self._update_lag(consumer)
 
     async def _fetch(self, consumer: TransactionConsumer, timeout_ms: int) -> None:
@@ -250,6 +263,41 @@ class BatchConsumer(Service):
         self._published.update(changed)
         if refresh:
             self._published_at = now
+
+    def _stalled(self, starving: list[TopicPartition]) -> list[TopicPartition]:
+        """The starving partitions once they have starved for :data:`STALLED_FETCH_RESTART_S` while the buffer had
+        room (a full buffer fetches nothing on purpose); empty otherwise."""
+        if not starving or self.aligner.room() == 0:
+            self._stalled_since = None
+            return []
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        return starving if now - self._stalled_since > STALLED_FETCH_RESTART_S else []
+
+    async def _restart_consumer(self, consumer: TransactionConsumer, stalled: list[TopicPartition]) -> None:
+        """Replace a consumer whose fetches stopped delivering: forget its partitions, stop it, start a new
+        group member (it resumes from the committed offsets; the partitions' records are read again)."""
+        log.warning("partitions %s have backlog but their fetches returned nothing for %.0f s (%s); restarting the "
+                    "consumer", sorted(f"{tp.topic}/{tp.partition}" for tp in stalled), STALLED_FETCH_RESTART_S,
+                    "; ".join(f"{tp.partition}: {consumer.fetch_state(tp)}" for tp in stalled))
+        assert self.runtime.kafka is not None
+        self._stalled_since = None
+        async with self.batch_lock:
+            self.consumer = None
+            for tp in consumer.assignment():
+                self.aligner.forget(tp)
+                self._published.pop(tp, None)
+            self.rebalances += 1
+        try:
+            await asyncio.wait_for(consumer.stop(), CONSUMER_STOP_TIMEOUT_S)
+        except Exception as exc:  # a stuck consumer may not stop cleanly; its session then times out
+            log.warning("the stalled consumer did not stop cleanly (%r)", exc)
+        renewed = consumer.renewed(self.runtime.kafka.group_consumer())
+        await renewed.start(self)
+        self.consumer = renewed
+        self.consumer_restarts += 1
+        self.runtime.metrics.consumer_restarts.inc()
 
     def _note_hold(self, starving: list[TopicPartition], held_since: float | None) -> float | None:
         """Warn once when partitions with backlog but no fetched records hold the others back for long."""

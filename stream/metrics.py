@@ -150,6 +150,9 @@ class WorkerMetrics:
                                       "Transactions fetched and held back by the event-time watermark", registry=r)
         self.late_events = Counter(f"{PREFIX}late_events_total",
                                    "Transactions more than the event-time slack late, decided at once", registry=r)
+        self.consumer_restarts = Counter(f"{PREFIX}consumer_restarts_total",
+                                         "Transaction consumers replaced because their fetches stopped delivering "
+                                         "while partitions had backlog", registry=r)
         r.register(self.latency)
         r.register(self.scores)
         r.register(self.label_delay)

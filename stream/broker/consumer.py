@@ -12,7 +12,7 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
@@ -77,6 +77,30 @@ class TransactionConsumer:
         #: Per partition: the last gap (expected offset, first offset fetched) read again.
         self._gaps: dict[TopicPartition, tuple[int, int]] = {}
 
+    def renewed(self, consumer: AIOKafkaConsumer) -> TransactionConsumer:
+        """A consumer of the same topic on a new (not yet started) aiokafka consumer, keeping what this one
+        committed (a broker that later comes back empty is still noticed)."""
+        out = TransactionConsumer(consumer, self.topic, self.time_range)
+        out._committed_by_me = dict(self._committed_by_me)
+        return out
+
+    def fetch_state(self, tp: TopicPartition) -> str:
+        """What the aiokafka fetcher knows of a partition, for a log line (its internals; best effort)."""
+        fetcher = getattr(self.consumer, "_fetcher", None)
+        if fetcher is None:
+            return "fetcher not started"
+        try:
+            task = fetcher.error_future
+            ended = "cancelled" if task.done() and task.cancelled() else task.exception() if task.done() else None
+            routine = "running" if not task.done() else f"ended ({ended!r})"
+            assignment = self.consumer._subscription.subscription.assignment
+            state = assignment.state_value(tp) if assignment is not None else None
+            return (f"fetch routine {routine}, nodes with a fetch in flight {sorted(fetcher._in_flight)}, records "
+                    f"waiting {tp in fetcher._records}, position {getattr(state, 'position', None)}, paused "
+                    f"{getattr(state, 'paused', None)}, highwater {self.consumer.highwater(tp)}")
+        except Exception as exc:  # internals of another aiokafka version
+            return f"fetcher state unknown ({exc!r})"
+
     async def start(self, handler: RebalanceHandler) -> None:
         self.consumer.subscribe([self.topic], listener=_Listener(handler))
         await self.consumer.start()
@@ -113,7 +137,7 @@ class TransactionConsumer:
                 self._handed_to[tp] = records[-1].offset + 1
         return out
 
-    async def _contiguous(self, tp: TopicPartition, records: list) -> list:
+    async def _contiguous(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The fetched records of ``tp`` that continue exactly where the records handed out before end.
 
         Offsets are committed up to the last record of a processed batch, so a record skipped between two fetches

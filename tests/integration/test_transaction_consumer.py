@@ -65,3 +65,54 @@ def test_a_fetch_that_would_skip_records_reads_them_again(unique_topics):
 
     handed = asyncio.run(run())
     assert handed == list(range(N_RECORDS))
+
+
+def test_a_consumer_whose_fetches_stopped_is_replaced_by_one_that_resumes_at_the_committed_offset(unique_topics):
+    """What the worker does when a partition with backlog returns nothing for long (``BatchConsumer``): a new
+    group member on the same topic, keeping what the old one committed, reads on from the committed offset."""
+    from kafka import KafkaProducer
+
+    from fraudstream.stream.broker.client_config import KafkaClientConfig
+    from fraudstream.stream.broker.consumer import TransactionConsumer
+
+    settings = unique_topics.settings()
+    config = KafkaClientConfig.from_settings(settings)
+    producer = KafkaProducer(bootstrap_servers=unique_topics.bootstrap, acks="all")
+    for i in range(N_RECORDS):
+        producer.send(unique_topics.transactions, partition=0, key=b"7", value=json.dumps(
+            {"transaction_id": i, "timestamp": 1_522_540_800.0 + i, "customer_id": 7, "terminal_id": 1,
+             "amount": 1.0}).encode())
+    producer.flush(30)
+    producer.close(10)
+    tp = TopicPartition(settings.transactions_topic, 0)
+
+    async def fetch_until(consumer: TransactionConsumer, n: int) -> list[int]:
+        got: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(got) < n and time.monotonic() < deadline:
+            got += [e.offset for e in (await consumer.fetch([tp], 200, n - len(got))).get(tp, ([], []))[0]]
+        return got
+
+    async def run() -> tuple[list[int], list[int], str, dict]:
+        first = TransactionConsumer(config.group_consumer(), settings.transactions_topic)
+        await first.start(_NoRebalance())
+        before = await fetch_until(first, 10)
+        await first.commit({tp: before[-1] + 1})
+        first.consumer.pause(tp)  # its fetches deliver nothing more, though the partition has backlog
+        stalled = await first.fetch([tp], 300, 10)
+        state = first.fetch_state(tp)
+        position, highwater = (await first.positions())[tp]
+        assert not stalled and position < highwater
+        second = first.renewed(config.group_consumer())
+        await first.stop()
+        await second.start(_NoRebalance())
+        try:
+            after = await fetch_until(second, N_RECORDS - 10)
+        finally:
+            await second.stop()
+        return before, after, state, dict(second._committed_by_me)
+
+    before, after, state, committed = asyncio.run(run())
+    assert before == list(range(10)) and after == list(range(10, N_RECORDS))
+    assert "paused True" in state and "highwater 40" in state
+    assert committed == {tp: 10}  # the new member still knows what was committed (broker-loss detection)
