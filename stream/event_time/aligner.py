@@ -203,13 +203,26 @@ class EventTimeAligner(Generic[K, R]):
             return None
         return self._released_to.get(key, -math.inf)
 
-    def _bounds(self, at_end: Mapping[K, bool], floors: Mapping[Any, float] | None) -> dict[Any, float]:
+    def _held_floor(self, key: K, position: int) -> float:
+        """Lower bound of what a partition held at ``position`` (see :meth:`_judge_outliers`) may still deliver:
+        the records from there on are not judged yet, and those after the held one may be as early as the last
+        record before it."""
+        buffer = self._buffers[key]
+        for i in range(min(position, len(buffer)) - 1, -1, -1):
+            if buffer[i].event_time is not None:
+                return buffer[i].event_time
+        return self._released_to.get(key, -math.inf)
+
+    def _bounds(self, at_end: Mapping[K, bool], floors: Mapping[Any, float] | None,
+                holds: Mapping[K, int] | None = None) -> dict[Any, float]:
         """Every partition's bound, without those idle for longer than the time-out."""
         bounds: dict[Any, float] = {}
         for key, ended in at_end.items():
             bound = self._floor(key, ended)
             if bound is not None:
                 bounds[key] = bound
+        for key, position in (holds or {}).items():
+            bounds[key] = min(bounds.get(key, math.inf), self._held_floor(key, position))
         starving = set(self.starving(at_end))
         for key, bound in (floors or {}).items():
             bounds[key] = bound
@@ -235,7 +248,8 @@ class EventTimeAligner(Generic[K, R]):
         now = self._clock()
         return sorted((k for k, (_, since) in self._holding.items() if now - since > timeout), key=repr)
 
-    def watermark(self, at_end: Mapping[K, bool], floors: Mapping[Any, float] | None = None) -> float:
+    def watermark(self, at_end: Mapping[K, bool], floors: Mapping[Any, float] | None = None,
+                  holds: Mapping[K, int] | None = None) -> float:
         """Latest event time (s) that may be released now.
 
         Parameters
@@ -243,6 +257,9 @@ class EventTimeAligner(Generic[K, R]):
         at_end : every assigned partition -> True when nothing lies beyond its buffer on the broker.
         floors : lower bounds of the next pending event time of partitions this aligner does not hold (other
             workers' partitions, see :func:`foreign_floor`); ``-inf`` holds everything back.
+        holds : partitions whose release stops at a buffer position (a record far ahead waiting to be judged,
+            :meth:`_judge_outliers`) -> that position; such a partition counts with the event time of its last
+            record before the position, since the records after the held one may be that early.
 
         Each assigned partition with records buffered counts with the latest event time it delivered (what it
         delivers later is not earlier, or late); one with backlog but nothing buffered with the latest event
@@ -250,14 +267,14 @@ class EventTimeAligner(Generic[K, R]):
         nothing buffered not at all; an idle one (see :class:`EventTimeRules`) not at all.  Returns ``+inf``
         when nothing bounds the release.
         """
-        bounds = self._bounds(at_end, floors)
+        bounds = self._bounds(at_end, floors, holds)
         self._last_base = min(bounds.values()) if bounds else math.inf
         return self._last_base + self.slack_s
 
     def describe(self, at_end: Mapping[K, bool], floors: Mapping[Any, float] | None = None) -> str:
         """Why records are held back, for a log line: per partition its buffer, head, bound and outlier hold."""
         holds = self._judge_outliers(at_end)
-        bounds = self._bounds(at_end, floors)
+        bounds = self._bounds(at_end, floors, holds)
         parts = []
         for key in sorted(set(at_end) | set(floors or {}), key=repr):
             parts.append(f"{key!r}: buffered={self.buffered(key)} head={self.head(key)} at_end={at_end.get(key)} "
@@ -286,7 +303,7 @@ class EventTimeAligner(Generic[K, R]):
         if max_records < 1:
             raise ValueError(f"max_records: expected >= 1, got {max_records}")
         holds = self._judge_outliers(at_end)
-        limit = self.watermark(at_end, floors)
+        limit = self.watermark(at_end, floors, holds)
         counts = self._counts(at_end, max_records, limit, holds)
         if not counts and self._total >= self.rules.max_buffered:
             counts = self._counts(at_end, max_records, math.inf, {})

@@ -246,3 +246,20 @@ def test_describe_says_which_partition_holds_the_release_back():
     assert text.startswith("watermark=-inf ")
     assert "'a': buffered=2 head=86400.0 at_end=False bound=86460.0" in text
     assert "'b': buffered=0 head=None at_end=False bound=-inf" in text
+
+
+def test_a_partition_held_at_a_record_far_ahead_holds_the_others_at_its_last_record_before_it():
+    from fraudstream.stream.event_time import EventTimeRules
+
+    # a backlog after a restart: the event-time clock starts at the earliest buffered record, so b's records more
+    # than a day later are "ahead", and with fewer than the outlier window after them b's release stops there
+    aligner = EventTimeAligner(rules=EventTimeRules(slack_s=SLACK_S, max_future_skew_s=DAY_S),
+                               wall_clock=lambda: 2_000_000_000.0)
+    add(aligner, "a", [i * 600.0 for i in range(400)])  # 0 .. 66.5 h, many records: ahead as a whole
+    add(aligner, "b", [i * 3_000.0 for i in range(40)])  # 0 .. 32.5 h; those after 24 h wait to be judged
+    at_end = {"a": False, "b": False}
+    taken = aligner.take(at_end, max_records=1_000)
+    last_b = max(i for _, i in taken["b"]) * 3_000.0
+    assert last_b <= DAY_S < (max(i for _, i in taken["b"]) + 1) * 3_000.0  # b stopped at the held record
+    # a went no further than b's last record before the held one, plus the slack
+    assert max(i for _, i in taken["a"]) * 600.0 <= last_b + SLACK_S
