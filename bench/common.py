@@ -120,6 +120,10 @@ def bench_frame(n: int, n_customers: int = 1000, seed: int = 7):
 
     days = max(2, int(np.ceil(n / (2.0 * n_customers))) + 1)
     frame = simulate(SimulationConfig(n_customers=n_customers, n_terminals=2 * n_customers, nb_days=days, seed=seed))
+    while 0 < len(frame) < n:  # fewer than ~2 a customer a day: simulate as many more days as that takes
+        days = int(np.ceil(days * n / len(frame))) + 1
+        frame = simulate(SimulationConfig(n_customers=n_customers, n_terminals=2 * n_customers, nb_days=days,
+                                          seed=seed))
     return frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(n).reset_index(drop=True)
 
 

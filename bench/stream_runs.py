@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fraudstream.bench.common import MS_PER_S, cpu_seconds, rss_mb
+from fraudstream.bench.sampler import Sampler, every_for, with_latency
 from fraudstream.stream.settings import ENV_PREFIX as WORKER_ENV_PREFIX
 
 STARTUP_TIMEOUT_S = 180.0
@@ -90,12 +91,15 @@ class WorkerProcess:
             time.sleep(POLL_S)
 
     def decisions(self) -> float:
+        return self.metric("fraudstream_decisions_total")
+
+    def metric(self, name: str) -> float:
+        """The sum of the labelled samples of ``name`` on the worker's /metrics (0 when it does not answer)."""
         try:
             text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
         except OSError:
             return 0.0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("fraudstream_decisions_total{"))
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -276,9 +280,11 @@ async def _bare(bootstrap: str, topic: str, n: int) -> float:
 
 # ---- latency and memory --------------------------------------------------------------------------------------
 def latency_run(endpoints: Endpoints, model_dir: Path, frame: Any, rate: float, label_feed: str | None,
-                warmup: Any = None) -> dict[str, Any]:
+                warmup: Any = None, sample_every_s: float | None = None) -> dict[str, Any]:
     """Transactions (and labels) replayed at ``rate`` tx/s into a running worker: latency per transaction (ms),
-    worker RSS (MB) at the start and the end, CPU s per million transactions."""
+    worker RSS (MB) at the start and the end, CPU s per million transactions, and samples over time (sent,
+    decided, lag, RSS, p50 / p99 of each interval; see :mod:`~fraudstream.bench.sampler`) every
+    ``sample_every_s`` s (default: :func:`~fraudstream.bench.sampler.every_for` the run's length)."""
     from fraudstream.stream.embedded import free_port
     from fraudstream.stream.replay import replay
     from fraudstream.stream.topics import ensure_topics, topic_names
@@ -289,29 +295,36 @@ def latency_run(endpoints: Endpoints, model_dir: Path, frame: Any, rate: float, 
                            free_port())
     try:
         worker.wait_assigned()
-        cpu0, rss0 = cpu_seconds(worker.proc.pid), rss_mb(worker.proc.pid)
+        cpu0 = cpu_seconds(worker.proc.pid)
+        sampler = Sampler(worker, sample_every_s or every_for(len(frame) / rate)).start()
         kwargs = dict(labels_delay_s=LABELS_DELAY_S, label_feed=label_feed) if label_feed else {}
-        summary = replay(frame, settings, rate=rate, progress=False, **kwargs)
-        deadline = time.monotonic() + 60
-        while worker.decisions() < summary.sent and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        cpu1, rss1 = cpu_seconds(worker.proc.pid), rss_mb(worker.proc.pid)
+        try:
+            summary = replay(frame, settings, rate=rate, progress=False, on_progress=sampler.on_progress, **kwargs)
+            deadline = time.monotonic() + 60
+            while worker.decisions() < summary.sent and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+        finally:
+            samples = sampler.stop()
+        cpu1 = cpu_seconds(worker.proc.pid)
     finally:
         worker.stop()
-    latencies = asyncio.run(_latencies(endpoints.bootstrap, settings.decisions_topic, summary.sent))
+    latencies, decided_at = asyncio.run(_latencies(endpoints.bootstrap, settings.decisions_topic, summary.sent))
     return {"latency_ms": latencies, "achieved_tx_s": summary.tx_per_s, "sent": summary.sent,
-            "labels": summary.labels_sent, "rss_start_mb": rss0, "rss_end_mb": rss1,
-            "cpu_s_per_million": (cpu1 - cpu0) / max(summary.sent, 1) * 1e6}
+            "labels": summary.labels_sent, "rss_start_mb": samples[0]["rss_mb"], "rss_end_mb": samples[-1]["rss_mb"],
+            "cpu_s_per_million": (cpu1 - cpu0) / max(summary.sent, 1) * 1e6,
+            "samples": with_latency(samples, decided_at, latencies)}
 
 
-async def _latencies(bootstrap: str, topic: str, n: int) -> np.ndarray:
-    """Kafka timestamp of each decision - Kafka timestamp of its transaction (ms)."""
+async def _latencies(bootstrap: str, topic: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kafka timestamp of each decision - Kafka timestamp of its transaction (ms), and the decision's Kafka
+    timestamp (ms since the epoch)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
     latencies: list[float] = []
+    decided_at: list[float] = []
     try:
         deadline = time.monotonic() + 60
         while len(latencies) < n and time.monotonic() < deadline:
@@ -320,9 +333,10 @@ async def _latencies(bootstrap: str, topic: str, n: int) -> np.ndarray:
                     data = json.loads(rec.value)
                     arrived_ms = data["decided_at"] * MS_PER_S - data["latency_ms"]
                     latencies.append(rec.timestamp - arrived_ms)
+                    decided_at.append(rec.timestamp)
     finally:
         await consumer.stop()
-    return np.asarray(latencies)
+    return np.asarray(latencies), np.asarray(decided_at, dtype=np.float64)
 
 
 def rates_for_sweep(quick: bool) -> Sequence[float]:

@@ -5,7 +5,8 @@
    the same broker and kind of topic, labels in the topic (both chargeback feeds), decisions checked;
 3. latency: p50 / p95 / p99 at offered rates with labels flowing, and the highest rate with p99 under 50 ms;
 4. scale: 1 and 2 workers on 2 partitions (tx/s, CPU s per million), state cost by population;
-5. memory: worker RSS at the start and the end of a soak at 1,000 tx/s.
+5. memory: worker RSS at the start and the end of a soak at 1,000 tx/s, and sampled over time (with lag and
+   latency).
 
 Each figure is the median of the repetitions with [min, max].  ``quick`` runs every table with fewer and shorter
 repetitions (under 2 minutes on a quiet machine).  Nothing here fails on a missed floor: the tables say so.
@@ -250,12 +251,13 @@ def memory_section(endpoints: Any, root: Path, config: SuiteConfig, latency: dic
         frame = bench_frame(int(1000 * config.soak_seconds), seed=17)
         r = stream_runs.latency_run(endpoints, root, frame, 1000.0, "fraud")
         p50, p95, p99 = percentiles_ms(r["latency_ms"])
-        return {"seconds": config.soak_seconds, "start": r["rss_start_mb"], "end": r["rss_end_mb"],
-                "cpu": r["cpu_s_per_million"], "p99": p99, "sent": r["sent"]}
+        return {"seconds": r["sent"] / 1000.0, "start": r["rss_start_mb"], "end": r["rss_end_mb"],
+                "cpu": r["cpu_s_per_million"], "p99": p99, "sent": r["sent"], "samples": r["samples"]}
     if latency and 1000.0 in latency:
         r = latency[1000.0]["last"]
         return {"seconds": r["sent"] / 1000.0, "start": r["rss_start_mb"], "end": r["rss_end_mb"],
-                "cpu": r["cpu_s_per_million"], "p99": percentiles_ms(r["latency_ms"])[2], "sent": r["sent"]}
+                "cpu": r["cpu_s_per_million"], "p99": percentiles_ms(r["latency_ms"])[2], "sent": r["sent"],
+                "samples": r["samples"]}
     return {}
 
 
@@ -264,9 +266,26 @@ def memory_table(result: dict[str, Any]) -> str:
         return "\n### 5. Memory\n\n(no run)"
     rows = [[f"{result['seconds']:.0f} s at 1,000 tx/s", f"{result['start']:.0f}", f"{result['end']:.0f}",
              f"{result['end'] - result['start']:+.0f}", f"{result['cpu']:.1f}", f"{result['p99']:.1f}"]]
-    return table("5. Memory: worker RSS over a soak", ["run", "RSS start MB", "RSS end MB", "change MB",
-                                                       "CPU s per million tx", "p99 ms"], rows,
-                 "RSS after the model is loaded and warmed (start) and after the last decision (end).")
+    first = table("5. Memory: worker RSS over a soak", ["run", "RSS start MB", "RSS end MB", "change MB",
+                                                        "CPU s per million tx", "p99 ms"], rows,
+                  "RSS after the model is loaded and warmed (start) and after the last decision (end, or after "
+                  f"60 s of waiting for it); {result['samples'][-1]['decided']:,.0f} of {result['sent']:,} "
+                  "transactions decided, p99 of those.")
+    return first + "\n" + soak_table(result["samples"])
+
+
+def soak_table(samples: list[dict[str, Any]]) -> str:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    rows = [[f"{s['elapsed_s']:.1f}", f"{s['sent']:,}", f"{s['decided']:,.0f}", f"{s['lag']:,.0f}", ms(s["p50_ms"]),
+             ms(s["p99_ms"]), f"{s['rss_mb']:.0f}"] for s in samples]
+    return table("5b. Soak over time", ["elapsed s", "sent", "decided", "lag", "p50 ms", "p99 ms", "RSS MB"], rows,
+                 "The same run sampled over time: transactions sent (as the replay last reported, every 256 events) "
+                 "and decided so far, the worker's "
+                 "fraudstream_consumer_lag_messages summed over its partitions, p50 / p99 event to decision of the "
+                 "decisions made since the row before, worker RSS. The last row is taken after the last decision (or "
+                 "after 60 s of waiting for it).")
 
 
 def summary_rows(result: dict[str, Any]) -> list[str]:
