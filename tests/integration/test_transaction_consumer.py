@@ -28,20 +28,25 @@ class _NoRebalance:
         return None
 
 
-def test_a_fetch_that_would_skip_records_reads_them_again(unique_topics):
+def produce_transactions(topics) -> None:
+    """N_RECORDS transactions of one card to partition 0 of the transactions topic."""
     from kafka import KafkaProducer
 
-    from fraudstream.stream.broker.client_config import KafkaClientConfig
-    from fraudstream.stream.broker.consumer import TransactionConsumer
-
-    settings = unique_topics.settings()
-    producer = KafkaProducer(bootstrap_servers=unique_topics.bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=topics.bootstrap, acks="all")
     for i in range(N_RECORDS):
-        producer.send(unique_topics.transactions, partition=0, key=b"7", value=json.dumps(
+        producer.send(topics.transactions, partition=0, key=b"7", value=json.dumps(
             {"transaction_id": i, "timestamp": 1_522_540_800.0 + i, "customer_id": 7, "terminal_id": 1,
              "amount": 1.0}).encode())
     producer.flush(30)
     producer.close(10)
+
+
+def test_a_fetch_that_would_skip_records_reads_them_again(unique_topics):
+    from fraudstream.stream.broker.client_config import KafkaClientConfig
+    from fraudstream.stream.broker.consumer import TransactionConsumer
+
+    settings = unique_topics.settings()
+    produce_transactions(unique_topics)
 
     async def run() -> list[int]:
         consumer = TransactionConsumer(KafkaClientConfig.from_settings(settings).group_consumer(),
@@ -70,20 +75,12 @@ def test_a_fetch_that_would_skip_records_reads_them_again(unique_topics):
 def test_a_consumer_whose_fetches_stopped_is_replaced_by_one_that_resumes_at_the_committed_offset(unique_topics):
     """What the worker does when a partition with backlog returns nothing for long (``BatchConsumer``): a new
     group member on the same topic, keeping what the old one committed, reads on from the committed offset."""
-    from kafka import KafkaProducer
-
     from fraudstream.stream.broker.client_config import KafkaClientConfig
     from fraudstream.stream.broker.consumer import TransactionConsumer
 
     settings = unique_topics.settings()
     config = KafkaClientConfig.from_settings(settings)
-    producer = KafkaProducer(bootstrap_servers=unique_topics.bootstrap, acks="all")
-    for i in range(N_RECORDS):
-        producer.send(unique_topics.transactions, partition=0, key=b"7", value=json.dumps(
-            {"transaction_id": i, "timestamp": 1_522_540_800.0 + i, "customer_id": 7, "terminal_id": 1,
-             "amount": 1.0}).encode())
-    producer.flush(30)
-    producer.close(10)
+    produce_transactions(unique_topics)
     tp = TopicPartition(settings.transactions_topic, 0)
 
     async def fetch_until(consumer: TransactionConsumer, n: int) -> list[int]:
