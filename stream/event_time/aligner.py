@@ -209,8 +209,9 @@ class EventTimeAligner(Generic[K, R]):
         record before it."""
         buffer = self._buffers[key]
         for i in range(min(position, len(buffer)) - 1, -1, -1):
-            if buffer[i].event_time is not None:
-                return buffer[i].event_time
+            event_time = buffer[i].event_time
+            if event_time is not None:
+                return float(event_time)
         return self._released_to.get(key, -math.inf)
 
     def _bounds(self, at_end: Mapping[K, bool], floors: Mapping[Any, float] | None,
