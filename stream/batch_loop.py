@@ -73,8 +73,6 @@ class BatchConsumer(Service):
         self.rebalances = 0
         self._lost_rounds = 0  # health rounds in a row that found the broker below what was processed
         self._stalled_since: float | None = None  # monotonic time since when a partition with backlog starves
-        #: consumers restarted because their fetches stopped delivering.
-        self.consumer_restarts = 0
         m = runtime.metrics
         self.health = HealthMonitor(m.redis_up, m.broker_up, m.consumer_lag,
                                     lambda: self._probe_redis if runtime.ready.is_set() else None,
@@ -155,7 +153,7 @@ class BatchConsumer(Service):
         s = self.settings
         timeout_ms = max(1, int(s.batch_wait_s * MS_PER_S))
         held_since: float | None = None
-        stalled_since: float | None = None
+        unreleased_since: float | None = None
         wait = True
         while not self.should_stop:
             consumer = self.consumer
@@ -183,7 +181,7 @@ class BatchConsumer(Service):
                 wait = not released or bool(starving) or not self.aligner.total_buffered
                 held_since = self._note_hold(starving, held_since)
                 stalled = self._stalled(starving)
-                stalled_since = self._note_stall(released, at_end, floors, stalled_since)
+                unreleased_since = self._note_unreleased(released, at_end, floors, unreleased_since)
                 if released:
                     events, too_early, late = split_released(released)
                     if not await self.runtime.handle(events, too_early):
@@ -296,7 +294,6 @@ class BatchConsumer(Service):
         renewed = consumer.renewed(self.runtime.kafka.group_consumer())
         await renewed.start(self)
         self.consumer = renewed
-        self.consumer_restarts += 1
         self.runtime.metrics.consumer_restarts.inc()
 
     def _note_hold(self, starving: list[TopicPartition], held_since: float | None) -> float | None:
@@ -313,19 +310,20 @@ class BatchConsumer(Service):
             return now
         return held_since
 
-    def _note_stall(self, released: dict[TopicPartition, list[Released[RawEvent]]], at_end: dict[TopicPartition, bool],
-                    floors: dict[TopicPartition, float], stalled_since: float | None) -> float | None:
+    def _note_unreleased(self, released: dict[TopicPartition, list[Released[RawEvent]]],
+                         at_end: dict[TopicPartition, bool], floors: dict[TopicPartition, float],
+                         unreleased_since: float | None) -> float | None:
         """Warn (every :data:`HOLD_WARNING_S`) while records are held back and none is released, saying why."""
         if released or not self.aligner.total_buffered:
             return None
         now = time.monotonic()
-        if stalled_since is None:
+        if unreleased_since is None:
             return now
-        if now - stalled_since > HOLD_WARNING_S:
+        if now - unreleased_since > HOLD_WARNING_S:
             log.warning("event-time alignment: %d records held back, none released for %.0f s: %s",
-                        self.aligner.total_buffered, now - stalled_since, self.aligner.describe(at_end, floors))
+                        self.aligner.total_buffered, now - unreleased_since, self.aligner.describe(at_end, floors))
             return now
-        return stalled_since
+        return unreleased_since
 
     async def _update_lag(self, consumer: TransactionConsumer) -> None:
         gauge = self.runtime.metrics.consumer_lag
