@@ -42,7 +42,9 @@ class HealthMonitor:
     redis_up, broker_up : the gauges (1 up, 0 down).
     lag : the consumer lag gauge (labels ``topic``, ``partition``).
     ping_redis : probe of the state store (e.g. ``store.ping``).
-    broker_lag : probe of the broker that returns the lag per partition (None: not started yet, counts as down).
+    broker_lag : probe of the broker that returns the lag per partition (None: not started yet, which counts as
+        down before the first probe; after it, a round without a probe, e.g. while the consumer is replaced, keeps
+        the gauges as they are).
     interval_s, timeout_s : pause between checks and longest wait of one probe (s).
     """
 
@@ -80,6 +82,8 @@ class HealthMonitor:
 
     async def _check_redis(self) -> None:
         probe = self.ping_redis()
+        if probe is None and "redis" in self._up:  # between two clients (e.g. a consumer restart): no news
+            return
         up = False
         error: BaseException | None = None
         if probe is not None:
@@ -94,6 +98,8 @@ class HealthMonitor:
 
     async def _check_broker(self) -> None:
         probe = self.broker_lag()
+        if probe is None and "broker" in self._up:  # between two clients (e.g. a consumer restart): no news
+            return
         up = False
         error: BaseException | None = None
         lags: Mapping[TopicPartition, int] = {}

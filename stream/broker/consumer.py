@@ -17,6 +17,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange
+from fraudstream.stream.broker.client_config import CONSUMER_FETCH_MAX_WAIT_MS
+from fraudstream.stream.broker.fetch_wait import FetchWait, apply_fetch_wait
 from fraudstream.stream.event_time import decode_event
 from fraudstream.stream.types import RawEvent
 
@@ -76,6 +78,7 @@ class TransactionConsumer:
         self._handed_to: dict[TopicPartition, int] = {}
         #: Per partition: the last gap (expected offset, first offset fetched) read again.
         self._gaps: dict[TopicPartition, tuple[int, int]] = {}
+        self.fetch_wait = FetchWait(CONSUMER_FETCH_MAX_WAIT_MS)
 
     def renewed(self, consumer: AIOKafkaConsumer) -> TransactionConsumer:
         """A consumer of the same topic on a new (not yet started) aiokafka consumer, keeping what this one
@@ -97,7 +100,8 @@ class TransactionConsumer:
             state = assignment.state_value(tp) if assignment is not None else None
             return (f"fetch routine {routine}, nodes with a fetch in flight {sorted(fetcher._in_flight)}, records "
                     f"waiting {tp in fetcher._records}, position {getattr(state, 'position', None)}, paused "
-                    f"{getattr(state, 'paused', None)}, highwater {self.consumer.highwater(tp)}")
+                    f"{getattr(state, 'paused', None)}, highwater {self.consumer.highwater(tp)}, fetch wait "
+                    f"{fetcher._fetch_max_wait_ms} ms")
         except Exception as exc:  # internals of another aiokafka version
             return f"fetcher state unknown ({exc!r})"
 
@@ -123,6 +127,7 @@ class TransactionConsumer:
         its records and their event times (None: unreadable)."""
         fetched = await self.consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
         assigned = self.consumer.assignment()
+        await self._adapt_fetch_wait([tp for tp in partitions or assigned if tp in assigned], fetched)
         out: dict[TopicPartition, tuple[list[RawEvent], list[float | None]]] = {}
         for tp, records in fetched.items():
             if tp in assigned and records:
@@ -136,6 +141,19 @@ class TransactionConsumer:
                 out[tp] = (events, times)
                 self._handed_to[tp] = records[-1].offset + 1
         return out
+
+    async def _adapt_fetch_wait(self, asked: Sequence[TopicPartition],
+                                fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Longer fetch waits while an asked partition with backlog gets nothing, shorter once records come (see
+        :mod:`~fraudstream.stream.broker.fetch_wait`)."""
+        if any(fetched.get(tp) for tp in asked):
+            apply_fetch_wait(self.consumer, self.fetch_wait.fed())
+            return
+        for tp in asked:
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and await self.consumer.position(tp) < highwater:
+                apply_fetch_wait(self.consumer, self.fetch_wait.starved())
+                return
 
     async def _contiguous(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The fetched records of ``tp`` that continue exactly where the records handed out before end.

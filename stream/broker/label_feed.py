@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from fraudstream.stream.broker.client_config import CONSUMER_FETCH_MAX_WAIT_MS
+from fraudstream.stream.broker.fetch_wait import FetchWait, apply_fetch_wait
 from fraudstream.stream.types import RawEvent
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class LabelFeed:
         self.partitions: list[TopicPartition] = []
         #: next offset to hand out, per partition.
         self.next_offset: dict[TopicPartition, int] = {}
+        self.fetch_wait = FetchWait(CONSUMER_FETCH_MAX_WAIT_MS)
 
     async def start(self) -> None:
         consumer = self._factory()
@@ -102,6 +105,8 @@ class LabelFeed:
         deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
         while behind:
             fetched = await consumer.getmany(*behind, timeout_ms=CATCH_UP_POLL_MS, max_records=CATCH_UP_MAX_RECORDS)
+            got = any(fetched.values())  # nothing while behind the end offsets: the broker needs a longer wait
+            apply_fetch_wait(consumer, self.fetch_wait.fed() if got else self.fetch_wait.starved())
             for tp, records in fetched.items():
                 for r in records:
                     events.append(RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key))

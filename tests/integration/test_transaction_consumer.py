@@ -113,3 +113,57 @@ def test_a_consumer_whose_fetches_stopped_is_replaced_by_one_that_resumes_at_the
     assert before == list(range(10)) and after == list(range(10, N_RECORDS))
     assert "paused True" in state and "highwater 40" in state
     assert committed == {tp: 10}  # the new member still knows what was committed (broker-loss detection)
+
+
+DEEP_RECORDS = 20_000
+DEEP_OFFSET = 15_000
+
+
+def test_a_partition_deep_in_a_large_topic_is_read(unique_topics):
+    """Some brokers (the embedded one) spend the fetch wait finding the records: with the short wait the worker
+    starts with, a fetch deep in a topic of 20,000 record batches (one record each, as a replay at a steady rate
+    writes them) returns nothing, every time.  The consumer lengthens its wait while a partition with backlog
+    starves, and reads on."""
+    from aiokafka import AIOKafkaProducer
+
+    from fraudstream.stream.broker.client_config import CONSUMER_FETCH_MAX_WAIT_MS, KafkaClientConfig
+    from fraudstream.stream.broker.consumer import TransactionConsumer
+
+    settings = unique_topics.settings()
+    tp = TopicPartition(settings.transactions_topic, 0)
+    value = json.dumps({"transaction_id": 1, "timestamp": 1_522_540_800.0, "customer_id": 7, "terminal_id": 1,
+                        "amount": 1.0}).encode()
+
+    async def run() -> tuple[list[int], int]:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0,
+                                    max_batch_size=len(value))  # one record a batch
+        await producer.start()
+        try:
+            for start in range(0, DEEP_RECORDS, 10_000):
+                sent = [await producer.send(settings.transactions_topic, value, partition=0)
+                        for _ in range(start, start + 10_000)]
+                await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+        consumer = TransactionConsumer(KafkaClientConfig.from_settings(settings).group_consumer(),
+                                       settings.transactions_topic)
+        await consumer.start(_NoRebalance())
+        got: list[int] = []
+        highest_wait = consumer.fetch_wait.ms
+        try:
+            deadline = time.monotonic() + 60
+            while not consumer.assignment() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            consumer.consumer.seek(tp, DEEP_OFFSET)
+            while len(got) < 1000 and time.monotonic() < deadline:
+                fetched = await consumer.fetch([tp], 50, 1000)
+                got += [e.offset for e in fetched.get(tp, ([], []))[0]]
+                highest_wait = max(highest_wait, consumer.fetch_wait.ms)
+        finally:
+            await consumer.stop()
+        return got, highest_wait
+
+    got, highest_wait = asyncio.run(run())
+    assert got[:1000] == list(range(DEEP_OFFSET, DEEP_OFFSET + 1000)), (
+        f"{len(got)} records from offset {got[:1]}; fetch wait went from {CONSUMER_FETCH_MAX_WAIT_MS} ms up to "
+        f"{highest_wait} ms")

@@ -84,3 +84,26 @@ def test_a_probe_that_is_not_there_or_a_broken_gauge_never_raises(caplog):
         asyncio.run(scenario())
     unexpected = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
     assert len(unexpected) == 1, "an unexpected error is logged once, not every round"
+
+
+def test_a_round_without_a_probe_after_the_first_keeps_the_gauges(caplog):
+    """While the worker replaces its consumer there is no broker probe for a moment: that is no news, not an
+    unreachable broker (before the first probe it is: nothing is known to be up)."""
+    metrics = WorkerMetrics()
+    broker = Dependency()
+    probes: list = [None, broker.lags, None]
+    monitor = HealthMonitor(metrics.redis_up, metrics.broker_up, metrics.consumer_lag, lambda: None,
+                            lambda: probes.pop(0), interval_s=0.01, timeout_s=0.05)
+
+    async def scenario() -> list[float | None]:
+        seen = []
+        for _ in range(3):
+            await monitor.check_once()
+            seen.append(gauge(metrics, "fraudstream_broker_up"))
+        return seen
+
+    with caplog.at_level(logging.INFO, logger="fraudstream.stream.health"):
+        assert asyncio.run(scenario()) == [0, 1, 1]
+    messages = [r.getMessage() for r in caplog.records if "broker" in r.getMessage()]
+    assert messages == ["health: broker unreachable (not started yet); fraudstream_broker_up = 0",
+                        "health: broker reachable again"], messages
