@@ -190,18 +190,34 @@ def test_worker_decides_every_transaction_like_the_batch_path_and_dead_letters_b
 
 #: kill -9 this many times, each while the worker works through a backlog sent while it was down.
 KILLS = 5
+#: Transactions replayed around the kills: more than the tiny bundle's own history holds, so they are simulated
+#: for more customers (the model scores any rows).
+KILL_ROWS = 20_000
+
+
+@pytest.fixture(scope="module")
+def kill_rows(tiny_bundle, tmp_path_factory):
+    """(model root, KILL_ROWS transactions in time order, expected {id: (decision name, risk)}, model version)."""
+    from fraudstream.training.simulator import SimulationConfig, simulate
+
+    frame = simulate(SimulationConfig(n_customers=400, n_terminals=800, nb_days=30, seed=12))
+    rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(KILL_ROWS).reset_index(drop=True)
+    assert len(rows) == KILL_ROWS
+    expected = score_with_cli(rows, tiny_bundle.root, tmp_path_factory.mktemp("kill-scores"))
+    return tiny_bundle.root, rows, expected, tiny_bundle.version
 #: After each restart the worker is killed this long (s) after it reports its partitions: at once, mid-batch, later.
 KILL_DELAYS_S = (0.0, 0.3, 0.8, 0.1, 1.5)
 
 
 def test_kill_9_five_times_with_a_backlog_loses_and_duplicates_nothing(
-        trained, unique_topics, redis_url, read_topic, tmp_path):
+        kill_rows, unique_topics, redis_url, read_topic, tmp_path):
     import numpy as np
 
     from fraudstream.stream.replay import replay
 
-    root, rows, expected, version = trained
-    settings = unique_topics.settings(redis_url=redis_url, batch_size=50)  # small batches: kills land mid-backlog
+    root, rows, expected, version = kill_rows
+    # small batches, so that kills land mid-backlog
+    settings = unique_topics.settings(redis_url=redis_url, batch_size=100)
     log_path = tmp_path / "worker.log"
     chunks = np.array_split(np.arange(len(rows)), KILLS + 1)
     worker = None
@@ -280,3 +296,57 @@ def test_two_workers_in_one_group_split_partitions_and_change_no_decision(
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_kill_9_of_one_of_two_workers_mid_stream_loses_and_duplicates_nothing(
+        trained, unique_topics, redis_url, read_topic, tmp_path):
+    """Two workers share the partitions; one is killed (SIGKILL) while transactions flow.  The group hands its
+    partitions to the survivor, which resumes at the committed offsets: every transaction decided, once, as the
+    clean run decided it."""
+    import threading
+
+    from fraudstream.stream.embedded import free_port
+    from fraudstream.stream.replay import replay
+
+    root, rows, expected, version = trained
+    settings = unique_topics.settings(redis_url=redis_url, batch_size=100)
+    ports = [free_port(), free_port()]
+    survivor = Worker(settings, root, tmp_path / "survivor.log", metrics_port=ports[0])
+    victim = None
+    started = time.monotonic()
+    try:
+        survivor.wait_ready()
+        victim = Worker(settings, root, tmp_path / "victim.log", metrics_port=ports[1])
+        victim.wait_ready()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while survivor.text().count(READY_LINE) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the survivor's partitions are re-assigned when the victim joins
+        victim_partitions = assigned_partitions(ports[1], unique_topics.transactions)
+        assert victim_partitions, "the second worker got no partition"
+        sent = threading.Thread(target=replay, args=(rows, settings), daemon=True,
+                                kwargs=dict(rate=REPLAY_RATE_TX_S, labels_delay_s=7 * 86_400.0, progress=False))
+        sent.start()
+        time.sleep(N_ROWS / REPLAY_RATE_TX_S / 3)  # a third of the stream is out
+        victim_decided = sum(metric_samples(ports[1], "fraudstream_decisions_total").values())
+        victim.proc.kill()
+        victim.proc.wait(10)
+        killed_at = time.monotonic()
+        sent.join(120)
+        records = wait_for_all(read_topic, unique_topics.decisions, set(expected), timeout_s=120)
+        recovered_s = time.monotonic() - killed_at
+        by_id = decisions_by_id(records)
+        missing = set(expected) - set(by_id)
+        assert not missing, where_missing(read_topic, unique_topics, missing, tmp_path / "survivor.log")
+        assert_parity(by_id, expected, version)
+        assert victim_decided > 0, "the killed worker had decided nothing: the kill proved nothing"
+        assert assigned_partitions(ports[0], unique_topics.transactions) >= victim_partitions
+        print("FAULT " + json.dumps({"fault": "kill -9 of one of two workers", "transactions": len(expected),
+                                     "victim_decided_before_kill": victim_decided,
+                                     "lost": len(missing), "doubled": sum(len(v) > 1 for v in by_id.values()),
+                                     "resent_identical": len(records) - len(by_id),
+                                     "all_decided_s_after_kill": round(recovered_s, 1),
+                                     "whole_run_s": round(time.monotonic() - started, 1)}, sort_keys=True))
+    finally:
+        survivor.stop()
+        if victim is not None:
+            victim.stop()
