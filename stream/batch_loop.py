@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 #: When a fetch returns a full batch (the worker is behind), the next batch may be this many times larger: fixed
 #: per-batch costs (round trips, commits) are then shared by more events.
 LAGGING_BATCH_FACTOR = 4
+#: Delivered batches' offsets are committed at most this often (s) while batches keep coming, and at once when a
+#: round releases nothing, on a rebalance and at stop: a commit is a broker round trip on every batch's path, and
+#: offsets delivered but not committed yet are only read again after a crash, then answered from the stored
+#: decisions (re-sent, never decided twice).
+COMMIT_INTERVAL_S = 0.1
 #: Warn when partitions with backlog return no records (and hold the others back) for this long (s).
 HOLD_WARNING_S = 30.0
 #: Expiry (s) of a partition's published progress, so entries of workers long gone do not linger (a partition
@@ -73,6 +78,8 @@ class BatchConsumer(Service):
         self.rebalances = 0
         self._lost_rounds = 0  # health rounds in a row that found the broker below what was processed
         self._stalled_since: float | None = None  # monotonic time since when a partition with backlog starves
+        self._to_commit: dict[TopicPartition, int] = {}  # offsets of delivered batches not committed yet
+        self._committed_at = -math.inf  # monotonic time (s) of the last commit
         m = runtime.metrics
         self.health = HealthMonitor(m.redis_up, m.broker_up, m.consumer_lag,
                                     lambda: self._probe_redis if runtime.ready.is_set() else None,
@@ -84,6 +91,8 @@ class BatchConsumer(Service):
         """Let the batch in flight finish (and commit) before partitions are handed to another worker."""
         async with self.batch_lock:
             self.rebalances += 1
+            if self.consumer is not None:
+                await self._commit(self.consumer)
             for tp in partitions:
                 self.forget_partition(tp)
 
@@ -111,6 +120,7 @@ class BatchConsumer(Service):
     async def on_stop(self) -> None:
         if self.consumer is not None:
             async with self.batch_lock:
+                await self._commit(self.consumer)
                 await self.consumer.stop()
 
     @Service.task
@@ -188,12 +198,21 @@ class BatchConsumer(Service):
                         return
                     if late:
                         self.runtime.metrics.late_events.inc(late)
-                    await consumer.commit({tp: records[-1].record.offset + 1 for tp, records in released.items()})
-                await self._publish_progress(positions, at_end)
+                    self._to_commit.update({tp: records[-1].record.offset + 1 for tp, records in released.items()})
+                if not released or time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S:
+                    await self._commit(consumer)
+                await self._publish_progress(positions, at_end, alone=not consumer.foreign_partitions())
             if stalled:
                 await self._restart_consumer(consumer, stalled)
                 continue
             await self._update_lag(consumer)
+
+    async def _commit(self, consumer: TransactionConsumer) -> None:
+        """Commit the offsets of the batches delivered since the last commit (see :data:`COMMIT_INTERVAL_S`)."""
+        if self._to_commit:
+            offsets, self._to_commit = self._to_commit, {}
+            await consumer.commit(offsets)
+        self._committed_at = time.monotonic()
 
     async def _fetch(self, consumer: TransactionConsumer, timeout_ms: int) -> None:
         """One fetch into the aligner's buffers, for the partitions whose buffer is not full, within the bound of
@@ -232,14 +251,20 @@ class BatchConsumer(Service):
                 floors[tp] = floor
         return floors
 
-    async def _publish_progress(self, positions: Positions, at_end: dict[TopicPartition, bool]) -> None:
+    async def _publish_progress(self, positions: Positions, at_end: dict[TopicPartition, bool], alone: bool = False
+                                ) -> None:
         """Publish how far each assigned partition is processed, for the workers that own the other partitions.
 
         Written after the batch's state is in the store; unchanged values are refreshed every
-        :data:`PROGRESS_REFRESH_S`.
+        :data:`PROGRESS_REFRESH_S`.  While this worker owns every partition (``alone``) nobody reads them, so only
+        the refresh is written (one state-store round trip less per batch): a worker that joins reads an older,
+        lower view, which holds it back a little longer, never too little, until the rebalance is done and this
+        worker publishes its partitions' progress again.
         """
         now = time.monotonic()
         refresh = now - self._published_at > PROGRESS_REFRESH_S
+        if alone and not refresh:
+            return
         changed: dict[TopicPartition, bytes] = {}
         for tp in at_end:
             first = self.aligner.first(tp)

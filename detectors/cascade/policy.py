@@ -231,6 +231,11 @@ def _fill(out: list[str], rows: np.ndarray, template: str, *values: np.ndarray) 
     index = np.flatnonzero(rows)
     if not index.size:
         return
+    if index.size <= FORMAT_PER_ROW_MAX:  # numpy's string operations cost more than they save on a few rows
+        columns = [v[index].tolist() for v in values]
+        for j, i in enumerate(index.tolist()):
+            out[i] = template.format(*(c[j] for c in columns))
+        return
     pieces = _PLACEHOLDER.split(template)  # text, placeholder number, text, ...
     text = np.full(index.size, pieces[0])
     for k in range(1, len(pieces), 2):
@@ -240,6 +245,8 @@ def _fill(out: list[str], rows: np.ndarray, template: str, *values: np.ndarray) 
 
 
 _PLACEHOLDER = re.compile(r"\{(\d+):\.3f\}")
+#: Up to this many rows of one kind of reason, the strings are formatted one row at a time (the definition itself).
+FORMAT_PER_ROW_MAX = 32
 #: Distance (in thousandths) from a rounding tie below which a value is formatted by Python instead.
 _TIE_MARGIN = 1e-6
 

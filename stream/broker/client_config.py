@@ -13,8 +13,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from fraudstream.stream.settings import StreamSettings
 
-#: Producer: longest wait (ms) to fill a produce request; small, decisions are latency-bound.
-PRODUCER_LINGER_MS = 1
+#: Producer: longest wait (ms) to fill a produce request: none, a batch's decisions go as one record batch per
+#: partition anyway (1 ms cost a batch's delivery 2.1 ms on average at 1,000 tx/s, 0 ms 1.2).
+PRODUCER_LINGER_MS = 0
 #: Producer: largest produce request per partition (bytes).
 PRODUCER_MAX_BATCH_BYTES = 1 << 20
 #: Consumer: fetch size per partition (bytes); large enough for a full micro-batch.

@@ -6,8 +6,10 @@ that wait *finding* the records: once a topic holds a few hundred thousand recor
 it returns nothing within 2 ms, every time, and the partition starves for good although the broker has its
 records (measured: at offset 116,079 of a 170,000-record topic, 0 records per 2 ms fetch, all 46,344 asked for
 with 30 ms).  :class:`FetchWait` doubles the wait after a fetch that returned nothing for a partition the broker
-reports backlog on, up to :data:`MAX_FETCH_WAIT_MS`, and halves it back towards the short wait after each fetch
-that returned records.  :func:`apply_fetch_wait` sets it on an aiokafka consumer.
+reports backlog on, up to :data:`MAX_FETCH_WAIT_MS`, and shortens it by an eighth after each fetch that returned
+records, back towards the short wait: slowly, so that it hovers just above what the broker needs (about one
+empty fetch in six at a steady depth; halving made every second fetch an empty one).  :func:`apply_fetch_wait`
+sets it on an aiokafka consumer.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ log = logging.getLogger(__name__)
 
 #: Longest fetch wait (ms) the adaptation goes up to.
 MAX_FETCH_WAIT_MS = 500
+#: After a fetch that returned records the wait is shortened by this fraction of itself (1 / divisor, >= 1 ms).
+FED_STEP_DIVISOR = 8
 
 
 class FetchWait:
     """The current fetch wait (ms) between ``base_ms`` and ``max_ms``.
 
-    :meth:`starved` after a fetch returned nothing although the broker reported records past the position;
-    :meth:`fed` after a fetch returned records.  Each returns the new wait.
+    :meth:`starved` (doubles it) after a fetch returned nothing although the broker reported records past the
+    position; :meth:`fed` (an eighth shorter, at least 1 ms) after a fetch returned records.  Each returns the new
+    wait.
     """
 
     def __init__(self, base_ms: int, max_ms: int = MAX_FETCH_WAIT_MS) -> None:
@@ -41,7 +46,7 @@ class FetchWait:
         return self.ms
 
     def fed(self) -> int:
-        self.ms = max(self.base_ms, self.ms // 2)
+        self.ms = max(self.base_ms, self.ms - max(1, self.ms // FED_STEP_DIVISOR))
         return self.ms
 
 

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from fraudstream.detectors.cascade.policy import Thresholds, threshold_reasons
+from fraudstream.detectors.cascade.policy import FORMAT_PER_ROW_MAX, Thresholds, threshold_reasons
 from fraudstream.detectors.cascade.types import Decision, Stage
 from fraudstream.detectors.models import anomaly as anomaly_module
 from fraudstream.detectors.models.anomaly import AnomalyModel, select_anomaly_model
@@ -82,9 +82,9 @@ def reference_reasons(decision, stage, light, anomaly, heavy, t, use_anomaly):
 
 
 @pytest.mark.parametrize("use_anomaly", [True, False])
-def test_vectorized_threshold_reasons_match_the_row_definition(use_anomaly):
+@pytest.mark.parametrize("n", [600, 40])  # 40 rows: every kind of reason below the per-row formatting bound
+def test_vectorized_threshold_reasons_match_the_row_definition(use_anomaly, n):
     rng = np.random.default_rng(4)
-    n = 600
     t = Thresholds(t_block_light=0.9, t_allow_light=0.05, t_anomaly_allow=0.97, t_block_heavy=0.8, t_review=0.3,
                    t_anomaly_review=0.995)
     decision = rng.integers(0, 3, n).astype(np.int8)
@@ -94,6 +94,9 @@ def test_vectorized_threshold_reasons_match_the_row_definition(use_anomaly):
     got = threshold_reasons(decision, stage, light, anomaly, heavy, t, use_anomaly)
     assert got == reference_reasons(decision, stage, light, anomaly, heavy, t, use_anomaly)
     assert {r.split(":")[0] for r in got if r} >= {"light_block", "light_allow", "heavy_block", "heavy_allow"}
+    per_kind = [sum(r.startswith(kind + ":") for r in got) for kind in ("light_block", "light_allow", "heavy_allow")]
+    vectorized = [count > FORMAT_PER_ROW_MAX for count in per_kind]
+    assert all(vectorized) if n == 600 else not any(vectorized), per_kind  # each path is taken
 
 
 def test_anomaly_selection_records_call_times_and_applies_the_budget():

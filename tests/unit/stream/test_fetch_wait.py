@@ -7,10 +7,13 @@ import pytest
 from fraudstream.stream.broker.fetch_wait import FetchWait, apply_fetch_wait
 
 
-def test_the_wait_doubles_up_to_its_ceiling_and_halves_back_to_its_floor():
+def test_the_wait_doubles_up_to_its_ceiling_and_shortens_by_an_eighth_back_to_its_floor():
     wait = FetchWait(2, max_ms=40)
     assert [wait.starved() for _ in range(6)] == [4, 8, 16, 32, 40, 40]
-    assert [wait.fed() for _ in range(6)] == [20, 10, 5, 2, 2, 2]
+    assert [wait.fed() for _ in range(4)] == [35, 31, 28, 25]
+    for _ in range(40):
+        wait.fed()
+    assert wait.ms == 2 and wait.fed() == 2
 
 
 def test_a_wait_outside_its_bounds_is_refused():
