@@ -148,29 +148,36 @@ class CascadePolicy:
     def reasons(self, decision: np.ndarray, stage: np.ndarray, scores: Mapping[str, np.ndarray]) -> list[str]:
         """Per row, the threshold that settled a model decision (empty string for rule decisions).
 
-        Vectorized by kind of reason: one string format per row, no per-row branching in Python.
+        BLOCK and REVIEW rows name the score and the threshold it crossed (``light_block:0.973>=0.900``).  ALLOW
+        rows, nearly every row, name the thresholds their scores stayed under, one shared string per kind
+        (``light_allow:<=0.050,anomaly:<=0.970``); their scores are the decision's ``<stage>_score`` fields.
+        Vectorized by kind of reason: no per-row branching in Python.
         """
         t = self.thresholds
         light, anomaly, heavy = scores[LIGHT], scores[ANOMALY], scores[HEAVY]
-        out = [""] * decision.shape[0]
         by_light = stage == Stage.LIGHT
         by_heavy = stage == Stage.HEAVY
         block = decision == Decision.BLOCK
         review = decision == Decision.REVIEW
         heavy_review = heavy >= t.t_review  # False where the heavy model did not run (nan)
+        kinds = np.full(decision.shape[0], "", dtype=object)
+        kinds[by_light & ~block] = self.allow_reasons[0]
+        kinds[by_heavy & ~block & ~review] = self.allow_reasons[1]
+        out: list[str] = kinds.tolist()
         _fill(out, by_light & block, "light_block:{0:.3f}>=" + f"{t.t_block_light:.3f}", light)
-        if self.use_anomaly:
-            _fill(out, by_light & ~block, "light_allow:{0:.3f}<=" + f"{t.t_allow_light:.3f}" + ",anomaly:{1:.3f}<="
-                  + f"{t.t_anomaly_allow:.3f}", light, anomaly)
-        else:
-            _fill(out, by_light & ~block, "light_allow:{0:.3f}<=" + f"{t.t_allow_light:.3f}", light)
         _fill(out, by_heavy & block, "heavy_block:{0:.3f}>=" + f"{t.t_block_heavy:.3f}", heavy)
         _fill(out, by_heavy & review & heavy_review, "heavy_review:{0:.3f}>=" + f"{t.t_review:.3f}", heavy)
         _fill(out, by_heavy & review & ~heavy_review, "anomaly_review:{0:.3f}>=" + f"{t.t_anomaly_review:.3f}",
               anomaly)
-        _fill(out, by_heavy & ~block & ~review, "heavy_allow:{0:.3f}<" + f"{min(t.t_review, t.t_block_heavy):.3f}",
-              heavy)
         return out
+
+    @property
+    def allow_reasons(self) -> tuple[str, str]:
+        """The reasons of ALLOW rows settled by the light stage and by the heavy stage."""
+        t = self.thresholds
+        light = f"light_allow:<={t.t_allow_light:.3f}" + (f",anomaly:<={t.t_anomaly_allow:.3f}" if self.use_anomaly
+                                                          else "")
+        return light, f"heavy_allow:<{min(t.t_review, t.t_block_heavy):.3f}"
 
 
 def _scores(light: np.ndarray, anomaly: np.ndarray, heavy: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -66,9 +66,9 @@ def reference_reasons(decision, stage, light, anomaly, heavy, t, use_anomaly):
             if d == Decision.BLOCK:
                 out.append(f"light_block:{lt:.3f}>={t.t_block_light:.3f}")
             elif use_anomaly:
-                out.append(f"light_allow:{lt:.3f}<={t.t_allow_light:.3f},anomaly:{an:.3f}<={t.t_anomaly_allow:.3f}")
+                out.append(f"light_allow:<={t.t_allow_light:.3f},anomaly:<={t.t_anomaly_allow:.3f}")
             else:
-                out.append(f"light_allow:{lt:.3f}<={t.t_allow_light:.3f}")
+                out.append(f"light_allow:<={t.t_allow_light:.3f}")
         elif d == Decision.BLOCK:
             out.append(f"heavy_block:{hv:.3f}>={t.t_block_heavy:.3f}")
         elif d == Decision.REVIEW:
@@ -77,7 +77,7 @@ def reference_reasons(decision, stage, light, anomaly, heavy, t, use_anomaly):
             else:
                 out.append(f"anomaly_review:{an:.3f}>={t.t_anomaly_review:.3f}")
         else:
-            out.append(f"heavy_allow:{hv:.3f}<{min(t.t_review, t.t_block_heavy):.3f}")
+            out.append(f"heavy_allow:<{min(t.t_review, t.t_block_heavy):.3f}")
     return out
 
 
@@ -94,7 +94,7 @@ def test_vectorized_threshold_reasons_match_the_row_definition(use_anomaly, n):
     got = threshold_reasons(decision, stage, light, anomaly, heavy, t, use_anomaly)
     assert got == reference_reasons(decision, stage, light, anomaly, heavy, t, use_anomaly)
     assert {r.split(":")[0] for r in got if r} >= {"light_block", "light_allow", "heavy_block", "heavy_allow"}
-    per_kind = [sum(r.startswith(kind + ":") for r in got) for kind in ("light_block", "light_allow", "heavy_allow")]
+    per_kind = [sum(r.startswith(kind + ":") for r in got) for kind in ("light_block", "heavy_block", "heavy_review")]
     vectorized = [count > FORMAT_PER_ROW_MAX for count in per_kind]
     assert all(vectorized) if n == 600 else not any(vectorized), per_kind  # each path is taken
 
