@@ -146,7 +146,7 @@ class BatchConsumer(Service):
         lost = list(self.consumer.behind_broker)
         labels = self.runtime.labels
         if labels is not None:
-            lags.update(labels.lag())
+            lags.update(await labels.fresh_lag())
             lost += await labels.behind_broker()
         self._lost_rounds = self._lost_rounds + 1 if lost else 0
         if self._lost_rounds >= LOST_ROUNDS_TO_STOP:

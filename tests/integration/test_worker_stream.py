@@ -321,7 +321,10 @@ def test_kill_9_of_one_of_two_workers_mid_stream_loses_and_duplicates_nothing(
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while survivor.text().count(READY_LINE) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)  # the survivor's partitions are re-assigned when the victim joins
-        victim_partitions = assigned_partitions(ports[1], unique_topics.transactions)
+        victim_partitions: set[str] = set()
+        while not victim_partitions and time.monotonic() < deadline:  # its lag gauge names them once it fetched
+            victim_partitions = assigned_partitions(ports[1], unique_topics.transactions)
+            time.sleep(0.1)
         assert victim_partitions, "the second worker got no partition"
         sent = threading.Thread(target=replay, args=(rows, settings), daemon=True,
                                 kwargs=dict(rate=REPLAY_RATE_TX_S, labels_delay_s=7 * 86_400.0, progress=False))
