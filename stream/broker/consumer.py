@@ -125,9 +125,10 @@ class TransactionConsumer:
                     ) -> dict[TopicPartition, tuple[list[RawEvent], list[float | None]]]:
         """One ``getmany`` (every assigned partition when ``partitions`` is empty): per partition still assigned,
         its records and their event times (None: unreadable)."""
+        backlog_at = {tp: self.consumer.highwater(tp) for tp in partitions or self.consumer.assignment()}
         fetched = await self.consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
         assigned = self.consumer.assignment()
-        await self._adapt_fetch_wait([tp for tp in partitions or assigned if tp in assigned], fetched)
+        await self._adapt_fetch_wait({tp: end for tp, end in backlog_at.items() if tp in assigned}, fetched)
         out: dict[TopicPartition, tuple[list[RawEvent], list[float | None]]] = {}
         for tp, records in fetched.items():
             if tp in assigned and records:
@@ -142,15 +143,15 @@ class TransactionConsumer:
                 self._handed_to[tp] = records[-1].offset + 1
         return out
 
-    async def _adapt_fetch_wait(self, asked: Sequence[TopicPartition],
+    async def _adapt_fetch_wait(self, backlog_at: dict[TopicPartition, int | None],
                                 fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Longer fetch waits while an asked partition with backlog gets nothing, shorter once records come (see
-        :mod:`~fraudstream.stream.broker.fetch_wait`)."""
-        if any(fetched.get(tp) for tp in asked):
+        """Longer fetch waits while an asked partition gets nothing although it had backlog before the fetch (its
+        highwater then, ``backlog_at``, past its position; records that arrived during the fetch do not count),
+        shorter once records come (see :mod:`~fraudstream.stream.broker.fetch_wait`)."""
+        if any(fetched.get(tp) for tp in backlog_at):
             apply_fetch_wait(self.consumer, self.fetch_wait.fed())
             return
-        for tp in asked:
-            highwater = self.consumer.highwater(tp)
+        for tp, highwater in backlog_at.items():
             if highwater is not None and await self.consumer.position(tp) < highwater:
                 apply_fetch_wait(self.consumer, self.fetch_wait.starved())
                 return
