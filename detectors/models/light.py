@@ -238,8 +238,10 @@ class BoostedTreeModel:
             return np.zeros((0, X.shape[1]), dtype=np.float64)
         booster = self._booster_for(X.shape[0])
         threads = 1 if booster is not self.booster_ else self.n_jobs
-        data = xgb.DMatrix(np.asarray(X, dtype=np.float64), feature_names=self.feature_names_, nthread=threads)
-        contribs = booster.predict(data, pred_contribs=True, approx_contribs=approximate)
+        # columns are in the model's feature order (the cascade checks X's shape against its feature names), as
+        # for ``inplace_predict``: no names on the matrix, no name check (a fifth of the call on a few rows)
+        data = xgb.DMatrix(np.asarray(X, dtype=np.float64), nthread=threads)
+        contribs = booster.predict(data, pred_contribs=True, approx_contribs=approximate, validate_features=False)
         return np.asarray(contribs, dtype=np.float64)[:, :-1]
 
     # ---- persistence -----------------------------------------------------------------------------------------
