@@ -133,6 +133,31 @@ def settled_review_ids(redis_url: str, prefix: str, ids: set[int]) -> set[int]:
         client.close()
 
 
+def start_two_workers(settings, root: Path, tmp_path: Path, names: tuple[str, str]
+                      ) -> tuple[tuple[Worker, Worker], list[int]]:
+    """Two workers of one group (logs ``<name>.log``) and their metrics ports, the second started once the first
+    has its partitions; returns once the first's partitions were assigned again (the group is stable).  The caller
+    stops them."""
+    from fraudstream.stream.embedded import free_port
+
+    ports = [free_port(), free_port()]
+    first = Worker(settings, root, tmp_path / f"{names[0]}.log", metrics_port=ports[0])
+    second = None
+    try:
+        first.wait_ready()
+        second = Worker(settings, root, tmp_path / f"{names[1]}.log", metrics_port=ports[1])
+        second.wait_ready()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while first.text().count(READY_LINE) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first worker's partitions are re-assigned when the second joins
+    except BaseException:
+        first.stop()
+        if second is not None:
+            second.stop()
+        raise
+    return (first, second), ports
+
+
 def send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
     from kafka import KafkaProducer
 
@@ -266,21 +291,12 @@ def test_kill_9_five_times_with_a_backlog_loses_and_duplicates_nothing(
 
 def test_two_workers_in_one_group_split_partitions_and_change_no_decision(
         trained, unique_topics, redis_url, read_topic, tmp_path):
-    from fraudstream.stream.embedded import free_port
     from fraudstream.stream.replay import replay
 
     root, rows, expected, version = trained
     settings = unique_topics.settings(redis_url=redis_url)
-    ports = [free_port(), free_port()]
-    first = Worker(settings, root, tmp_path / "first.log", metrics_port=ports[0])
-    second = None
+    (first, second), ports = start_two_workers(settings, root, tmp_path, ("first", "second"))
     try:
-        first.wait_ready()
-        second = Worker(settings, root, tmp_path / "second.log", metrics_port=ports[1])
-        second.wait_ready()
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while first.text().count(READY_LINE) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)  # the first worker's partitions are re-assigned when the second joins
         replay(rows, settings, rate=REPLAY_RATE_TX_S, labels_delay_s=7 * 86_400.0, progress=False)
         records = wait_for_all(read_topic, unique_topics.decisions, set(expected))
         assert_parity(decisions_by_id(records), expected, version)
@@ -294,8 +310,7 @@ def test_two_workers_in_one_group_split_partitions_and_change_no_decision(
         assert len(labels_first) == len(labels_second) == settings.partitions, "every worker reads every label"
     finally:
         first.stop()
-        if second is not None:
-            second.stop()
+        second.stop()
 
 
 def test_kill_9_of_one_of_two_workers_mid_stream_loses_and_duplicates_nothing(
@@ -305,22 +320,14 @@ def test_kill_9_of_one_of_two_workers_mid_stream_loses_and_duplicates_nothing(
     clean run decided it."""
     import threading
 
-    from fraudstream.stream.embedded import free_port
     from fraudstream.stream.replay import replay
 
     root, rows, expected, version = trained
     settings = unique_topics.settings(redis_url=redis_url, batch_size=100)
-    ports = [free_port(), free_port()]
-    survivor = Worker(settings, root, tmp_path / "survivor.log", metrics_port=ports[0])
-    victim = None
     started = time.monotonic()
+    (survivor, victim), ports = start_two_workers(settings, root, tmp_path, ("survivor", "victim"))
     try:
-        survivor.wait_ready()
-        victim = Worker(settings, root, tmp_path / "victim.log", metrics_port=ports[1])
-        victim.wait_ready()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while survivor.text().count(READY_LINE) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)  # the survivor's partitions are re-assigned when the victim joins
         victim_partitions: set[str] = set()
         while not victim_partitions and time.monotonic() < deadline:  # its lag gauge names them once it fetched
             victim_partitions = assigned_partitions(ports[1], unique_topics.transactions)
@@ -351,5 +358,4 @@ def test_kill_9_of_one_of_two_workers_mid_stream_loses_and_duplicates_nothing(
                                      "whole_run_s": round(time.monotonic() - started, 1)}, sort_keys=True))
     finally:
         survivor.stop()
-        if victim is not None:
-            victim.stop()
+        victim.stop()
