@@ -5,7 +5,7 @@
    the same broker and kind of topic, labels in the topic (both chargeback feeds), decisions checked;
 3. latency: p50 / p95 / p99 at offered rates with labels flowing, and the highest rate with p99 under 50 ms;
 4. scale: 1 and 2 workers on 2 partitions (tx/s, CPU s per million), state cost by population;
-5. memory: worker RSS at the start and the end of a soak at 1,000 tx/s, and sampled over time (with lag and
+5. memory: worker RSS at the start and the end of a soak (1,000 tx/s unless told), and sampled over time (with lag and
    latency).
 
 Each figure is the median of the repetitions with [min, max].  ``quick`` runs every table with fewer and shorter
@@ -34,6 +34,10 @@ P99_LIMIT_MS = 50.0
 FEEDS = ("fraud", "all")
 
 
+#: Offered rate of the memory soak (tx/s) unless told otherwise.
+DEFAULT_SOAK_RATE = 1000.0
+
+
 @dataclass(frozen=True)
 class SuiteConfig:
     """Sizes of one run of the suite (see :meth:`quick` and :meth:`full`)."""
@@ -48,6 +52,7 @@ class SuiteConfig:
     populations: tuple[int, ...]
     soak_seconds: float
     recipe: ModelRecipe
+    soak_rate: float = DEFAULT_SOAK_RATE
 
     @classmethod
     def quick(cls) -> SuiteConfig:
@@ -55,9 +60,9 @@ class SuiteConfig:
                    ModelRecipe(light_trees=100, heavy_trees=200))
 
     @classmethod
-    def full(cls, soak_seconds: float = 600.0) -> SuiteConfig:
+    def full(cls, soak_seconds: float = 600.0, soak_rate: float = DEFAULT_SOAK_RATE) -> SuiteConfig:
         return cls(3, kernel.DEFAULT_SIZES, 150_000, (500.0, 1000.0, 2000.0, 5000.0), 20.0, (10_000.0,), 150_000,
-                   (5000, 50_000, 500_000), soak_seconds, ModelRecipe())
+                   (5000, 50_000, 500_000), soak_seconds, ModelRecipe(), soak_rate)
 
 
 def machine() -> str:
@@ -248,24 +253,26 @@ def scale_tables(result: dict[str, Any]) -> str:
 # ---- memory --------------------------------------------------------------------------------------------------
 def memory_section(endpoints: Any, root: Path, config: SuiteConfig, latency: dict | None) -> dict[str, Any]:
     if config.soak_seconds > 0:
-        frame = bench_frame(int(1000 * config.soak_seconds), seed=17)
-        r = stream_runs.latency_run(endpoints, root, frame, 1000.0, "fraud")
+        rate = config.soak_rate
+        frame = bench_frame(int(rate * config.soak_seconds), seed=17)
+        r = stream_runs.latency_run(endpoints, root, frame, rate, "fraud")
         p50, p95, p99 = percentiles_ms(r["latency_ms"])
-        return {"seconds": r["sent"] / 1000.0, "start": r["rss_start_mb"], "end": r["rss_end_mb"],
+        return {"seconds": r["sent"] / rate, "rate": rate, "start": r["rss_start_mb"], "end": r["rss_end_mb"],
                 "cpu": r["cpu_s_per_million"], "p99": p99, "sent": r["sent"], "samples": r["samples"]}
-    if latency and 1000.0 in latency:
-        r = latency[1000.0]["last"]
-        return {"seconds": r["sent"] / 1000.0, "start": r["rss_start_mb"], "end": r["rss_end_mb"],
-                "cpu": r["cpu_s_per_million"], "p99": percentiles_ms(r["latency_ms"])[2], "sent": r["sent"],
-                "samples": r["samples"]}
+    if latency and DEFAULT_SOAK_RATE in latency:
+        r = latency[DEFAULT_SOAK_RATE]["last"]
+        return {"seconds": r["sent"] / DEFAULT_SOAK_RATE, "rate": DEFAULT_SOAK_RATE, "start": r["rss_start_mb"],
+                "end": r["rss_end_mb"], "cpu": r["cpu_s_per_million"], "p99": percentiles_ms(r["latency_ms"])[2],
+                "sent": r["sent"], "samples": r["samples"]}
     return {}
 
 
 def memory_table(result: dict[str, Any]) -> str:
     if not result:
         return "\n### 5. Memory\n\n(no run)"
-    rows = [[f"{result['seconds']:.0f} s at 1,000 tx/s", f"{result['start']:.0f}", f"{result['end']:.0f}",
-             f"{result['end'] - result['start']:+.0f}", f"{result['cpu']:.1f}", f"{result['p99']:.1f}"]]
+    rows = [[f"{result['seconds']:.0f} s at {result['rate']:,.0f} tx/s", f"{result['start']:.0f}",
+             f"{result['end']:.0f}", f"{result['end'] - result['start']:+.0f}", f"{result['cpu']:.1f}",
+             f"{result['p99']:.1f}"]]
     first = table("5. Memory: worker RSS over a soak", ["run", "RSS start MB", "RSS end MB", "change MB",
                                                         "CPU s per million tx", "p99 ms"], rows,
                   "RSS after the model is loaded and warmed (start) and after the last decision (end, or after "

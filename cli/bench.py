@@ -16,14 +16,17 @@ SECTIONS = ("kernel", "worker", "latency", "scale", "memory")
 @click.option("--only", "only", multiple=True, type=click.Choice(SECTIONS),
               help="Run only these sections (repeatable).")
 @click.option("--soak", "soak_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
-              help="Length of the memory soak at 1,000 tx/s (s); the quick run takes the 1,000 tx/s latency run.")
+              help="Length of the memory soak (s); the quick run takes the 1,000 tx/s latency run.")
+@click.option("--soak-rate", type=click.FloatRange(min=1), default=1000.0, show_default=True,
+              help="Offered rate of the memory soak (tx/s), e.g. the highest rate the latency table keeps under 50 ms.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures to this JSON file.")
-def command(quick: bool, model_dir: str | None, only: tuple[str, ...], soak_s: float, json_path: str | None) -> None:
+def command(quick: bool, model_dir: str | None, only: tuple[str, ...], soak_s: float, soak_rate: float,
+            json_path: str | None) -> None:
     """Run the benchmark suite on an embedded broker and Redis and print its tables (median [min, max])."""
     from fraudstream.bench.suite import SuiteConfig, as_jsonable, run_suite, summary_rows
 
-    config = SuiteConfig.quick() if quick else SuiteConfig.full(soak_s)
+    config = SuiteConfig.quick() if quick else SuiteConfig.full(soak_s, soak_rate)
     result = run_suite(config, model_dir, set(only or SECTIONS), echo=lambda text: click.echo(text))
     for line in summary_rows(result):
         click.echo(line)

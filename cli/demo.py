@@ -221,16 +221,12 @@ class ReplayThread(threading.Thread):
         warm_from = self.replay_start - pd.Timedelta(self.options.warmup_days, DAY)
         phases = [(self.frame[(times >= warm_from) & (times < self.replay_start)], None),
                   (self.frame[times >= self.replay_start], self.options.rate)]
-        producer = None
+        producer = make_producer(self.settings.kafka_bootstrap_servers)
         done = [0, 0]
         try:
             for part, rate in phases:
                 if len(part) == 0 or self.stop.is_set():
                     continue
-                if producer is not None:
-                    producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
-                # the warm-up is sent as fast as it goes (linger), the paced part as each event is due
-                producer = make_producer(self.settings.kafka_bootstrap_servers, paced=rate is not None)
                 self.phase = WARMUP_PHASE if rate is None else paced_phase(rate)
                 base = (done[0], done[1])
 
@@ -249,8 +245,7 @@ class ReplayThread(threading.Thread):
             self.error = exc
         finally:
             self.phase = FINISHED_PHASE
-            if producer is not None:
-                producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
+            producer.close(timeout=PRODUCER_CLOSE_TIMEOUT_S)
 
     def _progress(self, sent: int, labels: int) -> None:
         self.sent, self.labels_sent = sent, labels

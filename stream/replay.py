@@ -314,8 +314,7 @@ def replay(frame: pd.DataFrame, settings: StreamSettings, rate: float | None = N
     keyed by terminal id; ``label_feed`` chooses which transactions get a label (see :func:`plan_replay`).
     Setting ``stop`` ends the replay early (the summary says so); ``on_progress(sent,
     labels_sent)`` is called every few hundred events.  Everything sent is flushed before returning.
-    ``producer`` (a kafka-python producer) is used and left open when given; otherwise one is made and closed
-    (without linger when the replay is paced by ``rate`` or ``speedup``).
+    ``producer`` (a kafka-python producer) is used and left open when given; otherwise one is made and closed.
     A topic that vanishes from the broker meanwhile raises ``TopicVanishedError`` (a ``KafkaError``).
     """
     cols = columns_from_frame(frame)
@@ -325,7 +324,7 @@ def replay(frame: pd.DataFrame, settings: StreamSettings, rate: float | None = N
     summary = ReplaySummary(planned=plan.n_transactions, labels_planned=plan.n_labels, topics=(tx_topic, label_topic))
     own_producer = producer is None
     if producer is None:
-        producer = make_producer(settings.kafka_bootstrap_servers, paced=rate is not None or speedup is not None)
+        producer = make_producer(settings.kafka_bootstrap_servers)
     errors = _DeliveryErrors()
     tx_ids, times = cols.transaction_id.tolist(), cols.timestamp.tolist()
     customers, terminals, amounts = cols.customer_id.tolist(), cols.terminal_id.tolist(), cols.amount.tolist()

@@ -17,14 +17,15 @@ if TYPE_CHECKING:
     from kafka import KafkaProducer
     from kafka.producer.future import FutureRecordMetadata
 
-#: Producer tuning: wait up to this long (ms) to fill a batch, batches up to this many bytes.
-PRODUCER_LINGER_MS = 20
+#: Producer tuning: record batches up to this many bytes.
 PRODUCER_BATCH_BYTES = 256 * 1024
-#: Linger (ms) of a replay paced at a rate or speed-up, as a live source would send.  A record's Kafka timestamp
-#: is taken when it is handed to the producer, so the linger is part of the measured event-to-decision latency
-#: (1,000 tx/s, one 20 s run each, p50 / p99 ms: linger 20: 23 / 36; 5: 16 / 43; 0: 23 / 597): without any,
-#: the embedded broker holds one record batch per transaction and its fetches slow down as the topic grows.
-PACED_LINGER_MS = 5
+#: Longest wait (ms) to fill a record batch, paced replays included.  A record's Kafka timestamp is taken when
+#: it is handed to the producer, so the linger is part of the measured event-to-decision latency (1,000 tx/s, one
+#: 20 s run each, p50 / p99 ms: linger 20: 23 / 36; 5: 16 / 43; 0: 23 / 597).  But the embedded broker keeps one
+#: record batch per produce, and the smaller they are the worse its fetches: without linger they slowed down as the
+#: topic grew, and in a 10-minute soak at 1,000 tx/s with 5 ms its fetches at the partition's head returned nothing
+#: for 20 s seven times (consumer restarts, p99 up to 19 s); with 20 ms, none.
+PRODUCER_LINGER_MS = 20
 #: Measured on the embedded broker (100k tx + 100k labels): ``all`` (idempotent) 12.6k tx/s, ``1`` 9k tx/s; the
 #: durable setting is also the faster one.  The producer's Python send path is the limit, not the broker.
 PRODUCER_ACKS = "all"
@@ -36,13 +37,12 @@ class TopicVanishedError(KafkaError):  # type: ignore[misc]
     """A topic the replay was sending to is no longer on the broker (it restarted empty, or it was deleted)."""
 
 
-def make_producer(bootstrap: str, paced: bool = False, **overrides: Any) -> KafkaProducer:
-    """A kafka-python producer tuned for replay throughput (linger + large batches, idempotent, acks=all);
-    ``paced``: for a replay that sends each event when it is due (no linger)."""
+def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
+    """A kafka-python producer tuned for replay throughput (linger + large batches, idempotent, acks=all)."""
     from kafka import KafkaProducer
 
     config = dict(bootstrap_servers=bootstrap, client_id="fraudstream-replay", acks=PRODUCER_ACKS,
-                  linger_ms=PACED_LINGER_MS if paced else PRODUCER_LINGER_MS, batch_size=PRODUCER_BATCH_BYTES,
+                  linger_ms=PRODUCER_LINGER_MS, batch_size=PRODUCER_BATCH_BYTES,
                   max_block_ms=PRODUCER_MAX_BLOCK_MS)
     config.update(overrides)
     return KafkaProducer(**config)
