@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -43,6 +43,10 @@ LAGGING_BATCH_FACTOR = 4
 #: offsets delivered but not committed yet are only read again after a crash, then answered from the stored
 #: decisions (re-sent, never decided twice).
 COMMIT_INTERVAL_S = 0.1
+#: Wait (s) of the next round when records are held back only by other workers' partitions: their owners publish
+#: progress after each batch, and a worker that waited the whole batch wait for it made two workers sharing a
+#: backlog advance one slack of event time (5 min) per 50 ms.
+FOREIGN_POLL_S = 0.005
 #: Warn when partitions with backlog return no records (and hold the others back) for this long (s).
 HOLD_WARNING_S = 30.0
 #: Expiry (s) of a partition's published progress, so entries of workers long gone do not linger (a partition
@@ -76,12 +80,15 @@ class BatchConsumer(Service):
         self._published_at = -math.inf  # monotonic time (s) of the last full refresh
         #: revocations and assignments so far; a round that saw one start in the middle releases nothing.
         self.rebalances = 0
+        #: transaction partitions held from the last assignment to their revocation (the client's own assignment
+        #: still lists revoked partitions until the group hands out the new one).
+        self._held: set[TopicPartition] = set()
         self._lost_rounds = 0  # health rounds in a row that found the broker below what was processed
         self._stalled_since: float | None = None  # monotonic time since when a partition with backlog starves
         self._to_commit: dict[TopicPartition, int] = {}  # offsets of delivered batches not committed yet
         self._committed_at = -math.inf  # monotonic time (s) of the last commit
         m = runtime.metrics
-        self.health = HealthMonitor(m.redis_up, m.broker_up, m.consumer_lag,
+        self.health = HealthMonitor(m.redis_up, m.broker_up, self._publish_lag,
                                     lambda: self._probe_redis if runtime.ready.is_set() else None,
                                     lambda: self._fresh_lag if self.consumer is not None else None,
                                     self.settings.health_interval_s, self.settings.health_timeout_s)
@@ -93,11 +100,13 @@ class BatchConsumer(Service):
             self.rebalances += 1
             if self.consumer is not None:
                 await self._commit(self.consumer)
+            self._held.difference_update(partitions)
             for tp in partitions:
                 self.forget_partition(tp)
 
     async def on_assigned(self, partitions: Collection[TopicPartition]) -> None:
         self.rebalances += 1
+        self._held = set(partitions)
 
     def forget_partition(self, tp: TopicPartition) -> None:
         if self.consumer is not None:
@@ -164,22 +173,27 @@ class BatchConsumer(Service):
         timeout_ms = max(1, int(s.batch_wait_s * MS_PER_S))
         held_since: float | None = None
         unreleased_since: float | None = None
+        foreign_poll_ms = max(1, int(FOREIGN_POLL_S * MS_PER_S))
         wait = True
+        held_by_others = False
         while not self.should_stop:
             consumer = self.consumer
             if consumer is None:
                 await asyncio.sleep(s.batch_wait_s)
                 continue
-            await self._fetch(consumer, timeout_ms if wait else 0)
             rebalances = self.rebalances
+            await self._fetch(consumer, (foreign_poll_ms if held_by_others else timeout_ms) if wait else 0)
             positions = await consumer.positions()
             floors = await self._foreign_floors(consumer)
             async with self.batch_lock:
-                if rebalances != self.rebalances:  # positions and floors may describe the old assignment
+                if rebalances != self.rebalances:
+                    # the fetch may have added records after the revocation dropped their partition's buffer, and
+                    # positions and floors may describe the old assignment: start over from the committed offsets
+                    self._drop_fetched(consumer, ())
                     wait = False
                     continue
                 assigned = consumer.assignment()
-                self.aligner.retain(assigned)
+                self._drop_fetched(consumer, assigned)
                 at_end = {tp: highwater is not None and position is not None and position >= highwater
                           for tp, (position, highwater) in positions.items() if tp in assigned}
                 limit = s.batch_size * LAGGING_BATCH_FACTOR if self.aligner.total_buffered > s.batch_size \
@@ -189,6 +203,7 @@ class BatchConsumer(Service):
                 # wait in the next fetch unless more can be released at once
                 starving = self.aligner.starving(at_end)
                 wait = not released or bool(starving) or not self.aligner.total_buffered
+                held_by_others = not released and bool(floors) and self.aligner.total_buffered > 0
                 held_since = self._note_hold(starving, held_since)
                 stalled = self._stalled(starving)
                 unreleased_since = self._note_unreleased(released, at_end, floors, unreleased_since)
@@ -206,6 +221,12 @@ class BatchConsumer(Service):
                 await self._restart_consumer(consumer, stalled)
                 continue
             await self._update_lag(consumer)
+
+    def _drop_fetched(self, consumer: TransactionConsumer, keep: Collection[TopicPartition]) -> None:
+        """Drop the fetched, unprocessed records of every partition not in ``keep``, with what the consumer knows
+        of them (so their next fetch starts from the committed offset instead of past the dropped records)."""
+        self.aligner.retain(keep)
+        consumer.retain(keep)
 
     async def _commit(self, consumer: TransactionConsumer) -> None:
         """Commit the offsets of the batches delivered since the last commit (see :data:`COMMIT_INTERVAL_S`)."""
@@ -351,13 +372,19 @@ class BatchConsumer(Service):
         return unreleased_since
 
     async def _update_lag(self, consumer: TransactionConsumer) -> None:
-        gauge = self.runtime.metrics.consumer_lag
         labels = self.runtime.labels
-        if labels is not None:
-            for tp, lag in labels.lag().items():
+        lags = dict(labels.lag()) if labels is not None else {}
+        lags.update(await consumer.lag())
+        self._publish_lag(lags)
+
+    def _publish_lag(self, lags: Mapping[TopicPartition, int]) -> None:
+        """Set the lag gauge of the partitions in ``lags`` this worker holds now: a lag asked before a revocation
+        (``forget_partition`` removed the partition's series) must not bring the revoked partition back, or the
+        worker reports partitions another worker owns."""
+        gauge = self.runtime.metrics.consumer_lag
+        for tp, lag in lags.items():
+            if tp.topic != self.settings.transactions_topic or tp in self._held:
                 gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
-        for tp, lag in (await consumer.lag()).items():
-            gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
 
 def split_released(released: dict[TopicPartition, list[Released[RawEvent]]]

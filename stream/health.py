@@ -32,6 +32,8 @@ DEFAULT_HEALTH_TIMEOUT_S = 2.0
 #: A probe of one dependency: returns normally when it answered (the lag probe returns the lag per partition).
 Probe = Callable[[], Awaitable[object]]
 LagProbe = Callable[[], Awaitable[Mapping[TopicPartition, int]]]
+#: Sets the lag gauge from a probe's answer (the owner of the assignment keeps out partitions revoked meanwhile).
+LagPublisher = Callable[[Mapping[TopicPartition, int]], None]
 
 
 class HealthMonitor:
@@ -40,7 +42,7 @@ class HealthMonitor:
     Parameters
     ----------
     redis_up, broker_up : the gauges (1 up, 0 down).
-    lag : the consumer lag gauge (labels ``topic``, ``partition``).
+    publish_lag : sets the consumer lag gauge (labels ``topic``, ``partition``) from the lag probe's answer.
     ping_redis : probe of the state store (e.g. ``store.ping``).
     broker_lag : probe of the broker that returns the lag per partition (None: not started yet, which counts as
         down before the first probe; after it, a round without a probe, e.g. while the consumer is replaced, keeps
@@ -48,12 +50,13 @@ class HealthMonitor:
     interval_s, timeout_s : pause between checks and longest wait of one probe (s).
     """
 
-    def __init__(self, redis_up: Gauge, broker_up: Gauge, lag: Gauge, ping_redis: Callable[[], Probe | None],
-                 broker_lag: Callable[[], LagProbe | None], interval_s: float = DEFAULT_HEALTH_INTERVAL_S,
+    def __init__(self, redis_up: Gauge, broker_up: Gauge, publish_lag: LagPublisher,
+                 ping_redis: Callable[[], Probe | None], broker_lag: Callable[[], LagProbe | None],
+                 interval_s: float = DEFAULT_HEALTH_INTERVAL_S,
                  timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S) -> None:
         self.redis_up = redis_up
         self.broker_up = broker_up
-        self.lag = lag
+        self.publish_lag = publish_lag
         self.ping_redis = ping_redis
         self.broker_lag = broker_lag
         self.interval_s = float(interval_s)
@@ -112,8 +115,8 @@ class HealthMonitor:
             except Exception as exc:
                 error = exc
         self._set("broker", self.broker_up, up, error)
-        for tp, value in lags.items():
-            self.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(value)
+        if lags:
+            self.publish_lag(lags)
 
     def _set(self, name: str, gauge: Gauge, up: bool, error: BaseException | None) -> None:
         gauge.set(1 if up else 0)

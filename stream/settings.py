@@ -14,6 +14,7 @@ from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange
 from fraudstream.detectors.units import DAY_S
 from fraudstream.stream.event_time.rules import (
+    DEFAULT_END_GRACE_S,
     DEFAULT_EVENT_TIME_SLACK_S,
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_MAX_BUFFERED,
@@ -73,6 +74,9 @@ class StreamSettings(EnvSettings):
     idle_partition_timeout_s: float = Field(DEFAULT_IDLE_TIMEOUT_S, gt=0,
                                             description="wall time after which a partition that delivers nothing "
                                                         "stops holding the others back (s)")
+    partition_end_grace_s: float = Field(DEFAULT_END_GRACE_S, ge=0,
+                                         description="wall time a partition that reached its end still holds the "
+                                                     "others back at its latest event time (s)")
     max_held_back_events: int = Field(DEFAULT_MAX_BUFFERED, ge=1,
                                       description="most events held back by the watermark; beyond it the earliest "
                                                   "are released anyway")
@@ -91,6 +95,8 @@ class StreamSettings(EnvSettings):
         return EventTimeRange(self.event_time_earliest_s, self.event_time_latest_s)
 
     def event_time_rules(self) -> EventTimeRules:
-        """The worker's event-time rules: slack, future skew, idle time-out, bound of the held-back buffer."""
+        """The worker's event-time rules: slack, future skew, idle time-out, bound of the held-back buffer, grace
+        of a partition at its end."""
         return EventTimeRules(slack_s=self.event_time_slack_s, max_future_skew_s=self.max_future_skew_s,
-                              idle_timeout_s=self.idle_partition_timeout_s, max_buffered=self.max_held_back_events)
+                              idle_timeout_s=self.idle_partition_timeout_s, max_buffered=self.max_held_back_events,
+                              end_grace_s=self.partition_end_grace_s)

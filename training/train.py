@@ -50,7 +50,12 @@ from fraudstream.detectors.cascade.cascade import Cascade
 from fraudstream.detectors.cascade.policy import CascadePolicy, Thresholds, route_light
 from fraudstream.detectors.drift import reference_histograms, watched_signals
 from fraudstream.detectors.env_settings import EnvSettings
-from fraudstream.detectors.features.definition import ANOMALY_FEATURES, DEFAULT_CONFIG, FeatureConfig
+from fraudstream.detectors.features.definition import (
+    ANOMALY_FEATURE_SIDES,
+    ANOMALY_FEATURES,
+    DEFAULT_CONFIG,
+    FeatureConfig,
+)
 from fraudstream.detectors.models.anomaly import (
     ANOMALY_METHODS,
     DEFAULT_MAX_CALL_MS,
@@ -127,6 +132,10 @@ class TrainSettings(EnvSettings):
     anomaly_review_share: float = Field(
         CalibrationTargets.anomaly_review_share, ge=0, le=1,
         description="share of the capacity kept for anomaly-only reviews while the heavy REVIEW region is chosen")
+    review_headroom: float = Field(
+        CalibrationTargets.review_headroom, ge=0, lt=1,
+        description="share of the capacity the REVIEW regions leave free on validation, for the cards an attack "
+                    "adds to a day's load")
     max_legit_flag_rate: float = Field(
         CalibrationTargets.max_legit_flag_rate, ge=0, lt=1,
         description="share of legitimate validation rows flagged up to which anomaly-only reviews fill the "
@@ -168,7 +177,7 @@ class TrainSettings(EnvSettings):
             block_precision=self.block_precision, review_capacity=self.review_capacity,
             capacity_statistic=self.capacity_statistic, allow_catch_loss=self.allow_catch_loss,
             anomaly_review_min=self.anomaly_review_min, anomaly_review_share=self.anomaly_review_share,
-            max_legit_flag_rate=self.max_legit_flag_rate,
+            max_legit_flag_rate=self.max_legit_flag_rate, review_headroom=self.review_headroom,
         )
 
     def effective_gap_days(self) -> int:
@@ -178,6 +187,11 @@ class TrainSettings(EnvSettings):
 def anomaly_columns(feature_names: list[str]) -> tuple[int, ...]:
     """Indices of the anomaly detector's behavioural features in the model input (all present in the set)."""
     return tuple(feature_names.index(name) for name in ANOMALY_FEATURES if name in feature_names)
+
+
+def anomaly_sides(feature_names: list[str]) -> tuple[str, ...]:
+    """The anomalous tail of each of :func:`anomaly_columns`' features, in the same order."""
+    return tuple(ANOMALY_FEATURE_SIDES[name] for name in ANOMALY_FEATURES if name in feature_names)
 
 
 @dataclass
@@ -362,6 +376,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     anomaly, anomaly_table = select_anomaly_model(
         X_tr, y_tr, X_va, y_va, tuple(settings.anomaly_methods), settings.anomaly_max_rows, settings.seed,
         settings.n_jobs, columns=anomaly_columns(settings.feature_config.feature_names()),
+        sides=anomaly_sides(settings.feature_config.feature_names()),
         max_call_ms=settings.anomaly_max_call_ms, **_anomaly_choice(settings, light_va, y_va),
     )
     anomaly_va = anomaly.score(X_va)

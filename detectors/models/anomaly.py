@@ -27,6 +27,8 @@ import numpy as np
 from numba import njit
 
 ANOMALY_METHODS = ("ECOD", "IForest", "COPOD", "HBOS")
+#: Tails in which a column's value counts as anomalous (``AnomalyModel(sides=...)``, tail methods only).
+TAIL_SIDES = ("both", "right", "left")
 #: Methods scored by fraudstream's row-independent tail-probability path.
 _TAIL_METHODS = ("ECOD", "COPOD")
 #: Rows of the probe that checks :class:`_ForestPaths` against scikit-learn when it is built.
@@ -71,17 +73,30 @@ class AnomalyModel:
     n_jobs : threads of IForest.
     columns : indices of the columns of ``X`` the detector looks at (None = all); the cascade passes the
         behavioural features (``definition.ANOMALY_FEATURES``).
+    sides : ECOD and COPOD only: per looked-at column, the tail in which a value is anomalous, ``"right"``
+        (large), ``"left"`` (small) or ``"both"`` (the method's own rule: ECOD the larger tail, COPOD its
+        skewness-corrected mix); None = ``"both"`` for every column, PyOD's behaviour.  A count is anomalous only
+        when large: with ``"both"`` its common small values also add to the score and dilute the rare large ones
+        (``definition.ANOMALY_FEATURE_SIDES``).
     """
 
     def __init__(self, method: str = "IForest", max_train_rows: int = 20_000, seed: int = 0, n_jobs: int = 1,
-                 columns: tuple[int, ...] | None = None) -> None:
+                 columns: tuple[int, ...] | None = None, sides: tuple[str, ...] | None = None) -> None:
         if method not in ANOMALY_METHODS:
             raise ValueError(f"anomaly method: expected one of {ANOMALY_METHODS}, got {method!r}")
+        if sides is not None:
+            sides = tuple(sides)
+            unknown = sorted(set(sides) - set(TAIL_SIDES))
+            if unknown:
+                raise ValueError(f"anomaly sides: expected each of {TAIL_SIDES}, got {unknown}")
+            if columns is not None and len(sides) != len(columns):
+                raise ValueError(f"anomaly sides: {len(sides)} given for {len(columns)} columns")
         self.method = method
         self.max_train_rows = max_train_rows
         self.seed = seed
         self.n_jobs = n_jobs
         self.columns = None if columns is None else tuple(int(c) for c in columns)
+        self.sides = sides
         self.detector_: Any = None
         self.sorted_train_columns_: np.ndarray | None = None  # tail methods: training values sorted per column
         self.skew_sign_: np.ndarray | None = None
@@ -167,6 +182,15 @@ class AnomalyModel:
             outlier = np.maximum(np.maximum(u_left, u_right), u_skew)
         else:
             outlier = np.maximum(u_skew, (u_left + u_right) / 2)
+        sides = getattr(self, "sides", None)  # bundles pickled before ``sides`` existed: both tails
+        if sides is not None:
+            if len(sides) != X.shape[1]:
+                raise ValueError(f"anomaly sides: {len(sides)} given for {X.shape[1]} columns")
+            for j, side in enumerate(sides):
+                if side == "right":
+                    outlier[:, j] = u_right[:, j]
+                elif side == "left":
+                    outlier[:, j] = u_left[:, j]
         return outlier.sum(axis=1)
 
 
@@ -303,6 +327,7 @@ def select_anomaly_model(
     n_jobs: int = 1,
     columns: tuple[int, ...] | None = None,
     max_call_ms: float = DEFAULT_MAX_CALL_MS,
+    sides: tuple[str, ...] | None = None,
     criterion: Callable[[np.ndarray], dict[str, float]] | None = None,
     ranking: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[AnomalyModel, dict[str, dict[str, float]]]:
@@ -312,7 +337,7 @@ def select_anomaly_model(
     "Best" is the largest validation average precision, unless ``criterion`` (more figures from a method's
     validation raw scores, added to its row of the table) and ``ranking`` (a sort key of that row, larger is
     better) say otherwise; training passes the frauds the light model misses
-    (:mod:`fraudstream.training.detector_choice`).
+    (:mod:`fraudstream.training.detector_choice`).  ``sides`` goes to the tail methods (ECOD, COPOD).
 
     Returns the chosen fitted model and ``{method: {"average_precision", "roc_auc", "fit_s", "score_s",
     "call_ms_1row", "call_ms_1000rows", "within_budget"}}`` (call times: fastest of a few calls of
@@ -330,7 +355,7 @@ def select_anomaly_model(
     for method in methods:
         t0 = time.perf_counter()
         model = AnomalyModel(method, max_train_rows=max_train_rows, seed=seed, n_jobs=n_jobs,
-                             columns=columns).fit(X_train, y_train)
+                             columns=columns, sides=sides if method in _TAIL_METHODS else None).fit(X_train, y_train)
         t1 = time.perf_counter()
         scores = model.raw_score(X_valid)
         t2 = time.perf_counter()

@@ -121,6 +121,16 @@ class TransactionConsumer:
         self._handed_to.pop(tp, None)
         self._gaps.pop(tp, None)
 
+    def retain(self, partitions: Collection[TopicPartition]) -> None:
+        """Drop what is known of every partition not in ``partitions`` (an empty collection: of all).
+
+        Whoever drops fetched records unprocessed must drop this too: the next fetch of such a partition then
+        starts from its committed offset again instead of skipping what was handed out and lost.
+        """
+        keep = set(partitions)
+        for tp in {*self._committed, *self._handed_to, *self._gaps} - keep:
+            self.forget(tp)
+
     async def fetch(self, partitions: Sequence[TopicPartition], timeout_ms: int, max_records: int
                     ) -> dict[TopicPartition, tuple[list[RawEvent], list[float | None]]]:
         """One ``getmany`` (every assigned partition when ``partitions`` is empty): per partition still assigned,

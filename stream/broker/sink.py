@@ -55,8 +55,11 @@ class DecisionSink:
             return []
         partitions = sorted(await producer.partitions_for(topic))
         by_partition: dict[int, list[Message]] = defaultdict(list)
-        for key, value in messages:
-            by_partition[self._partitioner(key, partitions, partitions)].append((key, value))
+        if len(partitions) == 1:  # every key's partition: no murmur2 per message (pure Python in aiokafka)
+            by_partition[partitions[0]] = list(messages)
+        else:
+            for key, value in messages:
+                by_partition[self._partitioner(key, partitions, partitions)].append((key, value))
         futures = []
         for partition, items in by_partition.items():
             batch = producer.create_batch()

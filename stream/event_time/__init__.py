@@ -12,8 +12,8 @@ The pieces, one module each:
 
 * :mod:`.decode`: a transaction's wire JSON decoded once, with its event time (None when unreadable or outside the
   sane range: a dead letter that waits for nothing);
-* :mod:`.rules`: the bounds (:class:`EventTimeRules`: release slack, future skew, idle time-out, buffer bound)
-  and the verdict of each released record (:class:`Released`);
+* :mod:`.rules`: the bounds (:class:`EventTimeRules`: release slack, future skew, idle time-out, end grace,
+  buffer bound) and the verdict of each released record (:class:`Released`);
 * :mod:`.aligner`: :class:`EventTimeAligner`, the per-worker buffer and watermark;
 * :mod:`.progress`: what each worker publishes of its partitions for the others (:class:`PartitionProgress`,
   :func:`foreign_floor`).
@@ -33,6 +33,7 @@ from fraudstream.stream.event_time.aligner import EventTimeAligner
 from fraudstream.stream.event_time.decode import EVENT_TIME_KEY, decode_event, event_time_of
 from fraudstream.stream.event_time.progress import PartitionProgress, foreign_floor
 from fraudstream.stream.event_time.rules import (
+    DEFAULT_END_GRACE_S,
     DEFAULT_EVENT_TIME_SLACK_S,
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_MAX_BUFFERED,
@@ -48,7 +49,8 @@ from fraudstream.stream.event_time.rules import (
 )
 
 __all__ = [
-    "DEFAULT_EVENT_TIME_SLACK_S", "DEFAULT_IDLE_TIMEOUT_S", "DEFAULT_MAX_BUFFERED", "DEFAULT_MAX_FUTURE_SKEW_S",
+    "DEFAULT_END_GRACE_S", "DEFAULT_EVENT_TIME_SLACK_S", "DEFAULT_IDLE_TIMEOUT_S", "DEFAULT_MAX_BUFFERED",
+    "DEFAULT_MAX_FUTURE_SKEW_S",
     "EVENT_TIME_KEY", "LATE", "NO_TIME", "ON_TIME", "OUTLIER_WINDOW", "TOO_EARLY", "EventTimeAligner",
     "EventTimeRules", "PartitionProgress", "Released", "alignment_only", "decode_event", "event_time_of",
     "foreign_floor",

@@ -98,6 +98,8 @@ class EventTimeAligner(Generic[K, R]):
         self._latest_released: float | None = None
         #: per holding partition (own or foreign): (its bound, monotonic time since when it is unchanged).
         self._holding: dict[Any, tuple[float | None, float]] = {}
+        #: per partition at its end with nothing buffered: monotonic time (s) since when (see ``end_grace_s``).
+        self._ended_at: dict[K, float] = {}
         #: records released as late / too early / beyond the watermark because the buffer was full, so far.
         self.late_total = 0
         self.too_early_total = 0
@@ -165,6 +167,7 @@ class EventTimeAligner(Generic[K, R]):
         self._released_to.pop(key, None)
         self._seen_to.pop(key, None)
         self._holding.pop(key, None)
+        self._ended_at.pop(key, None)
 
     def retain(self, keys: Iterable[K]) -> None:
         """Drop the buffers of every partition not in ``keys``."""
@@ -198,10 +201,23 @@ class EventTimeAligner(Generic[K, R]):
     def _floor(self, key: K, ended: bool) -> float | None:
         """Lower bound of what the partition may still deliver after its buffer (None: bounds nothing)."""
         if self.head(key) is not None:
+            self._ended_at.pop(key, None)
             return self._seen_to.get(key)
         if ended:
-            return None
+            return self._ended_floor(key)
+        self._ended_at.pop(key, None)
         return self._released_to.get(key, -math.inf)
+
+    def _ended_floor(self, key: K) -> float | None:
+        """Bound of a partition at its end with nothing buffered: the latest event time it delivered while within
+        ``end_grace_s`` of reaching its end, then None (see :mod:`.rules`)."""
+        grace = self.rules.end_grace_s
+        latest = self._seen_to.get(key)
+        if latest is None or not grace > 0:
+            return None
+        now = self._clock()
+        since = self._ended_at.setdefault(key, now)
+        return latest if now - since <= grace else None
 
     def _held_floor(self, key: K, position: int) -> float:
         """Lower bound of what a partition held at ``position`` (see :meth:`_judge_outliers`) may still deliver:

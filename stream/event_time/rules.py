@@ -1,6 +1,6 @@
 """The bounds of event-time alignment and the verdict of each released record.
 
-idleness, as stream processors with watermarks apply them):
+The rules (lateness, future skew, idleness, as stream processors with watermarks apply them):
 
 * a partition's floor is the *latest* event time it has delivered (buffered or released), never the event time
   of an earlier record that arrives after it: a late record lowers no floor and so holds nobody back;
@@ -19,6 +19,10 @@ idleness, as stream processors with watermarks apply them):
 * a partition that holds the others back without delivering (backlog but nothing fetched, or another worker's
   partition whose published floor does not move) for more than ``idle_timeout_s`` is *idle* and bounds nothing
   until it delivers again;
+* a partition that has just reached its end (nothing buffered, nothing more on the broker) still bounds the others
+  with the latest event time it delivered for ``end_grace_s`` (wall): a producer's records of one moment reach the
+  partitions some milliseconds apart (its batches per partition, ``linger.ms``), which in a replay running
+  thousands of times faster than event time are many minutes of event time; after the grace it bounds nothing;
 * at most ``max_buffered`` records are held back; when the buffer is full and the watermark releases nothing,
   the earliest records are released anyway (counted in :attr:`EventTimeAligner.forced_total`).
 
@@ -42,6 +46,9 @@ DEFAULT_EVENT_TIME_SLACK_S = SETTLED_EVENT_TIME_S
 DEFAULT_MAX_FUTURE_SKEW_S = 86_400.0
 #: Default time (s, wall) after which a partition that holds the others back without delivering is idle.
 DEFAULT_IDLE_TIMEOUT_S = 30.0
+#: Default grace (s, wall) during which a partition that reached its end still bounds the others (see above):
+#: 25 times the replay producer's linger (20 ms); live, a partition quiet for longer than the slack is past it.
+DEFAULT_END_GRACE_S = 0.5
 #: Default bound of the records held back (fetched, not released) by one worker.
 DEFAULT_MAX_BUFFERED = 50_000
 
@@ -67,15 +74,18 @@ class EventTimeRules:
     idle_timeout_s : wall time (s) after which a partition that holds the others back without delivering is
         ignored; ``inf`` never.
     max_buffered : largest number of records held back; beyond it the earliest are released anyway.
+    end_grace_s : wall time (s) during which a partition that reached its end still bounds the others with the
+        latest event time it delivered; 0: at once it bounds nothing.
     """
 
     slack_s: float = DEFAULT_EVENT_TIME_SLACK_S
     max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     max_buffered: int = DEFAULT_MAX_BUFFERED
+    end_grace_s: float = DEFAULT_END_GRACE_S
 
     def __post_init__(self) -> None:
-        for name in ("slack_s", "max_future_skew_s", "idle_timeout_s"):
+        for name in ("slack_s", "max_future_skew_s", "idle_timeout_s", "end_grace_s"):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
@@ -83,10 +93,11 @@ class EventTimeRules:
             raise ValueError(f"max_buffered: expected an integer >= 1, got {self.max_buffered!r}")
 
 
-#: Rules that only align (no future, idle or buffer bounds): the behaviour of a bare ``EventTimeAligner(slack)``.
+#: Rules that only align (no future, idle, end-grace or buffer bounds): the behaviour of a bare
+#: ``EventTimeAligner(slack)``.
 def alignment_only(slack_s: float) -> EventTimeRules:
     return EventTimeRules(slack_s=slack_s, max_future_skew_s=math.inf, idle_timeout_s=math.inf,
-                          max_buffered=2**62)
+                          max_buffered=2**62, end_grace_s=0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,48 @@ def test_a_consumer_whose_fetches_stopped_is_replaced_by_one_that_resumes_at_the
     assert committed == {tp: 10}  # the new member still knows what was committed (broker-loss detection)
 
 
+def test_records_dropped_unprocessed_with_the_consumers_knowledge_are_read_again_from_the_committed_offset(
+        unique_topics):
+    """A worker drops fetched records unprocessed when a rebalance overlaps the fetch that brought them.  Dropping
+    them with what the consumer knows of their partition (``retain``) must make the next fetch start at the
+    committed offset again, not after the dropped records (which would then never be decided)."""
+    from fraudstream.stream.broker.client_config import KafkaClientConfig
+    from fraudstream.stream.broker.consumer import TransactionConsumer
+
+    settings = unique_topics.settings()
+    produce_transactions(unique_topics)
+    tp = TopicPartition(settings.transactions_topic, 0)
+
+    async def fetch_until(consumer: TransactionConsumer, n: int) -> list[int]:
+        got: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(got) < n and time.monotonic() < deadline:
+            got += [e.offset for e in (await consumer.fetch([tp], 200, n - len(got))).get(tp, ([], []))[0]]
+        return got
+
+    async def run() -> tuple[list[int], list[int], list[int], list[int]]:
+        consumer = TransactionConsumer(KafkaClientConfig.from_settings(settings).group_consumer(),
+                                       settings.transactions_topic)
+        await consumer.start(_NoRebalance())
+        try:
+            processed = await fetch_until(consumer, 10)
+            await consumer.commit({tp: processed[-1] + 1})
+            dropped = await fetch_until(consumer, 5)  # fetched, then dropped unprocessed
+            consumer.retain([])
+            again = await fetch_until(consumer, 5)
+            kept = await fetch_until(consumer, 5)
+            consumer.retain([tp])  # a partition kept: what was handed out stays handed out
+            rest = await fetch_until(consumer, N_RECORDS - 20)
+        finally:
+            await consumer.stop()
+        return processed + dropped, again, kept, rest
+
+    first, again, kept, rest = asyncio.run(run())
+    assert first == list(range(15))
+    assert again == list(range(10, 15))  # from the committed offset, not from 15
+    assert kept == list(range(15, 20)) and rest == list(range(20, N_RECORDS))
+
+
 DEEP_RECORDS = 20_000
 DEEP_OFFSET = 15_000
 

@@ -185,6 +185,38 @@ def test_an_idle_partition_stops_holding_the_others_after_the_time_out():
     assert aligner.idle() == []
 
 
+def test_a_partition_that_just_reached_its_end_holds_the_others_for_the_grace_only():
+    """A replay's records of one moment reach the partitions milliseconds apart: a partition at its end still
+    bounds the others with its latest event time for ``end_grace_s``, so its next records are not found late."""
+    clocks = Clocks()
+    rules = EventTimeRules(slack_s=300.0, max_future_skew_s=DAY_S, idle_timeout_s=30.0, max_buffered=400,
+                           end_grace_s=0.5)
+    aligner = EventTimeAligner(rules=rules, clock=lambda: clocks.mono, wall_clock=lambda: clocks.wall)
+    aligner.add("a", ["a0"], [STREAM_START_S])
+    aligner.add("b", ["b0"], [STREAM_START_S])
+    assert aligner.take({"a": False, "b": False}, 10) == {"a": ["a0"], "b": ["b0"]}
+    aligner.add("a", ["a1", "a2"], [STREAM_START_S + 200.0, STREAM_START_S + 900.0])
+    assert aligner.take({"a": True, "b": True}, 10) == {"a": ["a1"]}, "a2 lies beyond b's latest + slack"
+    clocks.tick(0.2)
+    aligner.add("b", ["b1"], [STREAM_START_S + 600.0])  # b's batch arrives 200 ms later: on time, before a2
+    released = aligner.take_released({"a": True, "b": True}, 10)
+    assert {k: [r.record for r in v] for k, v in released.items()} == {"a": ["a2"], "b": ["b1"]}
+    assert [r.timing for r in released["b"]] == [ON_TIME] and aligner.late_total == 0
+    aligner.add("a", ["a3"], [STREAM_START_S + 5_000.0])
+    assert aligner.take({"a": True, "b": True}, 10) == {}
+    clocks.tick(0.6)  # b stays at its end past the grace: it bounds nothing
+    assert aligner.take({"a": True, "b": True}, 10) == {"a": ["a3"]}
+
+
+def test_without_an_end_grace_a_partition_at_its_end_bounds_nothing():
+    aligner = EventTimeAligner(rules=EventTimeRules(slack_s=300.0, end_grace_s=0.0))
+    aligner.add("a", ["a0"], [STREAM_START_S])
+    aligner.add("b", ["b0"], [STREAM_START_S])
+    assert aligner.take({"a": False, "b": False}, 10) == {"a": ["a0"], "b": ["b0"]}
+    aligner.add("a", ["a1"], [STREAM_START_S + 900.0])
+    assert aligner.take({"a": True, "b": True}, 10) == {"a": ["a1"]}
+
+
 def test_a_foreign_partition_whose_floor_does_not_move_is_idle_after_the_time_out():
     clocks = Clocks()
     aligner = EventTimeAligner(rules=RULES, clock=lambda: clocks.mono, wall_clock=lambda: clocks.wall)

@@ -30,6 +30,14 @@ class Dependency:
         return dict(self.lag)
 
 
+def lag_publisher(metrics: WorkerMetrics):
+    """What the worker gives the monitor: sets the lag gauge from a probe's answer."""
+    def publish(lags) -> None:
+        for tp, value in lags.items():
+            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(value)
+    return publish
+
+
 def gauge(metrics: WorkerMetrics, name: str, labels: dict[str, str] | None = None) -> float | None:
     return metrics.registry.get_sample_value(name, labels or {})
 
@@ -37,7 +45,7 @@ def gauge(metrics: WorkerMetrics, name: str, labels: dict[str, str] | None = Non
 def test_gauges_follow_the_probes_and_changes_are_logged_once(caplog):
     metrics = WorkerMetrics()
     redis, broker = Dependency(), Dependency()
-    monitor = HealthMonitor(metrics.redis_up, metrics.broker_up, metrics.consumer_lag, lambda: redis.ping,
+    monitor = HealthMonitor(metrics.redis_up, metrics.broker_up, lag_publisher(metrics), lambda: redis.ping,
                             lambda: broker.lags, interval_s=0.01, timeout_s=0.05)
     lag_labels = {"topic": "tx", "partition": "0"}
 
@@ -73,7 +81,7 @@ def test_a_probe_that_is_not_there_or_a_broken_gauge_never_raises(caplog):
         def set(self, value: float) -> None:
             raise RuntimeError("registry gone")
 
-    monitor = HealthMonitor(BrokenGauge(), metrics.broker_up, metrics.consumer_lag,  # type: ignore[arg-type]
+    monitor = HealthMonitor(BrokenGauge(), metrics.broker_up, lag_publisher(metrics),  # type: ignore[arg-type]
                             lambda: None, lambda: None, interval_s=0.01, timeout_s=0.05)
     stops = iter([False, False, False, True])
 
@@ -92,7 +100,7 @@ def test_a_round_without_a_probe_after_the_first_keeps_the_gauges(caplog):
     metrics = WorkerMetrics()
     broker = Dependency()
     probes: list = [None, broker.lags, None]
-    monitor = HealthMonitor(metrics.redis_up, metrics.broker_up, metrics.consumer_lag, lambda: None,
+    monitor = HealthMonitor(metrics.redis_up, metrics.broker_up, lag_publisher(metrics), lambda: None,
                             lambda: probes.pop(0), interval_s=0.01, timeout_s=0.05)
 
     async def scenario() -> list[float | None]:
