@@ -58,8 +58,12 @@ MEAN_TX_PER_DAY_RANGE = (0.0, 4.0)
 #: Time of day of a legitimate transaction ~ Normal(mean, std) (s), kept only inside (0, 86400).
 TIME_OF_DAY_MEAN_S = DAY_S / 2
 TIME_OF_DAY_STD_S = 20_000.0
-#: Customers handled per block when finding the terminals within the radius (bounds memory to ~40 MB).
+#: Most customers of one grid cell compared with its terminals at once when finding the terminals within the
+#: radius (bounds memory where the radius covers much of the plane).
 RADIUS_BLOCK_CUSTOMERS = 512
+#: Most grid cells along a side when finding the terminals within the radius (cells are wider than the radius
+#: when it is tiny against the plane, which only adds candidates).
+MAX_GRID_CELLS = 4096
 #: Give up redrawing terminals the customer never used after this many rounds (only hit on tiny grids).
 MAX_TERMINAL_REDRAWS = 100
 
@@ -224,19 +228,50 @@ def generate_profiles(config: SimulationConfig, rng: np.random.Generator) -> Pro
 
 
 def terminals_within_radius(customer_xy: np.ndarray, terminal_xy: np.ndarray, radius: float) -> Reach:
-    """Terminals at Euclidean distance ``< radius`` of each customer (blocks of customers, no per-row loop)."""
-    offsets = [np.zeros(1, dtype=np.int64)]
-    ids = []
-    total = 0
-    for lo in range(0, len(customer_xy), RADIUS_BLOCK_CUSTOMERS):
-        block = customer_xy[lo : lo + RADIUS_BLOCK_CUSTOMERS]
-        dist = np.sqrt(((block[:, None, :] - terminal_xy[None, :, :]) ** 2).sum(axis=2))
-        rows, cols = np.nonzero(dist < radius)  # row-major: grouped by customer, terminals ascending
-        counts = np.bincount(rows, minlength=len(block))
-        offsets.append(total + np.cumsum(counts))
-        total += int(counts.sum())
-        ids.append(cols.astype(np.int64))
-    return Reach(np.concatenate(offsets), np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64))
+    """Terminals at Euclidean distance ``< radius`` of each customer (cells of customers, no per-row loop).
+
+    The plane is cut into square cells at least the radius wide; the customers of a cell are compared only with
+    the terminals of that cell and its eight neighbours (a terminal nearer than the radius is in one of them):
+    the same pairs as comparing every customer with every terminal, the distance computed the same way, and on
+    20,000 customers with 40,000 terminals a fraction of a second instead of half a minute.
+    """
+    n_customers = len(customer_xy)
+    if n_customers == 0 or len(terminal_xy) == 0:
+        return Reach(np.zeros(n_customers + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    both = np.concatenate([customer_xy, terminal_xy])
+    low = both.min(axis=0)
+    extent = float((both.max(axis=0) - low).max())
+    # wider than the radius by more than rounding; never so narrow that cell numbers grow past MAX_GRID_CELLS
+    cell = max(radius * (1.0 + 1e-9) + 1e-12, extent / MAX_GRID_CELLS)
+    customer_cell = np.floor((customer_xy - low) / cell).astype(np.int64)
+    terminal_cell = np.floor((terminal_xy - low) / cell).astype(np.int64)
+    rows_per_column = int(max(customer_cell[:, 1].max(), terminal_cell[:, 1].max())) + 3  # a free cell each side
+    terminal_key = terminal_cell[:, 0] * rows_per_column + terminal_cell[:, 1] + 1
+    terminal_order = np.argsort(terminal_key, kind="stable")
+    terminal_key_sorted = terminal_key[terminal_order]
+    customer_key = customer_cell[:, 0] * rows_per_column + customer_cell[:, 1] + 1
+    customer_order = np.argsort(customer_key, kind="stable")
+    keys, starts = np.unique(customer_key[customer_order], return_index=True)
+    ends = np.append(starts[1:], n_customers)
+    pair_customer, pair_terminal = [], []
+    for key, start, end in zip(keys.tolist(), starts.tolist(), ends.tolist()):
+        # the three cells of each neighbouring column are consecutive keys
+        column_starts = [key + dx * rows_per_column - 1 for dx in (-1, 0, 1)]
+        bounds = np.searchsorted(terminal_key_sorted, [k for c in column_starts for k in (c, c + 3)])
+        window = np.sort(np.concatenate([terminal_order[bounds[i]:bounds[i + 1]] for i in range(0, 6, 2)]))
+        if window.size == 0:
+            continue
+        for lo in range(start, end, RADIUS_BLOCK_CUSTOMERS):
+            members = customer_order[lo : min(end, lo + RADIUS_BLOCK_CUSTOMERS)]
+            dist = np.sqrt(((customer_xy[members][:, None, :] - terminal_xy[window][None, :, :]) ** 2).sum(axis=2))
+            rows, cols = np.nonzero(dist < radius)  # row-major: by member, terminals ascending
+            pair_customer.append(members[rows])
+            pair_terminal.append(window[cols])
+    customer = np.concatenate(pair_customer).astype(np.int64) if pair_customer else np.zeros(0, dtype=np.int64)
+    terminal = np.concatenate(pair_terminal).astype(np.int64) if pair_terminal else np.zeros(0, dtype=np.int64)
+    order = np.argsort(customer, kind="stable")  # grouped by customer, each customer's terminals still ascending
+    offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(np.bincount(customer, minlength=n_customers))])
+    return Reach(offsets, terminal[order])
 
 
 def _legit_day(day: int, profiles: Profiles, reach: Reach, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

@@ -18,6 +18,7 @@ from fraudstream.training.simulator import (
     SimulationConfig,
     build_population,
     simulate,
+    terminals_within_radius,
 )
 
 SMALL = SimulationConfig(n_customers=500, n_terminals=1000, nb_days=30, seed=7)
@@ -76,6 +77,30 @@ def test_legitimate_transactions_use_terminals_within_the_radius(small):
     profiles, _ = build_population(SMALL)
     gap = profiles.customer_xy[small["CUSTOMER_ID"]] - profiles.terminal_xy[small["TERMINAL_ID"]]
     assert (np.hypot(gap[:, 0], gap[:, 1]) < SMALL.radius).all()
+
+
+def every_pair_within(customer_xy: np.ndarray, terminal_xy: np.ndarray, radius: float) -> list[list[int]]:
+    """The reference: each customer against every terminal."""
+    dist = np.sqrt(((customer_xy[:, None, :] - terminal_xy[None, :, :]) ** 2).sum(axis=2))
+    return [np.nonzero(row < radius)[0].tolist() for row in dist]
+
+
+@pytest.mark.parametrize(("n_customers", "n_terminals", "low", "high", "radius"), [
+    (700, 1400, 0.0, 100.0, 5.0),  # the simulator's plane
+    (300, 500, -3.0, 7.0, 0.4),  # negative coordinates
+    (200, 300, 0.0, 100.0, 1e-9),  # almost nobody in reach: cells capped at MAX_GRID_CELLS a side
+    (200, 300, 0.0, 100.0, 500.0),  # everything in reach: one cell, customers in blocks
+    (50, 0, 0.0, 100.0, 5.0),  # no terminals
+])
+def test_terminals_within_the_radius_are_those_of_comparing_every_pair(n_customers, n_terminals, low, high, radius):
+    rng = np.random.default_rng(n_customers)
+    customer_xy = rng.uniform(low, high, (n_customers, 2))
+    terminal_xy = rng.uniform(low, high, (n_terminals, 2))
+    terminal_xy[: n_terminals // 10] = np.round(terminal_xy[: n_terminals // 10], 1)  # some on cell borders
+    reach = terminals_within_radius(customer_xy, terminal_xy, radius)
+    found = [reach.terminal_ids[reach.offsets[c]:reach.offsets[c + 1]].tolist() for c in range(n_customers)]
+    assert found == every_pair_within(customer_xy, terminal_xy, radius)
+    assert len(reach.offsets) == n_customers + 1
 
 
 def test_every_amount_above_the_threshold_is_fraud(small):
