@@ -102,6 +102,12 @@ def test_a_verdict_from_the_json_api_reaches_both_workers_and_blocks_the_cards_n
                          "customer_id": card, "terminal_id": 27 + c, "amount": 30.0 + i}
                         for c, card in enumerate(CARDS) for i in range(BURST)), key=lambda t: t["timestamp"])
         produce(topics.bootstrap, topics.transactions, burst)
+        # every transaction of the burst decided first: a case read before then gains items later, which the
+        # verdict on the whole case then labels too
+        burst_ids = {t["transaction_id"] for t in burst}
+        wait_for("the burst's decisions", lambda: burst_ids <= {
+            json.loads(rec.value)["transaction_id"] for rec in read_topic(topics.decisions, len(burst), timeout_s=2)},
+            WAIT_S, logs)
         wait_for("two open cases", lambda: r.zcard(f"{prefix}:review:idx:priority") == 2, WAIT_S, logs)
         pending = {card: [int(t) for t in r.zrange(f"{prefix}:review:case-items:{card}", 0, -1)] for card in CARDS}
         assert all(len(tids) >= 2 for tids in pending.values()), pending
