@@ -72,6 +72,15 @@ def test_a_fetch_that_would_skip_records_reads_them_again(unique_topics):
     assert handed == list(range(N_RECORDS))
 
 
+async def fetch_until(consumer, tp: TopicPartition, n: int) -> list[int]:
+    """Offsets of the next ``n`` records of ``tp`` the consumer's fetches hand out (fewer after 60 s)."""
+    got: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(got) < n and time.monotonic() < deadline:
+        got += [e.offset for e in (await consumer.fetch([tp], 200, n - len(got))).get(tp, ([], []))[0]]
+    return got
+
+
 def test_a_consumer_whose_fetches_stopped_is_replaced_by_one_that_resumes_at_the_committed_offset(unique_topics):
     """What the worker does when a partition with backlog returns nothing for long (``BatchConsumer``): a new
     group member on the same topic, keeping what the old one committed, reads on from the committed offset."""
@@ -83,17 +92,10 @@ def test_a_consumer_whose_fetches_stopped_is_replaced_by_one_that_resumes_at_the
     produce_transactions(unique_topics)
     tp = TopicPartition(settings.transactions_topic, 0)
 
-    async def fetch_until(consumer: TransactionConsumer, n: int) -> list[int]:
-        got: list[int] = []
-        deadline = time.monotonic() + 60
-        while len(got) < n and time.monotonic() < deadline:
-            got += [e.offset for e in (await consumer.fetch([tp], 200, n - len(got))).get(tp, ([], []))[0]]
-        return got
-
     async def run() -> tuple[list[int], list[int], str, dict]:
         first = TransactionConsumer(config.group_consumer(), settings.transactions_topic)
         await first.start(_NoRebalance())
-        before = await fetch_until(first, 10)
+        before = await fetch_until(first, tp, 10)
         await first.commit({tp: before[-1] + 1})
         first.consumer.pause(tp)  # its fetches deliver nothing more, though the partition has backlog
         stalled = await first.fetch([tp], 300, 10)
@@ -104,7 +106,7 @@ def test_a_consumer_whose_fetches_stopped_is_replaced_by_one_that_resumes_at_the
         await first.stop()
         await second.start(_NoRebalance())
         try:
-            after = await fetch_until(second, N_RECORDS - 10)
+            after = await fetch_until(second, tp, N_RECORDS - 10)
         finally:
             await second.stop()
         return before, after, state, dict(second._committed_by_me)
@@ -127,26 +129,19 @@ def test_records_dropped_unprocessed_with_the_consumers_knowledge_are_read_again
     produce_transactions(unique_topics)
     tp = TopicPartition(settings.transactions_topic, 0)
 
-    async def fetch_until(consumer: TransactionConsumer, n: int) -> list[int]:
-        got: list[int] = []
-        deadline = time.monotonic() + 60
-        while len(got) < n and time.monotonic() < deadline:
-            got += [e.offset for e in (await consumer.fetch([tp], 200, n - len(got))).get(tp, ([], []))[0]]
-        return got
-
     async def run() -> tuple[list[int], list[int], list[int], list[int]]:
         consumer = TransactionConsumer(KafkaClientConfig.from_settings(settings).group_consumer(),
                                        settings.transactions_topic)
         await consumer.start(_NoRebalance())
         try:
-            processed = await fetch_until(consumer, 10)
+            processed = await fetch_until(consumer, tp, 10)
             await consumer.commit({tp: processed[-1] + 1})
-            dropped = await fetch_until(consumer, 5)  # fetched, then dropped unprocessed
+            dropped = await fetch_until(consumer, tp, 5)  # fetched, then dropped unprocessed
             consumer.retain([])
-            again = await fetch_until(consumer, 5)
-            kept = await fetch_until(consumer, 5)
+            again = await fetch_until(consumer, tp, 5)
+            kept = await fetch_until(consumer, tp, 5)
             consumer.retain([tp])  # a partition kept: what was handed out stays handed out
-            rest = await fetch_until(consumer, N_RECORDS - 20)
+            rest = await fetch_until(consumer, tp, N_RECORDS - 20)
         finally:
             await consumer.stop()
         return processed + dropped, again, kept, rest
