@@ -16,6 +16,10 @@ from pathlib import Path
 
 NOOP_BATCH_SIZE = 2000
 NOOP_BATCH_WAIT_S = 0.05
+#: Session and rebalance time-outs (s) of the agent's consumer: the worker's (aiokafka's defaults).  The embedded
+#: broker holds a new group's first join for half the rebalance time-out, waiting for more members: 30 s with
+#: Faust's default of 60 s, 5 s with this, as for the worker.
+NOOP_GROUP_TIMEOUT_S = 10.0
 
 
 def main(bootstrap: str, topic: str, expected: int, result_path: str) -> None:
@@ -23,7 +27,8 @@ def main(bootstrap: str, topic: str, expected: int, result_path: str) -> None:
 
     app = faust.App(f"bench-noop-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}", value_serializer="raw",
                     web_enabled=False, consumer_auto_offset_reset="earliest", topic_partitions=1,
-                    datadir=tempfile.mkdtemp(prefix="fraudstream-bench-faust-"))
+                    datadir=tempfile.mkdtemp(prefix="fraudstream-bench-faust-"),
+                    broker_session_timeout=NOOP_GROUP_TIMEOUT_S, broker_rebalance_timeout=NOOP_GROUP_TIMEOUT_S)
     source = app.topic(topic, value_type=bytes)
     state: dict = {"count": 0, "first": None}
 

@@ -265,17 +265,18 @@ def bare_consumer_rate(endpoints: Endpoints, frame: Any, label_feed: str | None)
     """A bare aiokafka consumer: ``getmany(max_records=2000)`` and ``orjson.loads`` of every event."""
     settings = fresh_settings(endpoints)
     sent, _ = preload(settings, frame, label_feed)
-    return asyncio.run(_bare(endpoints.bootstrap, settings.transactions_topic, sent))
+    return asyncio.run(_bare(endpoints.bootstrap, settings.transactions_topic, settings.partitions, sent))
 
 
-async def _bare(bootstrap: str, topic: str, n: int) -> float:
+async def _bare(bootstrap: str, topic: str, partitions: int, n: int) -> float:
     import orjson
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=f"bare-{uuid.uuid4().hex[:8]}",
-                                max_partition_fetch_bytes=4 << 20, fetch_max_wait_ms=2)
+    # partitions assigned by hand: a group's first join would add seconds of waiting to the run, not to its rate
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                                group_id=None, max_partition_fetch_bytes=4 << 20, fetch_max_wait_ms=2)
     await consumer.start()
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
     count = 0
     first_t = None
     first_n = 0
