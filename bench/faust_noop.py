@@ -16,19 +16,28 @@ from pathlib import Path
 
 NOOP_BATCH_SIZE = 2000
 NOOP_BATCH_WAIT_S = 0.05
-#: Session and rebalance time-outs (s) of the agent's consumer: the worker's (aiokafka's defaults).  The embedded
-#: broker holds a new group's first join for half the rebalance time-out, waiting for more members: 30 s with
-#: Faust's default of 60 s, 5 s with this, as for the worker.
-NOOP_GROUP_TIMEOUT_S = 10.0
+
+
+def faust_group_timing(session_timeout_s: float) -> dict[str, float]:
+    """Faust's group settings for the workers' session time-out (s).  Faust's own defaults (60 s) made the
+    embedded broker hold the agent's first join 30 s, half of it."""
+    from fraudstream.stream.broker.group_timing import group_timing
+
+    timing = group_timing(session_timeout_s)
+    return {"broker_session_timeout": timing["session_timeout_ms"] / 1000,
+            "broker_heartbeat_interval": timing["heartbeat_interval_ms"] / 1000,
+            "broker_rebalance_timeout": timing["rebalance_timeout_ms"] / 1000}
 
 
 def main(bootstrap: str, topic: str, expected: int, result_path: str) -> None:
     import faust
 
+    from fraudstream.bench.stream_runs import BENCH_GROUP_SESSION_TIMEOUT_S
+
     app = faust.App(f"bench-noop-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}", value_serializer="raw",
                     web_enabled=False, consumer_auto_offset_reset="earliest", topic_partitions=1,
                     datadir=tempfile.mkdtemp(prefix="fraudstream-bench-faust-"),
-                    broker_session_timeout=NOOP_GROUP_TIMEOUT_S, broker_rebalance_timeout=NOOP_GROUP_TIMEOUT_S)
+                    **faust_group_timing(BENCH_GROUP_SESSION_TIMEOUT_S))
     source = app.topic(topic, value_type=bytes)
     state: dict = {"count": 0, "first": None}
 

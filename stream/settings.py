@@ -13,6 +13,7 @@ from pydantic_settings import SettingsConfigDict
 from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange
 from fraudstream.detectors.units import DAY_S
+from fraudstream.stream.broker.group_timing import DEFAULT_GROUP_SESSION_TIMEOUT_S
 from fraudstream.stream.event_time.rules import (
     DEFAULT_END_GRACE_S,
     DEFAULT_EVENT_TIME_SLACK_S,
@@ -64,6 +65,10 @@ class StreamSettings(EnvSettings):
     health_interval_s: float = Field(2.0, gt=0, description="pause between two health checks of Redis and the "
                                                             "broker (s)")
     health_timeout_s: float = Field(2.0, gt=0, description="longest wait for one health probe's answer (s)")
+    group_session_timeout_s: float = Field(DEFAULT_GROUP_SESSION_TIMEOUT_S, ge=1,
+                                           description="time without a heartbeat after which the group drops this "
+                                                       "worker (s); some brokers hold a new group's first join for "
+                                                       "half of it")
     send_timeout_s: float = Field(30.0, gt=0, description="longest wait for the broker to acknowledge a batch's "
                                                          "decisions before the batch is retried (s)")
     event_time_slack_s: float = Field(DEFAULT_EVENT_TIME_SLACK_S, ge=0,

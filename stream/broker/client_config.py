@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from fraudstream.stream.broker.group_timing import DEFAULT_GROUP_SESSION_TIMEOUT_S, group_timing
 from fraudstream.stream.settings import StreamSettings
 
 #: Producer: longest wait (ms) to fill a produce request: none, a batch's decisions go as one record batch per
@@ -39,14 +40,17 @@ class KafkaClientConfig:
 
     bootstrap_servers : broker addresses.
     app_id : consumer group id and prefix of every client id.
+    session_timeout_s : the group consumer's session time-out (heartbeats every third of it).
     """
 
     bootstrap_servers: list[str]
     app_id: str
+    session_timeout_s: float = DEFAULT_GROUP_SESSION_TIMEOUT_S
 
     @classmethod
     def from_settings(cls, settings: StreamSettings) -> KafkaClientConfig:
-        return cls(bootstrap_list(settings.kafka_bootstrap_servers), settings.app_id)
+        return cls(bootstrap_list(settings.kafka_bootstrap_servers), settings.app_id,
+                   settings.group_session_timeout_s)
 
     def group_consumer(self) -> AIOKafkaConsumer:
         """The transactions consumer: member of the group ``app_id``, explicit commits, from the earliest."""
@@ -54,6 +58,7 @@ class KafkaClientConfig:
             bootstrap_servers=self.bootstrap_servers, group_id=self.app_id, client_id=f"{self.app_id}-worker",
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=CONSUMER_MAX_PARTITION_FETCH_BYTES, fetch_max_wait_ms=CONSUMER_FETCH_MAX_WAIT_MS,
+            **group_timing(self.session_timeout_s),
         )
 
     def standalone_consumer(self, role: str) -> AIOKafkaConsumer:
