@@ -83,6 +83,8 @@ class BatchConsumer(Service):
         #: transaction partitions held from the last assignment to their revocation (the client's own assignment
         #: still lists revoked partitions until the group hands out the new one).
         self._held: set[TopicPartition] = set()
+        #: assigned partitions whose fetched records were dropped and whose committed offset is still to be sought
+        self._to_rewind: set[TopicPartition] = set()
         self._lost_rounds = 0  # health rounds in a row that found the broker below what was processed
         self._stalled_since: float | None = None  # monotonic time since when a partition with backlog starves
         self._to_commit: dict[TopicPartition, int] = {}  # offsets of delivered batches not committed yet
@@ -182,6 +184,11 @@ class BatchConsumer(Service):
                 await asyncio.sleep(s.batch_wait_s)
                 continue
             rebalances = self.rebalances
+            if self._to_rewind:  # outside the batch lock: a revocation meanwhile only makes a seek fail
+                self._to_rewind = await consumer.rewind_to_committed(self._to_rewind)
+                if self._to_rewind:
+                    await asyncio.sleep(s.batch_wait_s)
+                    continue
             await self._fetch(consumer, (foreign_poll_ms if held_by_others else timeout_ms) if wait else 0)
             positions = await consumer.positions()
             floors = await self._foreign_floors(consumer)
@@ -189,7 +196,9 @@ class BatchConsumer(Service):
                 if rebalances != self.rebalances:
                     # the fetch may have added records after the revocation dropped their partition's buffer, and
                     # positions and floors may describe the old assignment: start over from the committed offsets
+                    # (sought explicitly: records dropped at a partition's end have no later record to show the gap)
                     self._drop_fetched(consumer, ())
+                    self._to_rewind = set(consumer.assignment())
                     wait = False
                     continue
                 assigned = consumer.assignment()

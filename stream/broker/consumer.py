@@ -131,6 +131,35 @@ class TransactionConsumer:
         for tp in {*self._committed, *self._handed_to, *self._gaps} - keep:
             self.forget(tp)
 
+    async def rewind_to_committed(self, partitions: Collection[TopicPartition]) -> set[TopicPartition]:
+        """Seek each of ``partitions`` still assigned back to the group's committed offset (its beginning when
+        nothing is committed) and forget what was handed out of it; returns those whose committed offset could not
+        be read (to try again).
+
+        For records fetched and then dropped unprocessed: forgetting them (:meth:`retain`) lets the next fetch that
+        brings later records find the gap, but at the end of a partition no later record comes, and the dropped
+        ones would never be read again.
+        """
+        failed: set[TopicPartition] = set()
+        for tp in partitions:
+            if tp not in self.consumer.assignment():
+                continue  # its next owner reads from the committed offset
+            try:
+                committed = await self.consumer.committed(tp)
+            except KafkaError as exc:
+                log.warning("%s/%d: committed offset not read (%r); rewinding later", tp.topic, tp.partition, exc)
+                failed.add(tp)
+                continue
+            try:
+                if committed is None:
+                    await self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+            except IllegalStateError:
+                continue  # revoked while the committed offset was asked
+            self.forget(tp)
+        return failed
+
     async def fetch(self, partitions: Sequence[TopicPartition], timeout_ms: int, max_records: int
                     ) -> dict[TopicPartition, tuple[list[RawEvent], list[float | None]]]:
         """One ``getmany`` (every assigned partition when ``partitions`` is empty): per partition still assigned,

@@ -152,6 +152,41 @@ def test_records_dropped_unprocessed_with_the_consumers_knowledge_are_read_again
     assert kept == list(range(15, 20)) and rest == list(range(20, N_RECORDS))
 
 
+def test_records_dropped_at_a_partitions_end_are_read_again_once_rewound_to_the_committed_offset(unique_topics):
+    """Records fetched up to a partition's end and dropped unprocessed (a rebalance overlapped their fetch) have no
+    later record to reveal the gap: the worker seeks back to the committed offset, or to the beginning when the
+    group committed nothing."""
+    from fraudstream.stream.broker.client_config import KafkaClientConfig
+    from fraudstream.stream.broker.consumer import TransactionConsumer
+
+    settings = unique_topics.settings()
+    produce_transactions(unique_topics)
+    tp = TopicPartition(settings.transactions_topic, 0)
+
+    async def run() -> tuple[list[int], list[int], list[int], set, list[int]]:
+        consumer = TransactionConsumer(KafkaClientConfig.from_settings(settings).group_consumer(),
+                                       settings.transactions_topic)
+        await consumer.start(_NoRebalance())
+        try:
+            everything = await fetch_until(consumer, tp, N_RECORDS)  # dropped: nothing committed yet
+            consumer.retain([])
+            failed = await consumer.rewind_to_committed([tp])
+            from_start = await fetch_until(consumer, tp, N_RECORDS)
+            await consumer.commit({tp: 10})
+            consumer.retain([])  # the records from 10 on dropped, at the partition's end
+            after_drop = [e.offset for e in (await consumer.fetch([tp], 300, 100)).get(tp, ([], []))[0]]
+            failed |= await consumer.rewind_to_committed([tp])
+            again = await fetch_until(consumer, tp, N_RECORDS - 10)
+        finally:
+            await consumer.stop()
+        return everything, from_start, after_drop, failed, again
+
+    everything, from_start, after_drop, failed, again = asyncio.run(run())
+    assert everything == from_start == list(range(N_RECORDS)) and not failed
+    assert after_drop == []  # the position is at the end: without the rewind nothing comes back
+    assert again == list(range(10, N_RECORDS))
+
+
 DEEP_RECORDS = 20_000
 DEEP_OFFSET = 15_000
 
