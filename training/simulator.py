@@ -233,7 +233,7 @@ def terminals_within_radius(customer_xy: np.ndarray, terminal_xy: np.ndarray, ra
     The plane is cut into square cells at least the radius wide; the customers of a cell are compared only with
     the terminals of that cell and its eight neighbours (a terminal nearer than the radius is in one of them):
     the same pairs as comparing every customer with every terminal, the distance computed the same way, and on
-    20,000 customers with 40,000 terminals a fraction of a second instead of half a minute.
+    20,000 customers with 40,000 terminals about a second instead of half a minute.
     """
     n_customers = len(customer_xy)
     if n_customers == 0 or len(terminal_xy) == 0:
@@ -261,9 +261,10 @@ def terminals_within_radius(customer_xy: np.ndarray, terminal_xy: np.ndarray, ra
         window = np.sort(np.concatenate([terminal_order[bounds[i]:bounds[i + 1]] for i in range(0, 6, 2)]))
         if window.size == 0:
             continue
+        window_xy = terminal_xy[window][None, :, :]
         for lo in range(start, end, RADIUS_BLOCK_CUSTOMERS):
             members = customer_order[lo : min(end, lo + RADIUS_BLOCK_CUSTOMERS)]
-            dist = np.sqrt(((customer_xy[members][:, None, :] - terminal_xy[window][None, :, :]) ** 2).sum(axis=2))
+            dist = np.sqrt(((customer_xy[members][:, None, :] - window_xy) ** 2).sum(axis=2))
             rows, cols = np.nonzero(dist < radius)  # row-major: by member, terminals ascending
             pair_customer.append(members[rows])
             pair_terminal.append(window[cols])
