@@ -86,6 +86,7 @@ class NovelReport:
     review_cards_per_day: dict[str, float]
     review_capacity: int
     known_fraud_ap: dict[str, float]
+    known_fraud_flagged: dict[str, float] = field(default_factory=dict)  # share of known frauds BLOCKed or REVIEWed
     anomaly_method: str = ""
     families: dict[int, dict[str, FamilyFigures]] = field(default_factory=dict)
 
@@ -200,6 +201,7 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
     card, days = test[CUSTOMER_ID].to_numpy(), _days(test)
     time_s = batch.timestamp
     known = ~np.isin(scenario, NOVEL_SCENARIOS)
+    known_fraud = known & ~legit
 
     flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     review_cards: dict[str, float] = {}
@@ -223,6 +225,8 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
         review_cards_per_day=review_cards, review_capacity=int(train_settings.review_capacity),
         known_fraud_ap={"cascade": average_precision(test[TX_FRAUD].to_numpy()[known], risk["cascade"][known]),
                         "light model": average_precision(test[TX_FRAUD].to_numpy()[known], light[known])},
+        known_fraud_flagged={name: float(flags[name][0][known_fraud].mean()) if known_fraud.any() else float("nan")
+                             for name in DETECTORS[:2]},
         anomaly_method=str(cascade.metrics.get("anomaly_method", "")))
     for family in NOVEL_SCENARIOS:
         attacked = scenario == family
@@ -266,6 +270,9 @@ def format_novel_report(report: NovelReport) -> str:
     lines.append(f"anomaly detector: {report.anomaly_method or 'n/a'}")
     lines.append("known-fraud average precision on the same period (novel rows left out): " + ", ".join(
         f"{k} {v:.3f}" for k, v in report.known_fraud_ap.items()))
+    if report.known_fraud_flagged:
+        lines.append("known frauds flagged (BLOCK or REVIEW) on the same period: " + ", ".join(
+            f"{k} {_pct(v)}" for k, v in report.known_fraud_flagged.items()))
     floors = report.floors()
     legit_ok = report.legit_flag_rate["cascade"] <= MAX_LEGIT_FLAG_RATE
     lines.append(f"floors (cascade: >= {FLOOR_TX_FLAGGED:.0%} of the tx and >= {FLOOR_CARDS_FLAGGED:.0%} of the "

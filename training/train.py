@@ -140,6 +140,10 @@ class TrainSettings(EnvSettings):
         CalibrationTargets.max_legit_flag_rate, ge=0, lt=1,
         description="share of legitimate validation rows flagged up to which anomaly-only reviews fill the "
                     "capacity the heavy stage leaves unused (0 = no filling)")
+    review_min_precision: float = Field(
+        CalibrationTargets.review_min_precision, ge=0, le=1,
+        description="precision the heavy REVIEW region must keep on validation (the rest of the band is ALLOWed "
+                    "or left to the anomaly reviews)")
     imbalance: str = Field(AUTO, description='"auto" or one of IMBALANCE_CHOICES')
     negatives_per_positive: float = Field(20.0, description="kept negatives per fraud when down-sampling")
     calibration: str = Field(AUTO, description='"auto", "isotonic" or "platt"')
@@ -178,6 +182,7 @@ class TrainSettings(EnvSettings):
             capacity_statistic=self.capacity_statistic, allow_catch_loss=self.allow_catch_loss,
             anomaly_review_min=self.anomaly_review_min, anomaly_review_share=self.anomaly_review_share,
             max_legit_flag_rate=self.max_legit_flag_rate, review_headroom=self.review_headroom,
+            review_min_precision=self.review_min_precision,
         )
 
     def effective_gap_days(self) -> int:

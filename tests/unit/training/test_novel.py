@@ -71,7 +71,10 @@ def test_every_family_is_reported_for_every_detector_at_the_cascade_legit_rate(a
     rates = report.legit_flag_rate
     assert rates["light model alone"] <= rates["cascade"] and rates["anomaly detector alone"] <= rates["cascade"]
     assert rates["light model alone"] >= rates["cascade"] - 0.005
+    assert list(report.known_fraud_flagged) == list(DETECTORS[:2])
+    assert all(0 < share <= 1 for share in report.known_fraud_flagged.values())
     text = format_novel_report(report)
+    assert "known frauds flagged (BLOCK or REVIEW)" in text
     assert "merchant breach (held out)" in text and "anomaly detector alone" in text
     assert report.anomaly_method == "IForest" and "anomaly detector: IForest" in text
     payload = report.to_json()

@@ -109,3 +109,12 @@ def test_the_bundle_holds_drift_reference_histograms(trained):
         assert histogram.shares.sum() == pytest.approx(1.0), name
     # amounts are continuous: close to deciles
     assert reference["TX_AMOUNT"].shares == pytest.approx([0.1] * REFERENCE_BINS, abs=0.02)
+
+
+def test_calibration_targets_read_the_review_settings_from_the_environment():
+    environ = {"FRAUDSTREAM_TRAIN_REVIEW_MIN_PRECISION": "0.3", "FRAUDSTREAM_TRAIN_ANOMALY_REVIEW_SHARE": "0.5"}
+    targets = TrainSettings.from_env(environ).targets()
+    assert targets.review_min_precision == 0.3 and targets.anomaly_review_share == 0.5
+    assert TrainSettings().targets().review_min_precision == 0.1  # the calibration's own default
+    with pytest.raises(ValueError, match="REVIEW_MIN_PRECISION"):
+        TrainSettings.from_env({"FRAUDSTREAM_TRAIN_REVIEW_MIN_PRECISION": "1.5"})
