@@ -64,16 +64,35 @@ def fresh_settings(endpoints: Endpoints, partitions: int = 1, **overrides: Any):
     return StreamSettings(**values)
 
 
-def preload(settings: Any, frame: Any, label_feed: str | None) -> tuple[int, int]:
-    """Send the frame (and its chargeback feed, unless ``label_feed`` is None) as fast as possible."""
+@dataclass(frozen=True)
+class Preloaded:
+    """Topics holding a replayed frame, read by every run that measures on it (each with a group, decisions topic
+    and Redis prefix of its own), so that a section sends its data once instead of once a run."""
+
+    transactions_topic: str
+    labels_topic: str
+    partitions: int
+    sent: int
+    labels_sent: int
+
+    def settings(self, endpoints: Endpoints) -> Any:
+        """Fresh settings (group, outputs, Redis prefix) reading these topics."""
+        return fresh_settings(endpoints, partitions=self.partitions, transactions_topic=self.transactions_topic,
+                              labels_topic=self.labels_topic)
+
+
+def preload(endpoints: Endpoints, frame: Any, label_feed: str | None, partitions: int = 1) -> Preloaded:
+    """Send the frame (and its chargeback feed, unless ``label_feed`` is None) as fast as possible, to new topics."""
     from fraudstream.stream.replay import replay
     from fraudstream.stream.topics import ensure_topics
 
+    settings = fresh_settings(endpoints, partitions=partitions)
     ensure_topics(settings.kafka_bootstrap_servers, [settings.transactions_topic, settings.labels_topic],
                   settings.partitions)
     kwargs = dict(labels_delay_s=LABELS_DELAY_S, label_feed=label_feed) if label_feed else {}
     summary = replay(frame, settings, progress=False, **kwargs)
-    return summary.sent, summary.labels_sent
+    return Preloaded(settings.transactions_topic, settings.labels_topic, partitions, summary.sent,
+                     summary.labels_sent)
 
 
 class WorkerProcess:
@@ -130,13 +149,13 @@ class ThroughputResult:
     check: str
 
 
-def run_workers(endpoints: Endpoints, model_dir: Path, frame: Any, label_feed: str | None, n_workers: int = 1,
-                partitions: int = 1, expected: dict[int, tuple[str, float]] | None = None) -> ThroughputResult:
-    """``n_workers`` workers on a pre-loaded topic of ``partitions`` partitions: rate, CPU, RSS, decisions."""
+def run_workers(endpoints: Endpoints, model_dir: Path, source: Preloaded, n_workers: int = 1,
+                expected: dict[int, tuple[str, float]] | None = None) -> ThroughputResult:
+    """``n_workers`` workers in one new group on pre-loaded topics: rate, CPU, RSS, decisions."""
     from fraudstream.stream.embedded import free_port
 
-    settings = fresh_settings(endpoints, partitions=partitions)
-    sent, _ = preload(settings, frame, label_feed)
+    settings = source.settings(endpoints)
+    sent = source.sent
     workers = [WorkerProcess(settings, model_dir, endpoints.workdir / f"worker-{settings.redis_prefix}-{k}.log",
                              free_port()) for k in range(n_workers)]
     try:
@@ -246,10 +265,10 @@ async def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 60.0)
 
 
 # ---- baselines -----------------------------------------------------------------------------------------------
-def noop_agent_rate(endpoints: Endpoints, frame: Any, label_feed: str | None) -> float:
-    """The do-nothing Faust agent on the same kind of topic (``stream.take(2000, within=0.05)``)."""
-    settings = fresh_settings(endpoints)
-    sent, _ = preload(settings, frame, label_feed)
+def noop_agent_rate(endpoints: Endpoints, source: Preloaded) -> float:
+    """The do-nothing Faust agent on pre-loaded topics (``stream.take(2000, within=0.05)``)."""
+    settings = source.settings(endpoints)
+    sent = source.sent
     result = endpoints.workdir / f"noop-{settings.redis_prefix}.json"
     log = open(endpoints.workdir / f"noop-{settings.redis_prefix}.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "fraudstream.bench.faust_noop", endpoints.bootstrap,
@@ -266,11 +285,10 @@ def noop_agent_rate(endpoints: Endpoints, frame: Any, label_feed: str | None) ->
     return data["events"] / data["seconds"]
 
 
-def bare_consumer_rate(endpoints: Endpoints, frame: Any, label_feed: str | None) -> float:
-    """A bare aiokafka consumer: ``getmany(max_records=2000)`` and ``orjson.loads`` of every event."""
-    settings = fresh_settings(endpoints)
-    sent, _ = preload(settings, frame, label_feed)
-    return asyncio.run(_bare(endpoints.bootstrap, settings.transactions_topic, settings.partitions, sent))
+def bare_consumer_rate(endpoints: Endpoints, source: Preloaded) -> float:
+    """A bare aiokafka consumer on pre-loaded topics: ``getmany(max_records=2000)`` and ``orjson.loads`` of every
+    event."""
+    return asyncio.run(_bare(endpoints.bootstrap, source.transactions_topic, source.partitions, source.sent))
 
 
 async def _bare(bootstrap: str, topic: str, partitions: int, n: int) -> float:

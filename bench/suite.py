@@ -149,18 +149,19 @@ def worker_section(endpoints: Any, root: Path, config: SuiteConfig) -> dict[str,
     frame = bench_frame(config.worker_events)
     expected = stream_runs.expected_decisions(root, frame)
     out: dict[str, Any] = {"events": len(frame)}
+    sources = {feed: stream_runs.preload(endpoints, frame, feed) for feed in FEEDS}
     for feed in FEEDS:
         rate, cpu, rss = Figure("tx/s"), Figure("s"), Figure("MB")
         checks = []
         for _ in range(config.repeats):
-            r = stream_runs.run_workers(endpoints, root, frame, feed, expected=expected)
+            r = stream_runs.run_workers(endpoints, root, sources[feed], expected=expected)
             rate.add(r.tx_per_s), cpu.add(r.cpu_s_per_million), rss.add(r.rss_mb)
             checks.append((r.decisions_ok, r.check))
         out[f"worker_{feed}"] = {"rate": rate, "cpu": cpu, "rss": rss, "checks": checks}
     noop, bare = Figure("tx/s"), Figure("tx/s")
     for _ in range(config.repeats):
-        noop.add(stream_runs.noop_agent_rate(endpoints, frame, "fraud"))
-        bare.add(stream_runs.bare_consumer_rate(endpoints, frame, "fraud"))
+        noop.add(stream_runs.noop_agent_rate(endpoints, sources["fraud"]))
+        bare.add(stream_runs.bare_consumer_rate(endpoints, sources["fraud"]))
     out["noop"], out["bare"] = noop, bare
     return out
 
@@ -234,11 +235,12 @@ def latency_table(result: dict[float, dict[str, Any]]) -> str:
 def scale_section(endpoints: Any, root: Path, config: SuiteConfig, redis_url: str) -> dict[str, Any]:
     frame = bench_frame(config.scale_events, n_customers=SCALE_CUSTOMERS, seed=13)
     out: dict[str, Any] = {}
+    source = stream_runs.preload(endpoints, frame, "fraud", partitions=2)
     for n_workers in (1, 2):
         rate, cpu = Figure("tx/s"), Figure("s")
         checks = []
         for _ in range(config.repeats):
-            r = stream_runs.run_workers(endpoints, root, frame, "fraud", n_workers=n_workers, partitions=2)
+            r = stream_runs.run_workers(endpoints, root, source, n_workers=n_workers)
             rate.add(r.tx_per_s), cpu.add(r.cpu_s_per_million)
             checks.append(r.check)
         out[n_workers] = {"rate": rate, "cpu": cpu, "checks": checks}

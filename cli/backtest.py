@@ -81,7 +81,9 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
             json_path: Path | None) -> None:
     """Backtest DATA (labelled, handbook columns) from START to END in event time through the worker's own core
     (features, rules, block list, cascade, review items) on an in-memory store, with chargebacks and simulated
-    analysts working review cases per card as labels."""
+    analysts working review cases per card as labels.  Data simulated with novel attacks (``fraudstream simulate
+    --novel-start``) gets a table per run of what it flagged of each attack family, next to the light model and
+    the anomaly detector alone at the run's legitimate flag rate."""
     from fraudstream.detectors.bundle import ModelBundleError, load_bundle
     from fraudstream.training.analysts import AnalystSettings
     from fraudstream.training.backtest import BacktestError, BacktestSettings, run_backtest
@@ -89,6 +91,7 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
     from fraudstream.training.backtest_report import compare, comparison_json, format_comparison
     from fraudstream.training.datasets import DataFileError, read_transactions
     from fraudstream.training.label_model import ChargebackDelay, LabelModelError
+    from fraudstream.training.novel import backtest_families, format_backtest_families
     from fraudstream.training.progress import ConsoleProgress
     from fraudstream.training.scoring import ScoringError
 
@@ -148,6 +151,12 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
     progress.phase("figures" + (f" and {bootstrap} bootstrap resamples" if len(runs) > 1 else ""))
     comparison = compare(runs, names, n_bootstrap=bootstrap, seed=seed)
     click.echo(format_comparison(comparison, runs))
+    families = {name: backtest_families(run.decisions) for name, run in zip(names, runs)}
+    for name, figures in families.items():
+        if figures is not None:
+            click.echo("\n" + format_backtest_families(figures, name))
     if json_path is not None:
-        json_path.write_text(json.dumps(comparison_json(comparison, runs), indent=2) + "\n")
+        payload = comparison_json(comparison, runs)
+        payload["novel_families"] = {name: f.to_json() for name, f in families.items() if f is not None}
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
         progress.phase(f"wrote {json_path}")

@@ -46,6 +46,7 @@ from fraudstream.detectors.schema import (
     TX_AMOUNT,
     TX_DATETIME,
     TX_FRAUD,
+    TX_FRAUD_SCENARIO,
     LabelEvent,
     datetime_to_epoch_seconds,
 )
@@ -150,7 +151,8 @@ class BacktestRun:
         ``TX_FRAUD``, ``RISK``, ``DECISION``, ``STAGE`` (names), ``LIGHT_SCORE``, ``ANOMALY_SCORE``,
         ``HEAVY_SCORE`` (nan where the stage did not run), ``REASONS`` (tuples), ``MODEL_VERSION``, as in the
         worker's decision JSON, and ``HANDBOOK_TEST`` (the row is in the handbook-style test set of the period,
-        see :func:`fraudstream.training.splits.known_compromised_period_rows`).
+        see :func:`fraudstream.training.splits.known_compromised_period_rows`); ``TX_FRAUD_SCENARIO`` too when
+        the data has it.
     verdicts : every analyst verdict, in the order given.
     analysts : the analysts (their log), None without analysts.
     blocked_at : card -> time (epoch s) from which it was last put on the block list.
@@ -419,5 +421,7 @@ def run_backtest(frame: pd.DataFrame, cascade: Cascade, settings: BacktestSettin
         "REASONS": [tuple(r["reasons"]) for r in records],
         "MODEL_VERSION": [r["model_version"] for r in records], HANDBOOK_TEST: in_test,
     })
+    if TX_FRAUD_SCENARIO in period.columns:  # simulated data: which attack each fraud belongs to
+        decisions[TX_FRAUD_SCENARIO] = period[TX_FRAUD_SCENARIO].to_numpy()
     return BacktestRun(settings, cascade.version, decisions, loop.verdicts, loop.analysts,
                        dict(loop.blocks.blocked_at), loop.labels_sent, loop.blocks.events)

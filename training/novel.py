@@ -26,7 +26,14 @@ import pandas as pd
 
 from fraudstream.detectors.cascade.calibration import MAX_LEGIT_FLAG_RATE
 from fraudstream.detectors.cascade.types import Decision
-from fraudstream.detectors.schema import CUSTOMER_ID, TX_DATETIME, TX_FRAUD, TX_FRAUD_SCENARIO, TransactionBatch
+from fraudstream.detectors.schema import (
+    CUSTOMER_ID,
+    TX_DATETIME,
+    TX_FRAUD,
+    TX_FRAUD_SCENARIO,
+    TransactionBatch,
+    datetime_to_epoch_seconds,
+)
 from fraudstream.training.metrics import average_precision, distinct_cards_per_day
 from fraudstream.training.progress import Progress, as_progress
 from fraudstream.training.simulator import (
@@ -244,24 +251,30 @@ def _hours(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{x:.1f} h"
 
 
+def family_table(families: dict[int, dict[str, FamilyFigures]], detectors: tuple[str, ...], held_out: int,
+                 blocking: tuple[str, ...]) -> list[str]:
+    """Markdown lines: per family one row per detector (``blocking``: the detectors whose blocks are shown)."""
+    header = ["family (tx, cards)", "detector", "tx flagged", "tx blocked", "cards flagged", "to first flag (median)"]
+    rows = [header, ["---"] * len(header)]
+    for family, figures in families.items():
+        first = figures[detectors[0]]
+        name = (f"{family} {FAMILY_NAMES[family]}{' (held out)' if family == held_out else ''} "
+                f"({first.transactions:,}, {first.cards:,})")
+        for detector in detectors:
+            f = figures[detector]
+            rows.append([name if detector == detectors[0] else "", detector, _pct(f.tx_flagged),
+                         _pct(f.tx_blocked) if detector in blocking else "-", _pct(f.cards_flagged),
+                         _hours(f.hours_to_first_flag_median)])
+    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+    return ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+
+
 def format_novel_report(report: NovelReport) -> str:
     """The report as text: per family one line per detector, then the operating point and the floors."""
     d = report.fold
     lines = [f"Novel attacks: trained on {d['train']} (thresholds on {d['valid']}), before the first novel "
              f"transaction ({report.first_seen}); scored {d['test']} ({report.n_test:,} transactions).", ""]
-    header = ["family (tx, cards)", "detector", "tx flagged", "tx blocked", "cards flagged", "to first flag (median)"]
-    rows = [header, ["---"] * len(header)]
-    for family, figures in report.families.items():
-        c = figures["cascade"]
-        name = (f"{family} {FAMILY_NAMES[family]}{' (held out)' if family == report.held_out else ''} "
-                f"({c.transactions:,}, {c.cards:,})")
-        for detector in DETECTORS:
-            f = figures[detector]
-            rows.append([name if detector == DETECTORS[0] else "", detector, _pct(f.tx_flagged),
-                         _pct(f.tx_blocked) if detector.startswith("cascade") else "-", _pct(f.cards_flagged),
-                         _hours(f.hours_to_first_flag_median)])
-    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
-    lines += ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines += family_table(report.families, DETECTORS, report.held_out, DETECTORS[:2])
     lines.append("")
     lines.append("legit transactions flagged: " + ", ".join(f"{k} {_pct(v)}" for k, v in
                                                             report.legit_flag_rate.items()))
@@ -279,4 +292,74 @@ def format_novel_report(report: NovelReport) -> str:
                  f"cards flagged, <= {MAX_LEGIT_FLAG_RATE:.0%} legit flagged): legit "
                  f"{'met' if legit_ok else 'NOT met'}; " + ", ".join(
                      f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in floors.items()))
+    return "\n".join(lines)
+
+
+#: The lines of a backtest's family table: the run as it decided (rules, block list and analysts included), then
+#: each model alone flagging the share of legitimate transactions the run flagged.
+BACKTEST_DETECTORS = ("backtest", "light model alone", "anomaly detector alone")
+#: Columns of a backtest's decisions the family table reads (besides the handbook columns).
+_ALONE_SCORES = {"light model alone": "LIGHT_SCORE", "anomaly detector alone": "ANOMALY_SCORE"}
+
+
+@dataclass
+class BacktestFamilies:
+    """Per novel family what a backtest run flagged, and what each model alone would have at its legit rate."""
+
+    n_rows: int
+    legit_flag_rate: float
+    families: dict[int, dict[str, FamilyFigures]] = field(default_factory=dict)
+
+    def floors(self) -> dict[int, bool]:
+        """Per family: the run flags >= 80% of its transactions and >= 90% of its cards."""
+        return {s: f["backtest"].tx_flagged >= FLOOR_TX_FLAGGED and f["backtest"].cards_flagged >= FLOOR_CARDS_FLAGGED
+                for s, f in self.families.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable({"n_rows": self.n_rows, "legit_flag_rate": self.legit_flag_rate,
+                          "families": {str(s): {"name": FAMILY_NAMES[s], "held_out": s == DEFAULT_HELD_OUT,
+                                                **{d: asdict(x) for d, x in f.items()}}
+                                       for s, f in self.families.items()},
+                          "floors_met": {str(s): ok for s, ok in self.floors().items()}})
+
+
+def backtest_families(decisions: pd.DataFrame) -> BacktestFamilies | None:
+    """The novel families of a backtest's period (``BacktestRun.decisions`` with ``TX_FRAUD_SCENARIO``); None when
+    the period holds none (or the data does not say which attack a fraud belongs to).
+
+    "Flagged" is BLOCK or REVIEW as the run decided, so the live block list and the analysts' verdicts count; the
+    models alone rank by the light and anomaly scores the run recorded.
+    """
+    if TX_FRAUD_SCENARIO not in decisions.columns:
+        return None
+    scenario = decisions[TX_FRAUD_SCENARIO].to_numpy()
+    present = [family for family in NOVEL_SCENARIOS if (scenario == family).any()]
+    if not present:
+        return None
+    decision = decisions["DECISION"].to_numpy()
+    blocked = decision == Decision.BLOCK.name
+    flagged = blocked | (decision == Decision.REVIEW.name)
+    legit = decisions[TX_FRAUD].to_numpy() == 0
+    rate = float(flagged[legit].mean()) if legit.any() else 0.0
+    flags = {BACKTEST_DETECTORS[0]: (flagged, blocked)}
+    for name, column in _ALONE_SCORES.items():
+        score = np.nan_to_num(decisions[column].to_numpy(dtype=np.float64), nan=-np.inf)  # nan: the stage did not run
+        alone = flags_at_rate(score, legit, rate)
+        flags[name] = (alone, np.zeros_like(alone))
+    card = decisions[CUSTOMER_ID].to_numpy()
+    time_s = datetime_to_epoch_seconds(decisions[TX_DATETIME])
+    out = BacktestFamilies(n_rows=len(decisions), legit_flag_rate=rate)
+    for family in present:
+        attacked = scenario == family
+        out.families[family] = {name: family_figures(f, b, attacked, card, time_s) for name, (f, b) in flags.items()}
+    return out
+
+
+def format_backtest_families(figures: BacktestFamilies, run_name: str) -> str:
+    """The family table of one backtest run, with its legit flag rate and the floors."""
+    lines = [f"novel attack families, {run_name} ({figures.n_rows:,} transactions; models alone at the run's "
+             f"legit flag rate, {_pct(figures.legit_flag_rate)}):", ""]
+    lines += family_table(figures.families, BACKTEST_DETECTORS, DEFAULT_HELD_OUT, BACKTEST_DETECTORS[:1])
+    lines.append("floors (>= 80% of the tx and >= 90% of the cards flagged): " + ", ".join(
+        f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in figures.floors().items()))
     return "\n".join(lines)

@@ -1,5 +1,7 @@
 """The closed-loop backtest on a small simulated set: steps, block list, analysts, report, CLI."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from fraudstream.detectors.schema import (
     TRANSACTION_ID,
     TX_DATETIME,
     TX_FRAUD,
+    TX_FRAUD_SCENARIO,
     datetime_to_epoch_seconds,
 )
 from fraudstream.training.analysts import AnalystSettings
@@ -24,8 +27,14 @@ from fraudstream.training.backtest import (
 )
 from fraudstream.training.backtest_report import FIGURE_KEYS, _weighted_rank_metrics, compare, format_comparison
 from fraudstream.training.datasets import write_transactions
+from fraudstream.training.novel import (
+    BACKTEST_DETECTORS,
+    BacktestFamilies,
+    backtest_families,
+    format_backtest_families,
+)
 from fraudstream.training.scoring import OUTPUT_COLUMNS, score_frame
-from fraudstream.training.simulator import SimulationConfig, simulate
+from fraudstream.training.simulator import NOVEL_SCENARIOS, SimulationConfig, simulate
 from fraudstream.training.splits import known_compromised_period_rows
 from fraudstream.training.train import TrainSettings, train_from_frame
 
@@ -233,3 +242,41 @@ def test_cli_writes_the_backtests_labels_and_train_learns_from_their_times(train
     bad.write_text("TRANSACTION_ID,TX_FRAUD,source,known_at\n1,1,analyst,soon\n")
     refused = CliRunner(env=fast).invoke(cli, ["train", str(data), "--label-times", str(bad)])
     assert refused.exit_code == 1 and "known_at" in refused.output
+
+
+def test_a_backtest_of_data_with_novel_attacks_reports_each_family(tmp_path):
+    frame = simulate(SimulationConfig(n_customers=300, n_terminals=600, nb_days=40, seed=5,
+                                      novel_start_date="2018-05-01"))
+    fast = TrainSettings(review_capacity=15, imbalance="none", calibration="isotonic", anomaly_methods=("IForest",),
+                         anomaly_max_rows=1000, light_trees=20, heavy_trees=20, stacking_folds=2, valid_days=5)
+    result = train_from_frame(frame, fast, end=START)
+    run = run_backtest(frame, result.cascade, BacktestSettings(START, END))
+    figures = backtest_families(run.decisions)
+    assert figures is not None and sorted(figures.families) == sorted(NOVEL_SCENARIOS)
+    decisions = run.decisions
+    flagged = decisions["DECISION"].isin(["BLOCK", "REVIEW"]).to_numpy()
+    for family, lines in figures.families.items():
+        attacked = decisions[TX_FRAUD_SCENARIO].to_numpy() == family
+        assert list(lines) == list(BACKTEST_DETECTORS)
+        assert lines["backtest"].transactions == attacked.sum()
+        assert lines["backtest"].tx_flagged == pytest.approx(flagged[attacked].mean())
+        assert lines["backtest"].cards == decisions.loc[attacked, CUSTOMER_ID].nunique()
+    legit = decisions[TX_FRAUD].to_numpy() == 0
+    assert figures.legit_flag_rate == pytest.approx(flagged[legit].mean())
+    text = format_backtest_families(figures, "champion")
+    assert "distant cash-out (held out)" in text and "anomaly detector alone" in text and "floors" in text
+    assert backtest_families(decisions.drop(columns=[TX_FRAUD_SCENARIO])) is None
+    known_only = decisions.assign(**{TX_FRAUD_SCENARIO: np.where(attacked, 0, decisions[TX_FRAUD_SCENARIO])})
+    assert family not in (backtest_families(known_only) or BacktestFamilies(0, 0.0)).families
+
+    data = write_transactions(frame, tmp_path / "tx.parquet")
+    model_dir = save_bundle(result.cascade, tmp_path / "models", result.manifest_extras)
+    from fraudstream.cli.main import cli
+
+    report = tmp_path / "bt.json"
+    ok = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                  "--to", "2018-05-08", "--out", str(tmp_path / "bt.csv"), "--json", str(report)])
+    assert ok.exit_code == 0, ok.output
+    assert "novel attack families, champion" in ok.output
+    payload = json.loads(report.read_text())
+    assert set(payload["novel_families"]["champion"]["families"]) == {str(s) for s in NOVEL_SCENARIOS}
