@@ -34,6 +34,7 @@ from fraudstream.detectors.schema import (
     TransactionBatch,
     datetime_to_epoch_seconds,
 )
+from fraudstream.stream.core.block_list import REASON_LIVE_BLOCK_LIST
 from fraudstream.training.metrics import average_precision, distinct_cards_per_day
 from fraudstream.training.progress import Progress, as_progress
 from fraudstream.training.simulator import (
@@ -309,6 +310,8 @@ class BacktestFamilies:
     n_rows: int
     legit_flag_rate: float
     families: dict[int, dict[str, FamilyFigures]] = field(default_factory=dict)
+    #: per family, the share of its transactions the live block list blocked (cards confirmed earlier)
+    by_block_list: dict[int, float] = field(default_factory=dict)
 
     def floors(self) -> dict[int, bool]:
         """Per family: the run flags >= 80% of its transactions and >= 90% of its cards."""
@@ -318,6 +321,7 @@ class BacktestFamilies:
     def to_json(self) -> dict[str, Any]:
         return _jsonable({"n_rows": self.n_rows, "legit_flag_rate": self.legit_flag_rate,
                           "families": {str(s): {"name": FAMILY_NAMES[s], "held_out": s == DEFAULT_HELD_OUT,
+                                                "blocked_by_block_list": self.by_block_list.get(s),
                                                 **{d: asdict(x) for d, x in f.items()}}
                                        for s, f in self.families.items()},
                           "floors_met": {str(s): ok for s, ok in self.floors().items()}})
@@ -348,10 +352,13 @@ def backtest_families(decisions: pd.DataFrame) -> BacktestFamilies | None:
         flags[name] = (alone, np.zeros_like(alone))
     card = decisions[CUSTOMER_ID].to_numpy()
     time_s = datetime_to_epoch_seconds(decisions[TX_DATETIME])
+    by_list = np.fromiter((REASON_LIVE_BLOCK_LIST in reasons for reasons in decisions["REASONS"]), dtype=bool,
+                          count=len(decisions))
     out = BacktestFamilies(n_rows=len(decisions), legit_flag_rate=rate)
     for family in present:
         attacked = scenario == family
         out.families[family] = {name: family_figures(f, b, attacked, card, time_s) for name, (f, b) in flags.items()}
+        out.by_block_list[family] = float(by_list[attacked].mean())
     return out
 
 
@@ -360,6 +367,8 @@ def format_backtest_families(figures: BacktestFamilies, run_name: str) -> str:
     lines = [f"novel attack families, {run_name} ({figures.n_rows:,} transactions; models alone at the run's "
              f"legit flag rate, {_pct(figures.legit_flag_rate)}):", ""]
     lines += family_table(figures.families, BACKTEST_DETECTORS, DEFAULT_HELD_OUT, BACKTEST_DETECTORS[:1])
+    lines.append("of the backtest's blocks, by the live block list (the card confirmed as fraud earlier): " + ", ".join(
+        f"{FAMILY_NAMES[s]} {_pct(share)} of the tx" for s, share in figures.by_block_list.items()))
     lines.append("floors (>= 80% of the tx and >= 90% of the cards flagged): " + ", ".join(
         f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in figures.floors().items()))
     return "\n".join(lines)

@@ -261,6 +261,8 @@ def test_a_backtest_of_data_with_novel_attacks_reports_each_family(tmp_path):
         assert lines["backtest"].transactions == attacked.sum()
         assert lines["backtest"].tx_flagged == pytest.approx(flagged[attacked].mean())
         assert lines["backtest"].cards == decisions.loc[attacked, CUSTOMER_ID].nunique()
+        listed = decisions["REASONS"].map(lambda reasons: REASON_BLOCKED_CARD in reasons).to_numpy()
+        assert figures.by_block_list[family] == pytest.approx(listed[attacked].mean())
     legit = decisions[TX_FRAUD].to_numpy() == 0
     assert figures.legit_flag_rate == pytest.approx(flagged[legit].mean())
     text = format_backtest_families(figures, "champion")
