@@ -61,7 +61,8 @@ def _side_path(out: Path, index: int) -> Path:
 @click.option("--warmup-days", type=click.IntRange(min=0), default=None,
               help="days before --from that feed the features only [as far back as the features look: 38]")
 @click.option("--block-mode", type=click.Choice(["reissue", "card"]), default="reissue", show_default=True,
-              help="reissue: a confirmed card's old number is dead (its later fraudulent rows are blocked); card: "
+              help="reissue: a confirmed card's old number is dead (the frauds of the compromise that got it "
+                   "listed are blocked; a later, separate attack has the new number); card: "
                    "every later transaction of the card is blocked for --block-days")
 @click.option("--block-days", type=click.FloatRange(min=0), default=14.0, show_default=True,
               help="card mode: days a confirmed card stays blocked (0 = for ever)")

@@ -60,6 +60,7 @@ from fraudstream.training.backtest_feed import (
     TRANSACTIONS_TOPIC,
     CardNumbers,
     LabelFeed,
+    fraud_episodes,
     transaction_events,
 )
 from fraudstream.training.label_model import ChargebackDelay, chargeback_known_at
@@ -107,8 +108,10 @@ class BacktestSettings:
     step_s : longest event time of one loop step (s); steps also end where an analyst case becomes ready, so a
         verdict is given exactly ``analysts.delay_s`` after its case opened (when capacity allows).
     block_mode : :data:`BLOCK_REISSUE` (default: a blocked card is replaced; its old number, which only the
-        fraudster still uses, stays blocked, while the customer's legitimate rows go on with a new number, a
-        card the worker has no history of) or :data:`BLOCK_CARD` (the card id stays the customer id and
+        fraudster of that compromise still uses, stays blocked, while the customer's legitimate rows, and the
+        frauds of a later, separate attack on the customer (a new fraud episode:
+        :func:`~fraudstream.training.backtest_feed.fraud_episodes`), go on with a new number, a card the worker
+        has no history of) or :data:`BLOCK_CARD` (the card id stays the customer id and
         every later transaction of it is blocked for ``block_days``; simulated data never reissues a card, so
         this also blocks the customer's later legitimate transactions).
     block_days : how long a card stays on the list in :data:`BLOCK_CARD` mode (days; 0 = for ever; lifted at the
@@ -278,7 +281,10 @@ class _Loop:
         self.amount = rows[TX_AMOUNT].to_numpy(dtype=np.float64)
         self.fraud = rows[TX_FRAUD].to_numpy().astype(bool)
         self.store = InMemoryStateStore()
-        self.cards = CardNumbers(rows[CUSTOMER_ID].to_numpy(dtype=np.int64), settings.block_mode == BLOCK_REISSUE)
+        customers = rows[CUSTOMER_ID].to_numpy(dtype=np.int64)
+        scenario = rows[TX_FRAUD_SCENARIO].to_numpy() if TX_FRAUD_SCENARIO in rows.columns else None
+        self.cards = CardNumbers(customers, settings.block_mode == BLOCK_REISSUE,
+                                 fraud_episodes(customers, self.t, self.fraud, scenario))
         self.card_of_row = np.empty(len(rows), dtype=np.int64)
         self.blocks = _BlockListAdmin(self.store, self.cards, settings)
         self.model = _Model(_Bundle(cascade), IncrementalFeatures(cascade.feature_config))

@@ -71,27 +71,65 @@ class LabelFeed:
         return events, labels
 
 
+#: Longest quiet time (s) inside one fraud episode of a customer: the simulator's longest compromise (a customer's
+#: card used by a fraudster for 14 days); frauds further apart are separate compromises.
+EPISODE_GAP_S = 14 * 86_400.0
+#: Episode of a legitimate row.
+NO_EPISODE = -1
+
+
+def fraud_episodes(customer_ids: np.ndarray, timestamp_s: np.ndarray, fraud: np.ndarray,
+                   scenario: np.ndarray | None = None, gap_s: float = EPISODE_GAP_S) -> np.ndarray:
+    """Per row, the fraud episode it belongs to (:data:`NO_EPISODE` for legitimate rows): a customer's frauds in
+    time order, a new episode where the attack kind (``scenario``, when known) changes or more than ``gap_s``
+    passed since the customer's previous fraud.  Episode ids are numbered from 0 in no particular order."""
+    fraud = np.asarray(fraud, dtype=bool)
+    out = np.full(fraud.shape[0], NO_EPISODE, dtype=np.int64)
+    rows = np.flatnonzero(fraud)
+    if not rows.size:
+        return out
+    customer = np.asarray(customer_ids, dtype=np.int64)[rows]
+    t = np.asarray(timestamp_s, dtype=np.float64)[rows]
+    kind = (np.zeros(rows.size, dtype=np.int64) if scenario is None
+            else np.nan_to_num(np.asarray(scenario, dtype=np.float64)[rows], nan=-1.0).astype(np.int64))
+    order = np.lexsort((t, customer))
+    c, tt, k = customer[order], t[order], kind[order]
+    starts = np.r_[True, (c[1:] != c[:-1]) | (k[1:] != k[:-1]) | (tt[1:] - tt[:-1] > gap_s)]
+    out[rows[order]] = np.cumsum(starts) - 1
+    return out
+
+
 class CardNumbers:
     """The card number each customer's rows are made with, given the reissues so far.
 
-    ``reissue``: when a customer's current card is blocked it is replaced by the next generation; later rows
-    labelled legitimate use the new card, fraudulent ones the previous (blocked) card.  Without reissue every
-    row uses the customer id.
+    ``reissue``: when a customer's current card is blocked it is replaced by the next generation.  Legitimate
+    rows use the customer's current card; a fraud uses the card that was current when its episode began
+    (``episodes``, see :func:`fraud_episodes`): the compromise that got a card blocked keeps trying the blocked
+    card, a later, separate attack on the customer has the new one.  Without ``episodes`` every fraud after a
+    reissue uses the previous (blocked) card.  Without reissue every row uses the customer id.
     """
 
-    def __init__(self, customer_ids: np.ndarray, reissue: bool) -> None:
+    def __init__(self, customer_ids: np.ndarray, reissue: bool, episodes: np.ndarray | None = None) -> None:
         self.reissue = reissue
         self._customers, self._index = np.unique(np.asarray(customer_ids, dtype=np.int64), return_inverse=True)
         self._generation = np.zeros(len(self._customers), dtype=np.int64)
+        self._episodes = None if episodes is None else np.asarray(episodes, dtype=np.int64)
+        self._episode_generation: dict[int, int] = {}
 
     def cards(self, rows: slice, fraud: np.ndarray) -> np.ndarray:
-        """Card numbers of ``rows`` (a slice of the customer ids given at construction); ``fraud``: their labels."""
+        """Card numbers of ``rows`` (a slice of the customer ids given at construction, fed in time order);
+        ``fraud``: their labels."""
         index = self._index[rows]
         customers = self._customers[index]
         if not self.reissue:
             return customers
-        generation = self._generation[index]
-        generation = np.where(fraud & (generation > 0), generation - 1, generation)
+        generation = self._generation[index].copy()
+        if self._episodes is None:
+            generation = np.where(fraud & (generation > 0), generation - 1, generation)
+            return np.asarray(reissued_card(customers, generation))
+        episodes = self._episodes[rows]
+        for k in np.flatnonzero(episodes != NO_EPISODE).tolist():
+            generation[k] = self._episode_generation.setdefault(int(episodes[k]), int(generation[k]))
         return np.asarray(reissued_card(customers, generation))
 
     def blocked(self, card: int) -> None:
