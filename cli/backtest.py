@@ -26,11 +26,11 @@ def _duration_s(text: str, option: str) -> float:
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
-def _side_path(out: Path, index: int) -> Path:
-    """Where run ``index`` writes its rows: ``scores.csv`` -> ``scores.challenger1.csv`` (0: ``.no-analysts``)."""
+def _side_path(out: Path, name: str) -> Path:
+    """Where run ``name`` writes its rows: ``scores.csv`` -> ``scores.<name>.csv`` (``scores.challenger1.csv``)."""
     suffixes = "".join(out.suffixes)
     base = out.name[: len(out.name) - len(suffixes)] if suffixes else out.name
-    return out.with_name(f"{base}.{'no-analysts' if index == 0 else f'challenger{index}'}{suffixes}")
+    return out.with_name(f"{base}.{name}{suffixes}")
 
 
 @click.command(name="backtest")
@@ -55,6 +55,9 @@ def _side_path(out: Path, index: int) -> Path:
 @click.option("--no-analysts", is_flag=True, help="no analysts: labels come from chargebacks only")
 @click.option("--versus-no-analysts", is_flag=True,
               help="also run the champion without analysts and compare with it (the first column)")
+@click.option("--versus-no-anomaly", is_flag=True,
+              help="also run the champion with its policy ignoring the anomaly score (no anomaly-only REVIEW, "
+                   "the light ALLOW not held back by it) and compare with it")
 @click.option("--analyst-error", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="probability that a verdict contradicts the file's label")
 @click.option("--case-expiry", default="7d", show_default=True, help="a case not worked by then expires")
@@ -77,7 +80,7 @@ def _side_path(out: Path, index: int) -> Path:
               help="also write the figures as JSON")
 def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, end: str, out: Path,
             labels_out: Path | None, labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool,
-            versus_no_analysts: bool, analyst_error: float, case_expiry: str, warmup_days: int | None,
+            versus_no_analysts: bool, versus_no_anomaly: bool, analyst_error: float, case_expiry: str, warmup_days: int | None,
             block_mode: str, block_days: float, chargeback_blocks: bool, step: str, bootstrap: int, seed: int,
             json_path: Path | None) -> None:
     """Backtest DATA (labelled, handbook columns) from START to END in event time through the worker's own core
@@ -126,16 +129,24 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
         raise click.ClickException(str(exc)) from None
     if versus_no_analysts and no_analysts:
         raise click.UsageError("--versus-no-analysts compares with analysts: drop --no-analysts")
-    jobs = [("champion", bundles[0], settings, out)]
-    jobs += [(f"challenger{i}", b, settings, _side_path(out, i)) for i, b in enumerate(bundles[1:], start=1)]
+    if versus_no_analysts and versus_no_anomaly:
+        raise click.UsageError("--versus-no-analysts and --versus-no-anomaly: one baseline a run (the report "
+                               "compares every run with the first)")
+    jobs = [("champion", bundles[0].cascade, settings, out)]
+    jobs += [(f"challenger{i}", b.cascade, settings, _side_path(out, f"challenger{i}"))
+             for i, b in enumerate(bundles[1:], start=1)]
+    if versus_no_anomaly:
+        jobs.insert(0, ("no-anomaly", bundles[0].cascade.without_anomaly(), settings,
+                        _side_path(out, "no-anomaly")))
     if versus_no_analysts:
-        jobs.insert(0, ("no-analysts", bundles[0], replace(settings, analysts=None), _side_path(out, 0)))
+        jobs.insert(0, ("no-analysts", bundles[0].cascade, replace(settings, analysts=None),
+                        _side_path(out, "no-analysts")))
     names = [name for name, _, _, _ in jobs]
     runs = []
-    for name, bundle, run_settings, path in jobs:
-        progress.phase(f"{name}: model {bundle.version}")
+    for name, cascade, run_settings, path in jobs:
+        progress.phase(f"{name}: model {cascade.version}")
         try:
-            runs.append(run_backtest(frame, bundle.cascade, run_settings, progress))
+            runs.append(run_backtest(frame, cascade, run_settings, progress))
         except BacktestError as exc:
             raise click.ClickException(f"{data}: {exc}") from None
         try:

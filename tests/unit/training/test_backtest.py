@@ -282,3 +282,17 @@ def test_a_backtest_of_data_with_novel_attacks_reports_each_family(tmp_path):
     assert "novel attack families, champion" in ok.output
     payload = json.loads(report.read_text())
     assert set(payload["novel_families"]["champion"]["families"]) == {str(s) for s in NOVEL_SCENARIOS}
+    versus = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                      "--to", "2018-05-08", "--out", str(tmp_path / "bt.csv"), "--versus-no-anomaly",
+                                      "--no-analysts", "--json", str(report), "--bootstrap", "10"])
+    assert versus.exit_code == 0, versus.output
+    assert "champion - no-anomaly [95% CI]" in versus.output and (tmp_path / "bt.no-anomaly.csv").exists()
+    families = json.loads(report.read_text())["novel_families"]
+    without, cascade = families["no-anomaly"]["families"], families["champion"]["families"]
+    # the detector's reviews only add flags: the run without it flags no more of any family
+    assert all(without[f]["backtest"]["tx_flagged"] <= cascade[f]["backtest"]["tx_flagged"] for f in cascade)
+    assert any(without[f]["backtest"]["tx_flagged"] < cascade[f]["backtest"]["tx_flagged"] for f in cascade)
+    both = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                    "--to", "2018-05-08", "--out", str(tmp_path / "bt.csv"), "--versus-no-anomaly",
+                                    "--versus-no-analysts"])
+    assert both.exit_code == 2 and "one baseline a run" in both.output
