@@ -81,8 +81,8 @@ def _side_path(out: Path, name: str) -> Path:
 def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, end: str, out: Path,
             labels_out: Path | None, labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool,
             versus_no_analysts: bool, versus_no_anomaly: bool, analyst_error: float, case_expiry: str,
-            warmup_days: int | None, block_mode: str, block_days: float, chargeback_blocks: bool, step: str, bootstrap: int, seed: int,
-            json_path: Path | None) -> None:
+            warmup_days: int | None, block_mode: str, block_days: float, chargeback_blocks: bool, step: str,
+            bootstrap: int, seed: int, json_path: Path | None) -> None:
     """Backtest DATA (labelled, handbook columns) from START to END in event time through the worker's own core
     (features, rules, block list, cascade, review items) on an in-memory store, with chargebacks and simulated
     analysts working review cases per card as labels.  Data simulated with novel attacks (``fraudstream simulate
