@@ -140,6 +140,11 @@ class TrainSettings(EnvSettings):
         CalibrationTargets.max_legit_flag_rate, ge=0, lt=1,
         description="share of legitimate validation rows flagged up to which anomaly-only reviews fill the "
                     "capacity the heavy stage leaves unused (0 = no filling)")
+    heavy_allow_fraud_rate: float = Field(
+        CalibrationTargets.heavy_allow_fraud_rate, ge=0, lt=1,
+        description="the heavy stage ALLOWs the lowest-scored rows of its band while their fraud share stays at "
+                    "most this (0 = off: the REVIEW region reaches down as far as its precision and the capacity "
+                    "allow)")
     review_min_precision: float = Field(
         CalibrationTargets.review_min_precision, ge=0, le=1,
         description="precision the heavy REVIEW region must keep on validation (the rest of the band is ALLOWed "
@@ -182,7 +187,7 @@ class TrainSettings(EnvSettings):
             capacity_statistic=self.capacity_statistic, allow_catch_loss=self.allow_catch_loss,
             anomaly_review_min=self.anomaly_review_min, anomaly_review_share=self.anomaly_review_share,
             max_legit_flag_rate=self.max_legit_flag_rate, review_headroom=self.review_headroom,
-            review_min_precision=self.review_min_precision,
+            review_min_precision=self.review_min_precision, heavy_allow_fraud_rate=self.heavy_allow_fraud_rate,
         )
 
     def effective_gap_days(self) -> int:

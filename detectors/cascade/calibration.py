@@ -80,6 +80,7 @@ class CalibrationTargets:
     review_headroom: float = 0.15  # capacity share left free on validation for the cards an attack adds
     max_legit_flag_rate: float = MAX_LEGIT_FLAG_RATE  # legit rows flagged up to which anomaly reviews fill capacity
     review_min_precision: float = 0.10  # precision the heavy REVIEW region must keep
+    heavy_allow_fraud_rate: float = 0.0  # the heavy stage ALLOWs the bottom of its band up to this fraud share (0: off)
     min_threshold_frauds: int = 20  # routed validation frauds needed to measure the heavy thresholds
     default_block_heavy: float = 0.95  # t_block_heavy when they are too few (calibrated probability)
     default_review: float = 0.10  # precision part of t_review when they are too few (calibrated probability)
@@ -107,6 +108,22 @@ def block_threshold(scores: np.ndarray, y: np.ndarray, precision: float, min_row
     if not ok.any():
         return NEVER
     return float(s[np.flatnonzero(ok)[-1]])
+
+
+def confident_allow_threshold(scores: np.ndarray, y: np.ndarray, fraud_rate: float) -> float:
+    """Highest ``t`` such that the rows with ``scores < t`` hold at most ``fraud_rate`` frauds (as a share of
+    them); -1 (nothing below) when even the lowest-scored rows hold more."""
+    if scores.size == 0:
+        return -1.0
+    order = np.argsort(scores, kind="stable")
+    s, yy = scores[order], y[order].astype(np.float64)
+    share = np.cumsum(yy) / np.arange(1, s.size + 1)
+    last_of_value = np.r_[s[1:] != s[:-1], True]
+    ok = np.flatnonzero(last_of_value & (share <= fraud_rate))
+    if not ok.size:
+        return -1.0
+    k = int(ok[-1])
+    return float(s[k + 1]) if k + 1 < s.size else float(np.nextafter(s[k], np.inf))
 
 
 def allow_threshold(light: np.ndarray, y: np.ndarray, eligible: np.ndarray, max_frauds: float) -> float:
@@ -263,6 +280,9 @@ def _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets: Cali
     else:
         t_confident = block_threshold(heavy[not_blocked], y[not_blocked], targets.review_min_precision)
     t_review = min(max(t_capacity, t_confident), t_block_heavy)
+    if not too_few and targets.heavy_allow_fraud_rate > 0:
+        t_review = min(max(t_review, confident_allow_threshold(heavy[not_blocked], y[not_blocked],
+                                                               targets.heavy_allow_fraud_rate)), t_block_heavy)
     t_anomaly_review = _filling_anomaly_review(anomaly, heavy, y, customer_id, day, n_days, targets, not_blocked,
                                                light_block | (to_heavy & (heavy >= t_block_heavy)), t_review,
                                                t_anomaly_review)

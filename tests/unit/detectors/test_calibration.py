@@ -9,6 +9,7 @@ from fraudstream.detectors.cascade.calibration import (
     CalibrationTargets,
     block_threshold,
     choose_thresholds,
+    confident_allow_threshold,
     daily_cards,
     policy_report,
 )
@@ -180,3 +181,27 @@ def test_a_tighter_legit_flag_cap_fills_less():
     r_loose = policy_report(light, anomaly, heavy, y, customer, ts, loose)
     r_tight = policy_report(light, anomaly, heavy, y, customer, ts, tight)
     assert r_tight["review_rows"] < r_loose["review_rows"]
+
+
+def test_confident_allow_threshold_is_the_highest_keeping_the_fraud_share_below_it():
+    scores = np.array([0.1, 0.2, 0.2, 0.3, 0.4, 0.5, 0.6])
+    y = np.array([0, 0, 1, 0, 0, 1, 1])
+    # below 0.2: 0 of 1; below 0.3: 1 of 3 (the tie at 0.2 goes in whole); below 0.5: 1 of 5; below 0.6: 2 of 6
+    assert confident_allow_threshold(scores, y, 0.0) == 0.2
+    assert confident_allow_threshold(scores, y, 0.2) == 0.5
+    assert confident_allow_threshold(scores, y, 0.34) == 0.6
+    assert confident_allow_threshold(scores, y, 1.0) > 0.6  # every row
+    assert confident_allow_threshold(np.array([0.3]), np.array([1]), 0.5) == -1.0
+    assert confident_allow_threshold(np.array([]), np.array([]), 0.5) == -1.0
+
+
+def test_a_heavy_allow_bound_lets_the_heavy_stage_settle_a_fraud_rich_band():
+    light, anomaly, heavy, y, customer, ts = synthetic(seed=2)
+    targets = CalibrationTargets(review_capacity=10_000, review_min_precision=0.01)  # the whole band qualifies
+    bounded = replace(targets, heavy_allow_fraud_rate=0.005)
+    plain = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets)
+    th = choose_thresholds(light, anomaly, heavy, y, customer, ts, bounded)
+    assert th.t_review > plain.t_review
+    decision, stage = apply_policy(light, anomaly, heavy, th, use_anomaly=False)
+    allowed = (stage == Stage.HEAVY) & (decision == Decision.ALLOW)
+    assert allowed.any() and y[allowed].mean() <= 0.005
