@@ -293,7 +293,24 @@ def format_novel_report(report: NovelReport) -> str:
                  f"cards flagged, <= {MAX_LEGIT_FLAG_RATE:.0%} legit flagged): legit "
                  f"{'met' if legit_ok else 'NOT met'}; " + ", ".join(
                      f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in floors.items()))
+    lines.append(beats_line(report.families, "cascade"))
     return "\n".join(lines)
+
+
+#: The models alone a system's flags are held against (the same legit flag rate).
+ALONE = ("light model alone", "anomaly detector alone")
+
+
+def beats_line(families: dict[int, dict[str, FamilyFigures]], system: str) -> str:
+    """Per model alone, the families on which ``system`` flags a larger share of the transactions than it (the
+    floor "beats both on every family"), and those on which it does not."""
+    parts = []
+    for alone in ALONE:
+        wins = [FAMILY_NAMES[s] for s, f in families.items() if f[system].tx_flagged > f[alone].tx_flagged]
+        losses = [FAMILY_NAMES[s] for s, f in families.items() if f[system].tx_flagged <= f[alone].tx_flagged]
+        parts.append(f"{alone}: beaten on {', '.join(wins) or 'none'}"
+                     + (f"; NOT beaten on {', '.join(losses)}" if losses else " (every family)"))
+    return f"{system} against each model alone (share of tx flagged, same legit rate): " + "; ".join(parts)
 
 
 #: The lines of a backtest's family table: the run as it decided (rules, block list and analysts included), then
@@ -371,4 +388,5 @@ def format_backtest_families(figures: BacktestFamilies, run_name: str) -> str:
         f"{FAMILY_NAMES[s]} {_pct(share)} of the tx" for s, share in figures.by_block_list.items()))
     lines.append("floors (>= 80% of the tx and >= 90% of the cards flagged): " + ", ".join(
         f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in figures.floors().items()))
+    lines.append(beats_line(figures.families, BACKTEST_DETECTORS[0]))
     return "\n".join(lines)

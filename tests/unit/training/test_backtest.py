@@ -267,6 +267,7 @@ def test_a_backtest_of_data_with_novel_attacks_reports_each_family(tmp_path):
     assert figures.legit_flag_rate == pytest.approx(flagged[legit].mean())
     text = format_backtest_families(figures, "champion")
     assert "distant cash-out (held out)" in text and "anomaly detector alone" in text and "floors" in text
+    assert "backtest against each model alone" in text
     assert backtest_families(decisions.drop(columns=[TX_FRAUD_SCENARIO])) is None
     known_only = decisions.assign(**{TX_FRAUD_SCENARIO: np.where(attacked, 0, decisions[TX_FRAUD_SCENARIO])})
     assert family not in (backtest_families(known_only) or BacktestFamilies(0, 0.0)).families

@@ -11,7 +11,9 @@ from fraudstream.training.datasets import write_transactions
 from fraudstream.training.evaluate import EvaluationSettings
 from fraudstream.training.novel import (
     DETECTORS,
+    FamilyFigures,
     NovelAttackError,
+    beats_line,
     evaluate_novel,
     family_figures,
     flags_at_rate,
@@ -75,6 +77,7 @@ def test_every_family_is_reported_for_every_detector_at_the_cascade_legit_rate(a
     assert all(0 < share <= 1 for share in report.known_fraud_flagged.values())
     text = format_novel_report(report)
     assert "known frauds flagged (BLOCK or REVIEW)" in text
+    assert beats_line(report.families, "cascade") in text
     assert "merchant breach (held out)" in text and "anomaly detector alone" in text
     assert report.anomaly_method == "IForest" and "anomaly detector: IForest" in text
     payload = report.to_json()
@@ -102,3 +105,13 @@ def test_cli_evaluate_novel_writes_the_report_and_refuses_data_without_attacks(t
     assert result.exit_code != 0 and "no novel attack in the data" in result.output
     with pytest.raises(NovelAttackError, match="held-out family"):
         evaluate_novel(attacked_frame, EvaluationSettings(), FAST, held_out=2)
+
+
+def test_the_beats_line_names_the_families_a_system_does_not_beat_a_model_alone_on():
+    def figures(share):
+        return FamilyFigures(10, 2, share, 0.0, 1.0, 0.0, 0.0)
+    families = {4: {"cascade": figures(0.9), "light model alone": figures(0.2), "anomaly detector alone": figures(0.9)},
+                6: {"cascade": figures(0.8), "light model alone": figures(0.1), "anomaly detector alone": figures(0.7)}}
+    line = beats_line(families, "cascade")
+    assert "light model alone: beaten on card testing, merchant breach (every family)" in line
+    assert "anomaly detector alone: beaten on merchant breach; NOT beaten on card testing" in line
