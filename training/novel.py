@@ -386,7 +386,9 @@ def format_backtest_families(figures: BacktestFamilies, run_name: str) -> str:
     lines += family_table(figures.families, BACKTEST_DETECTORS, DEFAULT_HELD_OUT, BACKTEST_DETECTORS[:1])
     lines.append("of the backtest's blocks, by the live block list (the card confirmed as fraud earlier): " + ", ".join(
         f"{FAMILY_NAMES[s]} {_pct(share)} of the tx" for s, share in figures.by_block_list.items()))
-    lines.append("floors (>= 80% of the tx and >= 90% of the cards flagged): " + ", ".join(
-        f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in figures.floors().items()))
+    legit_ok = figures.legit_flag_rate <= MAX_LEGIT_FLAG_RATE
+    lines.append(f"floors (>= {FLOOR_TX_FLAGGED:.0%} of the tx and >= {FLOOR_CARDS_FLAGGED:.0%} of the cards flagged, "
+                 f"<= {MAX_LEGIT_FLAG_RATE:.0%} legit flagged): legit {'met' if legit_ok else 'NOT met'}; "
+                 + ", ".join(f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in figures.floors().items()))
     lines.append(beats_line(figures.families, BACKTEST_DETECTORS[0]))
     return "\n".join(lines)
