@@ -303,7 +303,7 @@ class _Loop:
         """One batch: the labels known before ``bound_s`` and rows ``[lo, hi)``, decided at ``bound_s``."""
         events, labels = self.feed.due(bound_s)
         rows = slice(lo, hi)
-        cards = self.cards.cards(rows, self.fraud[rows])
+        cards = self.cards.cards(rows)
         self.card_of_row[rows] = cards
         events += transaction_events(self.tid[rows], self.t[rows], cards, self.terminal[rows], self.amount[rows], lo)
         self.now_s = bound_s
@@ -398,6 +398,12 @@ class _Loop:
                                     bool(self.fraud[lo + i])))
         if items:
             self.analysts.add(items, bound_s)  # type: ignore[union-attr]
+
+
+def blocked_by_list(decisions: pd.DataFrame) -> np.ndarray:
+    """Per row of :attr:`BacktestRun.decisions`, whether the live block list blocked it (its reasons name it)."""
+    return np.fromiter((REASON_BLOCKED_CARD in reasons for reasons in decisions["REASONS"]), dtype=bool,
+                       count=len(decisions))
 
 
 def run_backtest(frame: pd.DataFrame, cascade: Cascade, settings: BacktestSettings,

@@ -104,29 +104,25 @@ class CardNumbers:
 
     ``reissue``: when a customer's current card is blocked it is replaced by the next generation.  Legitimate
     rows use the customer's current card; a fraud uses the card that was current when its episode began
-    (``episodes``, see :func:`fraud_episodes`): the compromise that got a card blocked keeps trying the blocked
-    card, a later, separate attack on the customer has the new one.  Without ``episodes`` every fraud after a
-    reissue uses the previous (blocked) card.  Without reissue every row uses the customer id.
+    (``episodes``, row-aligned with ``customer_ids``, see :func:`fraud_episodes`): the compromise that got a card
+    blocked keeps trying the blocked card, a later, separate attack on the customer has the new one.  Without
+    reissue every row uses the customer id.
     """
 
-    def __init__(self, customer_ids: np.ndarray, reissue: bool, episodes: np.ndarray | None = None) -> None:
+    def __init__(self, customer_ids: np.ndarray, reissue: bool, episodes: np.ndarray) -> None:
         self.reissue = reissue
         self._customers, self._index = np.unique(np.asarray(customer_ids, dtype=np.int64), return_inverse=True)
         self._generation = np.zeros(len(self._customers), dtype=np.int64)
-        self._episodes = None if episodes is None else np.asarray(episodes, dtype=np.int64)
+        self._episodes = np.asarray(episodes, dtype=np.int64)
         self._episode_generation: dict[int, int] = {}
 
-    def cards(self, rows: slice, fraud: np.ndarray) -> np.ndarray:
-        """Card numbers of ``rows`` (a slice of the customer ids given at construction, fed in time order);
-        ``fraud``: their labels."""
+    def cards(self, rows: slice) -> np.ndarray:
+        """Card numbers of ``rows`` (a slice of the customer ids given at construction, fed in time order)."""
         index = self._index[rows]
         customers = self._customers[index]
         if not self.reissue:
             return customers
         generation = self._generation[index].copy()
-        if self._episodes is None:
-            generation = np.where(fraud & (generation > 0), generation - 1, generation)
-            return np.asarray(reissued_card(customers, generation))
         episodes = self._episodes[rows]
         for k in np.flatnonzero(episodes != NO_EPISODE).tolist():
             generation[k] = self._episode_generation.setdefault(int(episodes[k]), int(generation[k]))

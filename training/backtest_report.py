@@ -17,7 +17,7 @@ import numpy as np
 
 from fraudstream.detectors.features.definition import DAY_S, HOUR_S
 from fraudstream.detectors.schema import CUSTOMER_ID, TX_AMOUNT, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
-from fraudstream.training.backtest import CARD_ID, HANDBOOK_TEST, REASON_BLOCKED_CARD, BacktestRun
+from fraudstream.training.backtest import CARD_ID, HANDBOOK_TEST, BacktestRun, blocked_by_list
 from fraudstream.training.metrics import DEFAULT_TOP_K, card_precision_at_k
 
 #: Figures in report order: (key, label, format).
@@ -83,7 +83,7 @@ def _prepare(run: BacktestRun, first_day: int, n_days: int) -> _RunDays:
     amount = d[TX_AMOUNT].to_numpy(dtype=np.float64)
     blocked, reviewed = dec == "BLOCK", dec == "REVIEW"
     stopped = blocked | reviewed
-    by_list = np.fromiter((REASON_BLOCKED_CARD in r for r in d["REASONS"]), dtype=bool, count=len(d))
+    by_list = blocked_by_list(d)
 
     def per_day(values: np.ndarray) -> np.ndarray:
         return np.bincount(day, weights=values.astype(np.float64), minlength=n_days)[:n_days]

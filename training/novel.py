@@ -34,7 +34,6 @@ from fraudstream.detectors.schema import (
     TransactionBatch,
     datetime_to_epoch_seconds,
 )
-from fraudstream.stream.core.block_list import REASON_LIVE_BLOCK_LIST
 from fraudstream.training.metrics import average_precision, distinct_cards_per_day
 from fraudstream.training.progress import Progress, as_progress
 from fraudstream.training.simulator import (
@@ -298,7 +297,7 @@ def format_novel_report(report: NovelReport) -> str:
 
 
 #: The models alone a system's flags are held against (the same legit flag rate).
-ALONE = ("light model alone", "anomaly detector alone")
+ALONE = DETECTORS[2:]
 
 
 def beats_line(families: dict[int, dict[str, FamilyFigures]], system: str) -> str:
@@ -315,9 +314,9 @@ def beats_line(families: dict[int, dict[str, FamilyFigures]], system: str) -> st
 
 #: The lines of a backtest's family table: the run as it decided (rules, block list and analysts included), then
 #: each model alone flagging the share of legitimate transactions the run flagged.
-BACKTEST_DETECTORS = ("backtest", "light model alone", "anomaly detector alone")
-#: Columns of a backtest's decisions the family table reads (besides the handbook columns).
-_ALONE_SCORES = {"light model alone": "LIGHT_SCORE", "anomaly detector alone": "ANOMALY_SCORE"}
+BACKTEST_DETECTORS = ("backtest", *ALONE)
+#: Per model alone, the column of a backtest's decisions holding its score.
+_ALONE_SCORES = dict(zip(ALONE, ("LIGHT_SCORE", "ANOMALY_SCORE")))
 
 
 @dataclass
@@ -351,6 +350,8 @@ def backtest_families(decisions: pd.DataFrame) -> BacktestFamilies | None:
     "Flagged" is BLOCK or REVIEW as the run decided, so the live block list and the analysts' verdicts count; the
     models alone rank by the light and anomaly scores the run recorded.
     """
+    from fraudstream.training.backtest import blocked_by_list
+
     if TX_FRAUD_SCENARIO not in decisions.columns:
         return None
     scenario = decisions[TX_FRAUD_SCENARIO].to_numpy()
@@ -369,8 +370,7 @@ def backtest_families(decisions: pd.DataFrame) -> BacktestFamilies | None:
         flags[name] = (alone, np.zeros_like(alone))
     card = decisions[CUSTOMER_ID].to_numpy()
     time_s = datetime_to_epoch_seconds(decisions[TX_DATETIME])
-    by_list = np.fromiter((REASON_LIVE_BLOCK_LIST in reasons for reasons in decisions["REASONS"]), dtype=bool,
-                          count=len(decisions))
+    by_list = blocked_by_list(decisions)
     out = BacktestFamilies(n_rows=len(decisions), legit_flag_rate=rate)
     for family in present:
         attacked = scenario == family
