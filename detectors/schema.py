@@ -157,8 +157,13 @@ def _decode_object(raw: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
 class Transaction:
     """One card transaction as it travels on the ``transactions`` topic.
 
-    Wire keys: ``transaction_id``, ``timestamp`` (epoch seconds or ISO-8601), ``customer_id``, ``terminal_id``,
-    ``amount`` (currency units).  Unknown keys are ignored, so producers may add fields.
+    Wire keys: ``transaction_id``, ``timestamp`` (epoch seconds or ISO-8601), ``customer_id`` (the card: the
+    block list and the review cases go by it), ``terminal_id``, ``amount`` (currency units), and optionally
+    ``account_id``: the account whose history the card's features read.  A card reissued after a fraud gets a new
+    ``customer_id`` but keeps its account, so its features go on from the account's history instead of starting
+    empty (a fresh history makes every later transaction look new); without it the account is the card.  Events
+    of one account must share a partition (key them by account).  Unknown keys are ignored, so producers may add
+    fields.
     """
 
     transaction_id: int
@@ -166,6 +171,12 @@ class Transaction:
     customer_id: int
     terminal_id: int
     amount: float
+    account_id: int | None = None
+
+    @property
+    def account(self) -> int:
+        """Key of the history the features read: ``account_id``, or the card when the event names none."""
+        return self.customer_id if self.account_id is None else self.account_id
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any],
@@ -179,6 +190,7 @@ class Transaction:
             customer_id=_int_field(data, "customer_id"),
             terminal_id=_int_field(data, "terminal_id"),
             amount=_amount_field(data),
+            account_id=_int_field(data, "account_id") if data.get("account_id") is not None else None,
         )
         time_range.check(tx.timestamp, "timestamp", data["timestamp"])
         return tx
@@ -190,8 +202,11 @@ class Transaction:
         return cls.from_dict(_decode_object(raw), time_range)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"transaction_id": self.transaction_id, "timestamp": self.timestamp, "customer_id": self.customer_id,
-                "terminal_id": self.terminal_id, "amount": self.amount}
+        out = {"transaction_id": self.transaction_id, "timestamp": self.timestamp, "customer_id": self.customer_id,
+               "terminal_id": self.terminal_id, "amount": self.amount}
+        if self.account_id is not None:
+            out["account_id"] = self.account_id
+        return out
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
@@ -254,26 +269,38 @@ class LabelEvent:
 
 @dataclass(frozen=True)
 class TransactionBatch:
-    """A micro-batch of transactions as parallel arrays (struct of arrays), in arrival order."""
+    """A micro-batch of transactions as parallel arrays (struct of arrays), in arrival order.
+
+    ``customer_id`` is the card (block lists go by it); ``account_id`` keys the histories of the customer features
+    (:attr:`account`; None: the card's own, as in files, whose ``CUSTOMER_ID`` is both).
+    """
 
     transaction_id: np.ndarray  # int64
     timestamp: np.ndarray  # float64, epoch seconds
     customer_id: np.ndarray  # int64
     terminal_id: np.ndarray  # int64
     amount: np.ndarray  # float64
+    account_id: np.ndarray | None = None  # int64
 
     def __len__(self) -> int:
         return int(self.transaction_id.shape[0])
 
+    @property
+    def account(self) -> np.ndarray:
+        """Key of each row's customer history (int64): its account, or its card when none is named."""
+        return self.customer_id if self.account_id is None else self.account_id
+
     @classmethod
     def from_transactions(cls, txs: Iterable[Transaction]) -> TransactionBatch:
         txs = list(txs)
+        named = any(t.account_id is not None for t in txs)
         return cls(
             transaction_id=np.fromiter((t.transaction_id for t in txs), dtype=np.int64, count=len(txs)),
             timestamp=np.fromiter((t.timestamp for t in txs), dtype=np.float64, count=len(txs)),
             customer_id=np.fromiter((t.customer_id for t in txs), dtype=np.int64, count=len(txs)),
             terminal_id=np.fromiter((t.terminal_id for t in txs), dtype=np.int64, count=len(txs)),
             amount=np.fromiter((t.amount for t in txs), dtype=np.float64, count=len(txs)),
+            account_id=np.fromiter((t.account for t in txs), dtype=np.int64, count=len(txs)) if named else None,
         )
 
     @classmethod
@@ -291,6 +318,7 @@ class TransactionBatch:
         return TransactionBatch(
             self.transaction_id[index], self.timestamp[index], self.customer_id[index],
             self.terminal_id[index], self.amount[index],
+            None if self.account_id is None else self.account_id[index],
         )
 
 

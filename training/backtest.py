@@ -281,7 +281,7 @@ class _Loop:
         self.amount = rows[TX_AMOUNT].to_numpy(dtype=np.float64)
         self.fraud = rows[TX_FRAUD].to_numpy().astype(bool)
         self.store = InMemoryStateStore()
-        customers = rows[CUSTOMER_ID].to_numpy(dtype=np.int64)
+        self.customer = customers = rows[CUSTOMER_ID].to_numpy(dtype=np.int64)
         scenario = rows[TX_FRAUD_SCENARIO].to_numpy() if TX_FRAUD_SCENARIO in rows.columns else None
         self.cards = CardNumbers(customers, settings.block_mode == BLOCK_REISSUE,
                                  fraud_episodes(customers, self.t, self.fraud, scenario))
@@ -305,7 +305,8 @@ class _Loop:
         rows = slice(lo, hi)
         cards = self.cards.cards(rows)
         self.card_of_row[rows] = cards
-        events += transaction_events(self.tid[rows], self.t[rows], cards, self.terminal[rows], self.amount[rows], lo)
+        events += transaction_events(self.tid[rows], self.t[rows], cards, self.customer[rows], self.terminal[rows],
+                                     self.amount[rows], lo)
         self.now_s = bound_s
         outcome = await self.pipeline.process(events)
         if len(outcome.decisions) != hi - lo:

@@ -7,7 +7,11 @@
 * :class:`CardNumbers` holds the card number (the worker's customer id) each row is made with.  Simulated data
   keeps one id per customer and never reissues a card; in reissue mode a blocked card is replaced: the
   customer's later legitimate rows use a new number (:func:`reissued_card`), while the fraudulent ones, the
-  fraudster's, keep using the blocked one.
+  fraudster's, keep using the blocked one.  Every record names the customer as its ``account_id``, so a
+  reissued card's features go on from the customer's history, as the batch path's do (with the card alone as
+  the history key, a new card's empty history made its transactions look new: on the seed-0 validation week
+  20,717 of 67,890 rows had other anomaly scores than the batch path, and the backtest reviewed 100 cards a
+  day where calibration had measured 75).
 
 Pure: no broker, no store.
 """
@@ -34,15 +38,19 @@ def reissued_card(customer_id: np.ndarray | int, generation: np.ndarray | int) -
     return customer_id + REISSUE_STRIDE * generation
 
 
-def transaction_events(transaction_id: np.ndarray, timestamp_s: np.ndarray, card: np.ndarray,
+def transaction_events(transaction_id: np.ndarray, timestamp_s: np.ndarray, card: np.ndarray, account: np.ndarray,
                        terminal_id: np.ndarray, amount: np.ndarray, first_offset: int) -> list[RawEvent]:
-    """Records of the transactions topic: wire JSON keyed by card, record time = event time (ms)."""
+    """Records of the transactions topic: wire JSON with the card (``customer_id``) and its account
+    (``account_id``: the customer, whose history a reissued card keeps), keyed by account, record time = event
+    time (ms)."""
     out = []
-    for offset, (tid, t, c, term, x) in enumerate(zip(transaction_id.tolist(), timestamp_s.tolist(), card.tolist(),
-                                                      terminal_id.tolist(), amount.tolist()), start=first_offset):
-        wire = {"transaction_id": tid, "timestamp": t, "customer_id": c, "terminal_id": term, "amount": x}
+    for offset, (tid, t, c, a, term, x) in enumerate(zip(transaction_id.tolist(), timestamp_s.tolist(), card.tolist(),
+                                                         account.tolist(), terminal_id.tolist(), amount.tolist()),
+                                                     start=first_offset):
+        wire = {"transaction_id": tid, "timestamp": t, "customer_id": c, "terminal_id": term, "amount": x,
+                "account_id": a}
         out.append(RawEvent(TRANSACTIONS_TOPIC, 0, offset, int(t * MS_PER_S), orjson.dumps(wire),
-                            str(c).encode(), wire))
+                            str(a).encode(), wire))
     return out
 
 

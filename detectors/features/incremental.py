@@ -391,7 +391,7 @@ def _customer_step(batch: TransactionBatch, customers: CustomerColumns, w: Windo
     """Customer features into ``out`` (columns 3.. and the own features); returns the merged and trimmed state,
     the mask of events added to the histories (new), and the changed entity positions."""
     t, tx_id, amount, terminal = batch.timestamp, batch.transaction_id, batch.amount, batch.terminal_id
-    state, g = _with_entities(customers, batch.customer_id, CustomerColumns.empty)
+    state, g = _with_entities(customers, batch.account, CustomerColumns.empty)
     n = t.shape[0]
     starts = state.starts
     # events in processing order: by (customer, timestamp, id); an event is new unless already in its history

@@ -114,7 +114,7 @@ class IncrementalFeatures:
         _check_batch(batch)
         if len(batch) == 0:
             return np.empty((0, self.n_features), dtype=np.float64)
-        customer_ids = np.unique(batch.customer_id).tolist()
+        customer_ids = np.unique(batch.account).tolist()
         terminal_ids = np.unique(batch.terminal_id).tolist()
         result = self.transform_columns(
             batch, CustomerColumns.from_histories(customer_ids, [customers.get(c) for c in customer_ids]),

@@ -132,7 +132,7 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
         scored = score_transactions(model, new_txs, new_ts, customers, terminals, decided_at,
                                     state.blocked_customers)
 
-    touched_customers = {t.customer_id for t in new_txs}
+    touched_customers = {t.account for t in new_txs}
     touched_terminals = {t.terminal_id for t in new_txs} | {lab.terminal_id for lab in plan.new_labels}
     changes = BatchChanges(customers={c: customers[c] for c in touched_customers},
                            terminals={t: terminals[t] for t in touched_terminals},

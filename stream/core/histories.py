@@ -23,7 +23,7 @@ def transform_stored(features: IncrementalFeatures, batch: TransactionBatch, cus
                      terminals: dict[int, bytes]) -> np.ndarray:
     """Feature rows of ``batch`` (batch order), as ``features.transform`` gives them; the histories of its
     customers and terminals that changed (or were new) are written back into the mappings as bytes."""
-    customer_ids = [c for c in np.unique(batch.customer_id).tolist() if c in customers]
+    customer_ids = [c for c in np.unique(batch.account).tolist() if c in customers]
     terminal_ids = [t for t in np.unique(batch.terminal_id).tolist() if t in terminals]
     result = features.transform_columns(
         batch, CustomerColumns.from_bytes_list(customer_ids, [customers[c] for c in customer_ids]),

@@ -19,13 +19,15 @@ from fraudstream.stream.state.base import BatchReads
 
 def batch_reads(parsed: ParsedBatch) -> BatchReads:
     """The state a batch needs: the ids of its transactions and of its labels' transactions (their stored
-    decisions: duplicates, and the truth the labels tell about them), customers, terminals (of transactions and
-    labels), label partitions; each in first-seen order (partitions sorted)."""
+    decisions: duplicates, and the truth the labels tell about them), customers (the accounts whose histories
+    the features read), cards (their block-list entries), terminals (of transactions and labels), label
+    partitions; each in first-seen order (partitions sorted)."""
     txs = parsed.transactions
     return BatchReads(
         transaction_ids=list(dict.fromkeys([t.transaction_id for t in txs]
                                            + [lab.transaction_id for lab in parsed.labels])),
-        customer_ids=list(dict.fromkeys(t.customer_id for t in txs)),
+        customer_ids=list(dict.fromkeys(t.account for t in txs)),
+        card_ids=list(dict.fromkeys(t.customer_id for t in txs)),
         terminal_ids=list(dict.fromkeys([t.terminal_id for t in txs] + [lab.terminal_id for lab in parsed.labels])),
         label_partitions=parsed.label_partitions,
     )

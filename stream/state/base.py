@@ -28,9 +28,14 @@ class BatchReads:
     """What a batch reads: ids in first-seen order, label partitions sorted."""
 
     transaction_ids: list[int]
-    customer_ids: list[int]
+    customer_ids: list[int]  # accounts: keys of the customer histories
     terminal_ids: list[int]
     label_partitions: list[int]
+    card_ids: list[int] | None = None  # cards: keys of the block list (None: the same as customer_ids)
+
+    @property
+    def cards(self) -> list[int]:
+        return self.customer_ids if self.card_ids is None else self.card_ids
 
 
 @dataclass
@@ -43,7 +48,7 @@ class BatchState:
         decodes and encodes a batch's histories at once (``CustomerColumns.from_bytes_list``), not one object each.
     label_offsets : label partition -> applied offset (0 when none).
     snapshot : what the store needs to check, at commit, that the state is unchanged (implementation's own).
-    blocked_customers : the batch's customers on the live block list (confirmed fraud; the rules stage blocks them).
+    blocked_customers : the batch's cards on the live block list (confirmed fraud; the rules stage blocks them).
     """
 
     reads: BatchReads

@@ -47,7 +47,7 @@ class InMemoryStateStore:
             terminals={t: self.terminals[t] for t in reads.terminal_ids if t in self.terminals},
             label_offsets={p: self.offsets.get(p, 0) for p in reads.label_partitions},
             snapshot=snapshot,
-            blocked_customers=frozenset(c for c in reads.customer_ids if c in self.blocked),
+            blocked_customers=frozenset(c for c in reads.cards if c in self.blocked),
         )
 
     def _current(self, key: _Key) -> bytes | int | None:

@@ -80,7 +80,7 @@ class RedisStateStore:
         customer_keys = [k.customer(c) for c in reads.customer_ids]
         terminal_keys = [k.terminal(t) for t in reads.terminal_ids]
         offset_keys = [k.labels_applied(self.labels_topic, p) for p in reads.label_partitions]
-        block_keys = [k.block(c) for c in reads.customer_ids]
+        block_keys = [k.block(c) for c in reads.cards]
         keys = [k.decision(t) for t in reads.transaction_ids] + customer_keys + terminal_keys + offset_keys
         keys += block_keys
         raws = cast(list[bytes | None], await self.redis.mget(keys)) if keys else []
@@ -98,7 +98,7 @@ class RedisStateStore:
             terminals={t: raw for t, raw in zip(reads.terminal_ids, terminal_raws) if raw is not None},
             label_offsets={p: decode_offset(raw) for p, raw in zip(reads.label_partitions, offset_raws)},
             snapshot=snapshot,
-            blocked_customers=frozenset(c for c, raw in zip(reads.customer_ids, block_raws) if raw is not None),
+            blocked_customers=frozenset(c for c, raw in zip(reads.cards, block_raws) if raw is not None),
         )
 
     async def commit(self, state: BatchState, changes: BatchChanges) -> bool:

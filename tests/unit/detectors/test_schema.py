@@ -21,6 +21,21 @@ def test_transaction_round_trip_and_iso_time():
     assert Transaction.from_json(tx.to_json()) == tx
 
 
+def test_account_id_is_optional_and_keys_the_history():
+    tx = Transaction.from_dict(GOOD)
+    assert tx.account_id is None and tx.account == 2 and "account_id" not in tx.to_dict()
+    moved = Transaction.from_dict({**GOOD, "customer_id": 9, "account_id": 2})
+    assert (moved.customer_id, moved.account) == (9, 2)
+    assert Transaction.from_json(moved.to_json()) == moved
+    batch = TransactionBatch.from_transactions([tx, moved])
+    assert batch.customer_id.tolist() == [2, 9] and batch.account.tolist() == [2, 2]
+    assert batch.take(np.array([1])).account.tolist() == [2]
+    assert TransactionBatch.from_transactions([tx]).account_id is None
+    with pytest.raises(InvalidEvent) as err:
+        Transaction.from_dict({**GOOD, "account_id": "x"})
+    assert err.value.field == "account_id"
+
+
 @pytest.mark.parametrize(
     "patch, field",
     [

@@ -144,6 +144,65 @@ def test_stream_decisions_equal_the_batch_path_and_duplicates_are_answered_from_
     assert metrics.duplicates._value.get() == len(replayed)
 
 
+REISSUE = 10**9
+
+
+@pytest.mark.parametrize("store_kind", STORES)
+def test_a_reissued_card_keeps_its_accounts_history_and_the_block_list_goes_by_card(
+        redis_server, small_model, store_kind):
+    """Rows of half the customers after their midpoint come on a new card naming the customer as its account:
+    their features go on from the account's history (decisions equal the batch path on the file, where the
+    customer is the account), and blocking the old cards blocks only the rows still on them."""
+    root, frame = small_model
+    rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(N_ROWS).reset_index(drop=True)
+    customer = rows["CUSTOMER_ID"].to_numpy()
+    later = rows.groupby("CUSTOMER_ID").cumcount().to_numpy() >= rows.groupby("CUSTOMER_ID")["CUSTOMER_ID"] \
+        .transform("size").to_numpy() // 2
+    reissued = later & (customer % 2 == 0)
+    old_cards = sorted({int(c) for c in customer[customer % 2 == 0]})
+    pipeline, model, store = make_pipeline(store_kind, redis_server.url, root)
+    row_of = {int(t): i for i, t in enumerate(rows["TRANSACTION_ID"])}
+    events = []
+    for event in events_of(rows, with_labels=True, delay_s=model.bundle.feature_config.label_delay_s):
+        if event.topic == TX_TOPIC:
+            tx = Transaction.from_json(event.value)
+            card = tx.customer_id + REISSUE if reissued[row_of[tx.transaction_id]] else tx.customer_id
+            moved = Transaction(tx.transaction_id, tx.timestamp, card, tx.terminal_id, tx.amount,
+                                account_id=tx.customer_id)
+            event = RawEvent(TX_TOPIC, 0, event.offset, event.timestamp_ms, moved.to_json())
+        events.append(event)
+    half = next(k for k, e in enumerate(events) if e.topic == TX_TOPIC
+                and row_of[Transaction.from_json(e.value).transaction_id] == N_ROWS // 2)
+
+    async def scenario():
+        first = await run_batches(pipeline, events[:half], 200)
+        if store_kind == "redis":
+            for card in old_cards:
+                await store.redis.set(store.keys.block(card), b'{"since": 1}')
+        else:
+            store.blocked.update(old_cards)
+        rest = await run_batches(pipeline, events[half:], 200)
+        await close(store)
+        return first + rest
+
+    records = {r.transaction_id: r for out in asyncio.run(scenario()) for r in new_records(out)}
+    expected = expected_decisions(model, rows)
+    assert set(records) == set(expected)
+    tids = rows["TRANSACTION_ID"].to_numpy()
+    second_half = np.arange(len(rows)) >= N_ROWS // 2
+    on_old_card = second_half & (customer % 2 == 0) & ~reissued
+    assert on_old_card.any() and (second_half & reissued).any()
+    for i, tid in enumerate(tids.tolist()):
+        record = records[tid]
+        assert abs(record.risk - expected[tid][1]) < 1e-6, tid  # the account's history, whatever the card
+        if on_old_card[i]:
+            assert record.decision == "BLOCK" and record.stage == "RULES", tid
+        else:
+            assert "rule:live_block_list" not in record.reasons, tid
+        if reissued[i]:
+            assert record.customer_id == int(customer[i]) + REISSUE
+
+
 @pytest.mark.parametrize("store_kind", STORES)
 def test_duplicates_inside_one_batch_and_bad_events_do_not_stop_the_batch(redis_server, small_model, store_kind):
     root, frame = small_model
