@@ -63,6 +63,17 @@ def test_decisions_do_not_depend_on_the_step_and_equal_batch_scoring_without_fee
     np.testing.assert_allclose(batch["RISK"].to_numpy(), fine["RISK"].to_numpy(), atol=1e-9)
 
 
+def test_a_reissued_card_keeps_the_customers_history_so_scores_equal_batch_scoring(trained):
+    frame, result = trained
+    chargebacks_only = dict(analysts=None, block_on_chargeback=True)  # chargeback blocks reissue cards
+    d = run_backtest(frame, result.cascade, BacktestSettings(START, END, **chargebacks_only)).decisions
+    reissued = (d[CARD_ID] != d[CUSTOMER_ID]).to_numpy()
+    assert reissued.sum() > 100, "chargebacks reissue some cards in the period"
+    batch = score_frame(frame, _bundle(result), START, END).set_index(TRANSACTION_ID).loc[d[TRANSACTION_ID]]
+    for column in ("LIGHT_SCORE", "ANOMALY_SCORE"):  # the models' scores are kept on rule blocks too
+        np.testing.assert_allclose(batch[column].to_numpy(), d[column].to_numpy(), atol=1e-9, err_msg=column)
+
+
 def _bundle(result):
     class Bundle:  # what score_frame reads of a loaded bundle
         cascade = result.cascade
