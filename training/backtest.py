@@ -111,8 +111,8 @@ class BacktestSettings:
         fraudster of that compromise still uses, stays blocked, while the customer's legitimate rows, and the
         frauds of a later, separate attack on the customer (a new fraud episode:
         :func:`~fraudstream.training.backtest_feed.fraud_episodes`), go on with a new number that names the customer as
-        its account, so the worker's features go on from the customer's history) or :data:`BLOCK_CARD` (the card id stays the customer id and
-        every later transaction of it is blocked for ``block_days``; simulated data never reissues a card, so
+        its account, so the worker's features go on from the customer's history) or :data:`BLOCK_CARD` (the card
+        id stays the customer id and every later transaction of it is blocked for ``block_days``; simulated data never reissues a card, so
         this also blocks the customer's later legitimate transactions).
     block_days : how long a card stays on the list in :data:`BLOCK_CARD` mode (days; 0 = for ever; lifted at the
         first step boundary after it ran out).
