@@ -110,10 +110,11 @@ class BacktestSettings:
     block_mode : :data:`BLOCK_REISSUE` (default: a blocked card is replaced; its old number, which only the
         fraudster of that compromise still uses, stays blocked, while the customer's legitimate rows, and the
         frauds of a later, separate attack on the customer (a new fraud episode:
-        :func:`~fraudstream.training.backtest_feed.fraud_episodes`), go on with a new number that names the customer as
-        its account, so the worker's features go on from the customer's history) or :data:`BLOCK_CARD` (the card
-        id stays the customer id and every later transaction of it is blocked for ``block_days``; simulated data never reissues a card, so
-        this also blocks the customer's later legitimate transactions).
+        :func:`~fraudstream.training.backtest_feed.fraud_episodes`), go on with a new number that names the
+        customer as its account, so the worker's features go on from the customer's history) or
+        :data:`BLOCK_CARD` (the card id stays the customer id and every later transaction of it is blocked for
+        ``block_days``; simulated data never reissues a card, so this also blocks the customer's later
+        legitimate transactions).
     block_days : how long a card stays on the list in :data:`BLOCK_CARD` mode (days; 0 = for ever; lifted at the
         first step boundary after it ran out).
     block_on_chargeback : a chargeback also puts its card on the list (from the first step after it is known),
