@@ -51,7 +51,7 @@ class KernelData:
         from fraudstream.detectors.features.columns import CustomerColumns, TerminalColumns
 
         t0 = time.perf_counter()
-        customer_ids = np.unique(batch.customer_id).tolist()
+        customer_ids = np.unique(batch.account).tolist()
         terminal_ids = np.unique(batch.terminal_id).tolist()
         c_raw = [self.store.get(("c", c)) for c in customer_ids]
         t_raw = [self.store.get(("t", t)) for t in terminal_ids]
