@@ -27,10 +27,14 @@ TX_TIME_SECONDS = "TX_TIME_SECONDS"
 TX_TIME_DAYS = "TX_TIME_DAYS"
 TX_FRAUD = "TX_FRAUD"
 TX_FRAUD_SCENARIO = "TX_FRAUD_SCENARIO"
+#: Optional: the account a card (``CUSTOMER_ID``) belongs to; the customer features read the account's history.
+ACCOUNT_ID = "ACCOUNT_ID"
 
 REQUIRED_COLUMNS: tuple[str, ...] = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT)
 OPTIONAL_COLUMNS: tuple[str, ...] = (TX_TIME_SECONDS, TX_TIME_DAYS, TX_FRAUD, TX_FRAUD_SCENARIO)
 ALL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS[:2] + (CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT) + OPTIONAL_COLUMNS
+#: Optional columns of our own, after the handbook's: read, checked and kept when a file has them.
+EXTRA_COLUMNS: tuple[str, ...] = (ACCOUNT_ID,)
 
 #: Upper bound accepted for one amount (currency units); larger values are treated as data errors.
 MAX_AMOUNT = 1e9
@@ -305,13 +309,14 @@ class TransactionBatch:
 
     @classmethod
     def from_frame(cls, frame: Any) -> TransactionBatch:
-        """Build from a data frame in handbook columns (``TX_DATETIME`` as datetime64)."""
+        """Build from a data frame in handbook columns (``TX_DATETIME`` as datetime64; ``ACCOUNT_ID`` optional)."""
         return cls(
             transaction_id=frame[TRANSACTION_ID].to_numpy(dtype=np.int64),
             timestamp=datetime_to_epoch_seconds(frame[TX_DATETIME]),
             customer_id=frame[CUSTOMER_ID].to_numpy(dtype=np.int64),
             terminal_id=frame[TERMINAL_ID].to_numpy(dtype=np.int64),
             amount=frame[TX_AMOUNT].to_numpy(dtype=np.float64),
+            account_id=frame[ACCOUNT_ID].to_numpy(dtype=np.int64) if ACCOUNT_ID in frame.columns else None,
         )
 
     def take(self, index: np.ndarray) -> TransactionBatch:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fraudstream.detectors.schema import (
+    ACCOUNT_ID,
     CUSTOMER_ID,
     REQUIRED_COLUMNS,
     TERMINAL_ID,
@@ -76,8 +77,9 @@ MIN_SLEEP_S = 0.002
 #: Progress (bar and callback) is updated every this many events.
 PROGRESS_EVERY = 256
 
-#: Wire keys, in constructor order, of the two event types (taken from the schema records).
-TRANSACTION_KEYS = tuple(f.name for f in fields(Transaction))
+#: Wire keys, in constructor order, of the two event types (taken from the schema records; a transaction's optional
+#: ``account_id`` is added only when the file has an ``ACCOUNT_ID`` column).
+TRANSACTION_KEYS = tuple(f.name for f in fields(Transaction) if f.name != "account_id")
 LABEL_KEYS = tuple(f.name for f in fields(LabelEvent))
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -208,6 +210,7 @@ class ReplayColumns:
     terminal_id: np.ndarray
     amount: np.ndarray
     fraud: np.ndarray | None
+    account_id: np.ndarray | None = None  # the file's ACCOUNT_ID (None: no such column)
 
 
 def columns_from_frame(frame: pd.DataFrame) -> ReplayColumns:
@@ -227,7 +230,7 @@ def columns_from_frame(frame: pd.DataFrame) -> ReplayColumns:
     times = pd.to_datetime(frame[TX_DATETIME], errors="coerce")
     fail(times.isna().to_numpy(), TX_DATETIME, "not a date-time")
     ids = {}
-    for column in (TRANSACTION_ID, CUSTOMER_ID, TERMINAL_ID):
+    for column in (TRANSACTION_ID, CUSTOMER_ID, TERMINAL_ID, *([ACCOUNT_ID] if ACCOUNT_ID in frame.columns else [])):
         values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         fail(~np.isfinite(values) | (values < 0) | (values != np.floor(values)), column,
              "not a non-negative integer id")
@@ -240,7 +243,7 @@ def columns_from_frame(frame: pd.DataFrame) -> ReplayColumns:
         present = frame[TX_FRAUD].notna().to_numpy()
         fail(present & (np.isnan(fraud) | ((fraud != 0) & (fraud != 1))), TX_FRAUD, "not 0, 1 or empty")
     return ReplayColumns(ids[TRANSACTION_ID], datetime_to_epoch_seconds(times), ids[CUSTOMER_ID],
-                         ids[TERMINAL_ID], amount, fraud)
+                         ids[TERMINAL_ID], amount, fraud, ids.get(ACCOUNT_ID))
 
 
 def select_window(frame: pd.DataFrame, start: float | None = None, end: float | None = None,
@@ -328,6 +331,7 @@ def replay(frame: pd.DataFrame, settings: StreamSettings, rate: float | None = N
     errors = _DeliveryErrors()
     tx_ids, times = cols.transaction_id.tolist(), cols.timestamp.tolist()
     customers, terminals, amounts = cols.customer_id.tolist(), cols.terminal_id.tolist(), cols.amount.tolist()
+    accounts = cols.account_id.tolist() if cols.account_id is not None else None  # records keyed by account
     fraud = cols.fraud.tolist() if cols.fraud is not None else None
     kinds, rows, due = plan.kind.tolist(), plan.row.tolist(), plan.send_at_s.tolist()
     delay = labels_delay_s or 0.0
@@ -351,9 +355,12 @@ def replay(frame: pd.DataFrame, settings: StreamSettings, rate: float | None = N
                 if times[i] >= unflushed_known_at:
                     producer.flush(timeout=FLUSH_TIMEOUT_S)
                     unflushed_known_at = float("inf")
-                payload = _encode_json(dict(zip(TRANSACTION_KEYS, (
-                    tx_ids[i], times[i], customers[i], terminals[i], amounts[i])))).encode()
-                future = send_checked(producer, tx_topic, str(customers[i]).encode(), payload, sent + labels)
+                wire = dict(zip(TRANSACTION_KEYS, (tx_ids[i], times[i], customers[i], terminals[i], amounts[i])))
+                key = customers[i]
+                if accounts is not None:
+                    wire["account_id"] = key = accounts[i]
+                payload = _encode_json(wire).encode()
+                future = send_checked(producer, tx_topic, str(key).encode(), payload, sent + labels)
                 sent += 1
             else:
                 payload = _encode_json(dict(zip(LABEL_KEYS, (

@@ -40,6 +40,7 @@ from fraudstream.detectors.cascade.cascade import Cascade
 from fraudstream.detectors.features.definition import DAY_S
 from fraudstream.detectors.features.online import IncrementalFeatures
 from fraudstream.detectors.schema import (
+    ACCOUNT_ID,
     CUSTOMER_ID,
     TERMINAL_ID,
     TRANSACTION_ID,
@@ -282,7 +283,9 @@ class _Loop:
         self.amount = rows[TX_AMOUNT].to_numpy(dtype=np.float64)
         self.fraud = rows[TX_FRAUD].to_numpy().astype(bool)
         self.store = InMemoryStateStore()
-        self.customer = customers = rows[CUSTOMER_ID].to_numpy(dtype=np.int64)
+        customers = rows[CUSTOMER_ID].to_numpy(dtype=np.int64)
+        #: the account of each row (the file's ACCOUNT_ID, else the customer): a reissued card keeps its history
+        self.account = rows[ACCOUNT_ID].to_numpy(dtype=np.int64) if ACCOUNT_ID in rows.columns else customers
         scenario = rows[TX_FRAUD_SCENARIO].to_numpy() if TX_FRAUD_SCENARIO in rows.columns else None
         self.cards = CardNumbers(customers, settings.block_mode == BLOCK_REISSUE,
                                  fraud_episodes(customers, self.t, self.fraud, scenario))
@@ -306,7 +309,7 @@ class _Loop:
         rows = slice(lo, hi)
         cards = self.cards.cards(rows)
         self.card_of_row[rows] = cards
-        events += transaction_events(self.tid[rows], self.t[rows], cards, self.customer[rows], self.terminal[rows],
+        events += transaction_events(self.tid[rows], self.t[rows], cards, self.account[rows], self.terminal[rows],
                                      self.amount[rows], lo)
         self.now_s = bound_s
         outcome = await self.pipeline.process(events)

@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from fraudstream.detectors.schema import (
+    ACCOUNT_ID,
     ALL_COLUMNS,
     CUSTOMER_ID,
     DEFAULT_EVENT_TIME_RANGE,
+    EXTRA_COLUMNS,
     MAX_AMOUNT,
     REQUIRED_COLUMNS,
     TERMINAL_ID,
@@ -200,6 +202,7 @@ COLUMN_CHECKS: dict[str, _ColumnCheck] = {
     TX_TIME_DAYS: _ColumnCheck(lambda s: _integers(s, 0, MAX_ID), "expected an integer >= 0"),
     TX_FRAUD: _ColumnCheck(_fraud_flags, "expected 0 or 1"),
     TX_FRAUD_SCENARIO: _ColumnCheck(_scenarios, f"expected an integer scenario code 0..{MAX_SCENARIO}"),
+    ACCOUNT_ID: _ColumnCheck(_ids, "expected an integer id >= 0"),
 }
 
 
@@ -295,7 +298,7 @@ def read_transactions(path: str | os.PathLike, *, require_labels: bool = False) 
 
     columns: dict[str, Any] = {}
     problems: list[DataFileError] = []
-    for name in ALL_COLUMNS:
+    for name in ALL_COLUMNS + EXTRA_COLUMNS:
         if name not in raw.columns:
             continue
         check = COLUMN_CHECKS[name]
@@ -343,7 +346,8 @@ def write_transactions(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"write_transactions: frame lacks required column(s) {', '.join(missing)}")
-    ordered = [c for c in ALL_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in ALL_COLUMNS]
+    known = ALL_COLUMNS + EXTRA_COLUMNS
+    ordered = [c for c in known if c in frame.columns] + [c for c in frame.columns if c not in known]
     out = frame[ordered]
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial")

@@ -19,6 +19,7 @@ from fraudstream.detectors.features.calendar import night_flags, weekend_flags
 from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, DEFAULT_CONFIG, FeatureConfig
 from fraudstream.detectors.features.novelty import card_novelty_many
 from fraudstream.detectors.schema import (
+    ACCOUNT_ID,
     CUSTOMER_ID,
     MAX_AMOUNT,
     REQUIRED_COLUMNS,
@@ -57,7 +58,9 @@ class _InputColumns:
             raise FeatureInputError(f"missing required column(s) {missing}; got {list(frame.columns)}")
         self.timestamp = _timestamp_column(frame)
         self.transaction_id = _id_column(frame, TRANSACTION_ID)
-        self.customer_id = _id_column(frame, CUSTOMER_ID)
+        # the key of the customer histories: the account when the file names one (a card keeps its account's
+        # history across a reissue), else the card, as the live path does (``TransactionBatch.account``)
+        self.customer_id = _id_column(frame, ACCOUNT_ID if ACCOUNT_ID in frame.columns else CUSTOMER_ID)
         self.terminal_id = _id_column(frame, TERMINAL_ID)
         self.amount = _amount_column(frame)
         self.fraud = _fraud_column(frame)

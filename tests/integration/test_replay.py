@@ -88,6 +88,20 @@ def test_replay_delivers_every_transaction_and_label_in_order(unique_topics, rea
         assert not earlier or record.timestamp >= max(earlier), "label sent before its release time"
 
 
+def test_a_file_with_accounts_sends_the_account_and_keys_by_it(unique_topics, read_topic):
+    frame = small_frame(n=60, unknown_labels=False)
+    frame["ACCOUNT_ID"] = frame[CUSTOMER_ID] // 2  # two cards an account
+    replay(frame, unique_topics.settings(), rate=2000.0, labels_delay_s=None, progress=False)
+    records = read_topic(unique_topics.transactions, len(frame))
+    by_id = frame.set_index(TRANSACTION_ID)
+    assert len(records) == len(frame)
+    for record in records:
+        tx = Transaction.from_json(record.value)
+        assert tx.account_id == by_id.loc[tx.transaction_id, "ACCOUNT_ID"] == tx.account
+        assert tx.customer_id == by_id.loc[tx.transaction_id, CUSTOMER_ID]
+        assert record.key == str(tx.account_id).encode()
+
+
 def test_cli_replays_a_file_window(unique_topics, read_topic, tmp_path):
     frame = small_frame(n=120, unknown_labels=False)
     path = tmp_path / "tx.csv"

@@ -139,3 +139,27 @@ def test_incremental_features_equal_batch_features_with_labels_known_at_any_time
     fresh = expected[:, names.index("TERMINAL_NB_FRAUDS_KNOWN_1DAY")]
     assert (fresh > 0).sum() > 20, "labels known within the hour must show in the fresh counts"
     assert not np.array_equal(expected, compute_features(frame, config).to_numpy())
+
+
+def test_a_file_with_accounts_gives_the_same_features_in_both_executions_keyed_by_account(simulated):
+    """``ACCOUNT_ID``: cards of one account share its history in both executions; reissuing half the cards (a new
+    ``CUSTOMER_ID`` from a customer's midpoint on, the account unchanged) gives the features of the file without
+    reissues."""
+    config = FeatureConfig()
+    frame = simulated.copy()
+    customer = frame["CUSTOMER_ID"].to_numpy()
+    later = frame.groupby("CUSTOMER_ID").cumcount().to_numpy() >= frame.groupby("CUSTOMER_ID")["CUSTOMER_ID"] \
+        .transform("size").to_numpy() // 2
+    reissued = later & (customer % 2 == 0)
+    frame["ACCOUNT_ID"] = customer
+    frame["CUSTOMER_ID"] = np.where(reissued, customer + 10**9, customer)
+    assert reissued.sum() > 500
+
+    by_account = compute_features(frame, config).to_numpy()
+    without_reissue = compute_features(simulated, config).to_numpy()
+    online, _ = replay(frame, config, np.random.default_rng(5))
+    np.testing.assert_allclose(by_account, without_reissue, rtol=0, atol=0)
+    np.testing.assert_allclose(online, by_account, rtol=0, atol=MAX_ABS_DIFF)
+    by_card = compute_features(frame.drop(columns="ACCOUNT_ID"), config).to_numpy()
+    new_terminal = config.feature_names().index("CUSTOMER_TERMINAL_IS_NEW")
+    assert (by_card[reissued, new_terminal] > by_account[reissued, new_terminal]).sum() > 100

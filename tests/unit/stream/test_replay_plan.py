@@ -173,6 +173,17 @@ def test_bad_cells_are_reported_with_row_and_column(column, value, match):
         columns_from_frame(frame)
 
 
+def test_an_account_column_is_checked_and_read():
+    frame = _frame()
+    frame["ACCOUNT_ID"] = np.arange(len(frame)) // 2
+    assert columns_from_frame(frame).account_id.tolist() == (np.arange(len(frame)) // 2).tolist()
+    assert columns_from_frame(_frame()).account_id is None
+    frame = frame.astype({"ACCOUNT_ID": object})
+    frame.loc[4, "ACCOUNT_ID"] = "x"
+    with pytest.raises(ReplayInputError, match="row 4, column ACCOUNT_ID"):
+        columns_from_frame(frame)
+
+
 def test_missing_column_is_named():
     with pytest.raises(ReplayInputError, match="TERMINAL_ID"):
         columns_from_frame(_frame().drop(columns=[TERMINAL_ID]))

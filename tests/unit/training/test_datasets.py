@@ -164,3 +164,16 @@ def test_select_period_is_start_inclusive_end_exclusive(sample):
     assert len(select_period(sample, start=None, end=None)) == len(sample)
     assert select_period(sample, start="2018-04-03")["TX_DATETIME"].min() >= pd.Timestamp("2018-04-03")
     assert len(select_period(sample, end="2018-04-01")) == 0
+
+
+def test_an_account_column_is_read_checked_and_kept_after_the_handbook_columns(tmp_path):
+    header = HEADER + ",ACCOUNT_ID"
+    rows = [row + f",{k % 2}" for k, row in enumerate(GOOD_ROWS)]
+    frame = read_transactions(write_csv(tmp_path, rows, header))
+    assert frame["ACCOUNT_ID"].tolist() == [0, 1, 0, 1] and frame["ACCOUNT_ID"].dtype == np.int64
+    path = tmp_path / "out.csv"
+    write_transactions(frame, path)
+    assert path.read_text().splitlines()[0].endswith(",TX_FRAUD,ACCOUNT_ID")
+    with pytest.raises(DataFileError) as caught:
+        read_transactions(write_csv(tmp_path, rows[:2] + [GOOD_ROWS[2] + ",A9"] + rows[3:], header))
+    assert (caught.value.row, caught.value.column) == (4, "ACCOUNT_ID") and "got 'A9'" in str(caught.value)
