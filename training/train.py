@@ -17,8 +17,10 @@ Choices made on validation (and recorded in ``cascade.metrics``):
   (:mod:`fraudstream.training.detector_choice`; ``anomaly_choice="ap"``: by AP on all validation frauds);
 * heavy model: fitted on the training rows a provisional light stage routes to it (``heavy_rows="band"``, see
   :func:`_heavy_band`; out-of-fold light scores) and calibrated on the validation rows it routes, so that it
-  specializes in the ambiguous band; thresholds that validation is too small to measure fall back to their
-  documented defaults with a :class:`ThresholdFallbackWarning` (``metrics["threshold_fallbacks"]``).
+  specializes in the ambiguous band; its calibration is Platt's whatever the light model's (``heavy_calibration``:
+  isotonic regression on a band of a few hundred rows ties the band's top into one value, which leaves no region
+  for a BLOCK threshold and no cut for an ALLOW one); thresholds that validation is too small to measure fall
+  back to their documented defaults with a :class:`ThresholdFallbackWarning` (``metrics["threshold_fallbacks"]``).
 
 ``metrics["stage_table_valid"]`` holds the per-stage table of the validation period
 (:mod:`fraudstream.training.stage_table`, rules apart).
@@ -31,7 +33,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -172,6 +174,11 @@ class TrainSettings(EnvSettings):
     heavy_trees: int = Field(400, ge=1, description="trees of the heavy model")
     heavy_depth: int = Field(4, ge=1, description="depth of the heavy model's trees")
     heavy_imbalance: str = Field("none", description='the heavy model\'s own treatment ("same" = the light model\'s)')
+    heavy_calibration: Literal["auto", "same", "isotonic", "platt"] = Field(
+        "platt", description='the heavy model\'s calibration: "platt" (strictly increasing: keeps the model\'s '
+                             'ranking of its band, so thresholds can cut anywhere in it), "auto" (chosen like the '
+                             'light model\'s, by cross-fitted Brier score on the band\'s validation rows), "same" '
+                             '(the light model\'s) or "isotonic"')
     stacking_folds: int = Field(3, ge=2, description="folds of the out-of-fold light scores the heavy model uses")
     heavy_rows: str = Field(
         "band", description='"band": fit the heavy model on the training rows the light stage would route to it; '
@@ -415,6 +422,12 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     heavy_Z_tr = heavy_inputs(X_tr[band_tr], light_tr[band_tr], anomaly_tr[band_tr])
     heavy.fit(heavy_Z_tr, y_tr[band_tr], heavy_feature_names(names))
     heavy_X_va = heavy_inputs(X_va, light_va, anomaly_va)
+    heavy_calibration_table: dict[str, float] = {}
+    if settings.heavy_calibration == AUTO:
+        heavy.calibration, heavy_calibration_table = _choose_calibration(
+            heavy.raw_score(heavy_X_va[band_va]), y_va[band_va], ts_va[band_va])
+    elif settings.heavy_calibration != "same":
+        heavy.calibration = settings.heavy_calibration
     heavy.calibrate(heavy_X_va[band_va], y_va[band_va])
     heavy_va = heavy.score(heavy_X_va)
     timings["heavy_fit_s"] = time.perf_counter() - t2
@@ -432,7 +445,9 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
         minimum = targets.min_threshold_frauds
         if minimum <= y_tr[r_tr].sum() < r_tr.sum() and minimum <= y_va[r_va].sum() < r_va.sum():
             progress.phase(f"heavy model again on the {int(r_tr.sum()):,} routed training rows")
+            chosen_calibration = heavy.calibration
             heavy = new_heavy()
+            heavy.calibration = chosen_calibration
             heavy.fit(heavy_inputs(X_tr[r_tr], light_tr[r_tr], anomaly_tr[r_tr]), y_tr[r_tr],
                       heavy_feature_names(names))
             heavy.calibrate(heavy_X_va[r_va], y_va[r_va])
@@ -462,6 +477,8 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
         "imbalance_valid_ap": imbalance_table,
         "calibration": calibration,
         "calibration_valid_brier": calibration_table,
+        "heavy_calibration": heavy.calibration,
+        "heavy_calibration_valid_brier": heavy_calibration_table,
         "anomaly_method": anomaly.method,
         "anomaly_valid": anomaly_table,
         "valid": {

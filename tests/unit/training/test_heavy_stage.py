@@ -75,3 +75,19 @@ def test_heavy_rows_must_be_band_or_all():
     settings = SMALL.model_copy(update={"heavy_rows": "some"})
     with pytest.raises(ValueError, match="heavy_rows"):
         fit_cascade(featured_frame(10, "2020-01-01", 0), featured_frame(5, "2020-01-18", 1), settings)
+
+
+def test_the_heavy_model_is_calibrated_with_platt_whatever_the_light_models_calibration():
+    train, valid = featured_frame(10, "2020-01-01", 0), featured_frame(4, "2020-01-18", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ThresholdFallbackWarning)
+        default = fit_cascade(train, valid, SMALL)
+        chosen = fit_cascade(train, valid, SMALL.model_copy(update={"heavy_calibration": "auto"}))
+        same = fit_cascade(train, valid, SMALL.model_copy(update={"heavy_calibration": "same"}))
+    assert default.metrics["calibration"] == "isotonic" and default.metrics["heavy_calibration"] == "platt"
+    assert same.metrics["heavy_calibration"] == "isotonic"
+    table = chosen.metrics["heavy_calibration_valid_brier"]
+    assert set(table) == {"isotonic", "platt"}
+    assert chosen.metrics["heavy_calibration"] == min(table, key=table.get)
+    with pytest.raises(ValueError, match="heavy_calibration"):
+        TrainSettings(heavy_calibration="sigmoid")
