@@ -10,7 +10,7 @@ one line.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Quantile of the end-to-end latency shown in the live summary.
 LATENCY_QUANTILE = 0.99
@@ -19,8 +19,10 @@ DECISIONS_SAMPLE = "decisions_total"
 LATENCY_BUCKET_SAMPLE = "end_to_end_latency_seconds_bucket"
 DLQ_SAMPLE = "dlq_total"
 DUPLICATES_SAMPLE = "duplicates_total"
-#: Label of the decisions counter holding the outcome (ALLOW, BLOCK, REVIEW).
-DECISION_LABEL = "decision"
+#: Labels of the decisions counter holding the outcome (ALLOW, BLOCK, REVIEW) and the deciding cascade stage.
+DECISION_LABEL, STAGE_LABEL = "decision", "stage"
+#: The stage whose own decisions the summary shows apart: the heavy model's share of the work.
+HEAVY_STAGE = "HEAVY"
 MS_PER_S = 1000.0
 
 
@@ -30,7 +32,8 @@ class MetricsSnapshot:
 
     ``latency_buckets`` maps each bucket's upper bound (s, ``inf`` included) to its cumulative count;
     ``dead_lettered`` and ``duplicates`` count events sent to the dead-letter topic (all reasons) and re-delivered
-    transactions answered with their stored decision.
+    transactions answered with their stored decision; ``heavy`` holds the decisions the heavy stage made, by
+    outcome (part of ``decisions``).
     """
 
     decisions: dict[str, float]
@@ -38,6 +41,7 @@ class MetricsSnapshot:
     latency_buckets: dict[float, float]
     dead_lettered: float = 0.0
     duplicates: float = 0.0
+    heavy: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -83,6 +87,7 @@ def parse_worker_metrics(text: str) -> MetricsSnapshot:
     from fraudstream.stream.metrics import PREFIX
 
     decisions: dict[str, float] = {}
+    heavy: dict[str, float] = {}
     buckets: dict[float, float] = {}
     dead_lettered = duplicates = 0.0
     for family in text_string_to_metric_families(text):
@@ -90,6 +95,8 @@ def parse_worker_metrics(text: str) -> MetricsSnapshot:
             if sample.name == f"{PREFIX}{DECISIONS_SAMPLE}":
                 outcome = str(sample.labels.get(DECISION_LABEL, "?")).lower()
                 decisions[outcome] = decisions.get(outcome, 0.0) + sample.value
+                if sample.labels.get(STAGE_LABEL) == HEAVY_STAGE:
+                    heavy[outcome] = heavy.get(outcome, 0.0) + sample.value
             elif sample.name == f"{PREFIX}{LATENCY_BUCKET_SAMPLE}":
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
@@ -98,7 +105,7 @@ def parse_worker_metrics(text: str) -> MetricsSnapshot:
             elif sample.name == f"{PREFIX}{DUPLICATES_SAMPLE}":
                 duplicates += sample.value
     return MetricsSnapshot(decisions, histogram_quantile(LATENCY_QUANTILE, list(buckets.items())), buckets,
-                           dead_lettered, duplicates)
+                           dead_lettered, duplicates, heavy)
 
 
 def decision_rate(previous: MetricsSnapshot | None, current: MetricsSnapshot, interval_s: float) -> float:
@@ -108,14 +115,16 @@ def decision_rate(previous: MetricsSnapshot | None, current: MetricsSnapshot, in
 
 def format_live_summary(previous: MetricsSnapshot | None, current: MetricsSnapshot | None, interval_s: float,
                         sent: int, labels_sent: int, phase: str = "") -> str:
-    """One line: the replay phase (e.g. ``warm-up``), transactions and labels replayed, decisions by outcome,
-    dead letters and duplicates so far, tx/s and p99 latency (ms) since ``previous`` (``current`` None = the
-    metrics could not be read)."""
+    """One line: the replay phase (e.g. ``warm-up``), transactions and labels replayed, decisions by outcome (and
+    those of the heavy stage), dead letters and duplicates so far, tx/s and p99 latency (ms) since ``previous``
+    (``current`` None = the metrics could not be read)."""
     head = f"[{phase}] " if phase else ""
     if current is None:
         return f"{head}replayed {sent:,} tx, {labels_sent:,} labels; worker metrics unavailable"
     rate = decision_rate(previous, current, interval_s)
     outcomes = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(current.decisions.items())) or "none yet"
+    if current.heavy:
+        outcomes += " (heavy stage: " + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(current.heavy.items())) + ")"
     p99_s = current.latency_p99_since(previous)
     p99 = f"{p99_s * MS_PER_S:,.0f} ms" if not math.isnan(p99_s) else "n/a"
     return (f"{head}replayed {sent:,} tx, {labels_sent:,} labels | decisions: {outcomes} | "

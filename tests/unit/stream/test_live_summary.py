@@ -67,6 +67,7 @@ fraudstream_end_to_end_latency_seconds_sum 40.0
 def test_decisions_are_summed_over_stages_per_lower_case_outcome():
     snapshot = parse_worker_metrics(FIRST)
     assert snapshot.decisions == {"allow": 900.0, "block": 40.0, "review": 60.0}
+    assert snapshot.heavy == {"block": 40.0, "review": 60.0}
     assert snapshot.total == 1000.0
     assert (snapshot.dead_lettered, snapshot.duplicates) == (9.0, 11.0)
     assert snapshot.latency_buckets == {0.01: 500.0, 0.05: 900.0, 0.1: 980.0, 0.5: 1000.0, math.inf: 1000.0}
@@ -104,7 +105,8 @@ def test_summary_line():
     first, second = parse_worker_metrics(FIRST), parse_worker_metrics(SECOND)
     line = format_live_summary(first, second, 4.0, sent=12_345, labels_sent=678, phase="paced 1,000 tx/s")
     assert line == ("[paced 1,000 tx/s] replayed 12,345 tx, 678 labels | decisions: allow 1,900, block 50, "
-                    "review 90 | dead-lettered 0, duplicates 0 | 260 tx/s | p99 latency 49 ms")
+                    "review 90 (heavy stage: block 50, review 90) | dead-lettered 0, duplicates 0 | 260 tx/s | "
+                    "p99 latency 49 ms")
     assert format_live_summary(None, first, 4.0, 10, 0, phase="warm-up").startswith("[warm-up] replayed 10 tx")
     assert format_live_summary(None, first, 4.0, 10, 0).endswith(
         "| dead-lettered 9, duplicates 11 | 0 tx/s | p99 latency 300 ms")
