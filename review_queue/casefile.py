@@ -137,7 +137,9 @@ class CaseFile:
 async def load_case_file(raw_redis: Any, prefix: str, items: list[dict[str, str]]) -> CaseFile:
     """Build the case file of a card's items from the online state (``raw_redis``: ``decode_responses=False``)."""
     keys = Keyspace(prefix)
-    customer_ids = sorted({int(i["customer_id"]) for i in items if i.get("customer_id")})
+    # the history the features read: the account's when the transaction named one, else the card's
+    customer_ids = sorted({int(i.get("account_id") or i["customer_id"]) for i in items
+                           if i.get("account_id") or i.get("customer_id")})
     terminal_ids = sorted({int(i["terminal_id"]) for i in items if i.get("terminal_id")})
     wanted = [keys.customer(c) for c in customer_ids] + [keys.terminal(t) for t in terminal_ids]
     raws = await raw_redis.mget(wanted) if wanted else []

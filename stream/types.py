@@ -78,6 +78,8 @@ class DecisionRecord:
     latency_ms: float
     #: (JSON key ``<stage>_score``, score or None) of each scoring stage beyond the shipped three, in order.
     extra_scores: tuple[tuple[str, float | None], ...] = ()
+    #: the account the transaction named (``Transaction.account_id``; JSON key ``account_id``, last, only then).
+    account_id: int | None = None
 
     @property
     def needs_review(self) -> bool:
@@ -90,6 +92,8 @@ class DecisionRecord:
             if key == _LAST_SHIPPED_SCORE:
                 out.update(self.extra_scores)
         out["reasons"] = list(self.reasons)
+        if self.account_id is not None:
+            out["account_id"] = self.account_id
         return out
 
     def to_json(self) -> bytes:
@@ -106,7 +110,8 @@ class DecisionRecord:
 _FIELDS = frozenset(DecisionRecord.__dataclass_fields__)
 _LAST_SHIPPED_SCORE = "heavy_score"
 #: JSON keys of a decision message of the shipped cascade, in :class:`DecisionRecord` field order.
-DECISION_KEYS: tuple[str, ...] = tuple(name for name in DecisionRecord.__dataclass_fields__ if name != "extra_scores")
+DECISION_KEYS: tuple[str, ...] = tuple(name for name in DecisionRecord.__dataclass_fields__
+                                       if name not in ("extra_scores", "account_id"))
 
 
 def decision_key(transaction_id: int) -> bytes:
@@ -124,7 +129,8 @@ def review_item_fields(record: DecisionRecord) -> dict[str, str]:
     ``transaction_id``, ``customer_id``, ``terminal_id``, ``amount`` (currency units), ``event_timestamp``
     (transaction time, epoch s), ``risk``, ``light_score``, ``anomaly_score``, ``heavy_score`` (floats; empty
     string where a stage did not run), ``reasons`` (JSON list of strings), ``model_version``, ``decided_at``
-    (epoch s), ``status`` (:data:`STATUS_PENDING`), then ``<stage>_score`` of each extra stage; a verdict adds
+    (epoch s), ``status`` (:data:`STATUS_PENDING`), then ``<stage>_score`` of each extra stage, and
+    ``account_id`` when the transaction named one (the case file reads the account's history); a verdict adds
     ``verdict``, ``analyst``, ``resolved_at``.
     """
     return {
@@ -142,4 +148,5 @@ def review_item_fields(record: DecisionRecord) -> dict[str, str]:
         "model_version": record.model_version,
         "decided_at": _text(record.decided_at),
         "status": STATUS_PENDING,
+        **({"account_id": str(record.account_id)} if record.account_id is not None else {}),
     }

@@ -56,6 +56,9 @@ def encode_decisions(
         ((decided_at - broker_timestamps_s) * MS_PER_S).tolist(),
     )
     keys = decision_keys(list(result.scores))
+    if batch.account_id is not None:  # the transactions named their accounts: the decisions say so, last
+        columns = (*columns, batch.account_id.tolist())
+        keys = (*keys, "account_id")
     return split_objects(orjson.dumps([dict(zip(keys, row)) for row in zip(*columns)], option=DECISION_JSON_OPTIONS),
                          keys[0], n)
 

@@ -182,10 +182,31 @@ def test_a_reissued_card_keeps_its_accounts_history_and_the_block_list_goes_by_c
         else:
             store.blocked.update(old_cards)
         rest = await run_batches(pipeline, events[half:], 200)
-        await close(store)
-        return first + rest
+        outs = first + rest
+        case_timelines = {}
+        if store_kind == "redis":  # the case file of a reissued card's review item reads the account's history
+            from fraudstream.review_queue.casefile import load_case_file
 
-    records = {r.transaction_id: r for out in asyncio.run(scenario()) for r in new_records(out)}
+            for out in outs:
+                for record in new_records(out):
+                    if record.needs_review and record.customer_id >= REISSUE and len(case_timelines) < 3:
+                        item = await store.review_item(record.transaction_id)
+                        if item.get("status") == "pending":
+                            case = await load_case_file(store.redis, store.keys.prefix, [item])
+                            case_timelines[record.transaction_id] = (item, len(case.timeline))
+        await close(store)
+        return outs, case_timelines
+
+    outs, case_timelines = asyncio.run(scenario())
+    raws = [raw for out in outs for raw in out.new_decisions]
+    assert all(DecisionRecord.from_json(raw).to_json() == raw for raw in raws)  # the account key round-trips
+    records = {r.transaction_id: r for out in outs for r in new_records(out)}
+    assert all(r.account_id == r.customer_id % REISSUE for r in records.values())
+    if store_kind == "redis":
+        assert case_timelines, "some reissued card's transaction went to review"
+        for item, points in case_timelines.values():
+            assert int(item["account_id"]) == int(item["customer_id"]) - REISSUE
+            assert points > 1  # the account's earlier transactions, on the old card, are in its timeline
     expected = expected_decisions(model, rows)
     assert set(records) == set(expected)
     tids = rows["TRANSACTION_ID"].to_numpy()
