@@ -219,8 +219,22 @@ class Cascade:
 
 
 def _append_top(reasons: list, rows: np.ndarray, contribs: np.ndarray, names: list[str]) -> None:
-    k = min(TOP_CONTRIBUTIONS, contribs.shape[1])
-    top = np.argsort(-contribs, axis=1, kind="stable")[:, :k]
-    for j, i in enumerate(rows):
-        extra = tuple(f"{names[c]}:{contribs[j, c]:+.3f}" for c in top[j] if contribs[j, c] > 0)
-        reasons[i] = reasons[i] + extra
+    top = top_columns(contribs, TOP_CONTRIBUTIONS)
+    # plain Python ints and floats: indexing numpy arrays and formatting numpy scalars per cell cost 5x more
+    top_values = np.take_along_axis(contribs, top, axis=1).tolist()
+    for i, columns, values in zip(rows.tolist(), top.tolist(), top_values):
+        reasons[i] = (*reasons[i], *[f"{names[c]}:{v:+.3f}" for c, v in zip(columns, values) if v > 0])
+
+
+def top_columns(values: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of the ``k`` largest values, largest first, ties to the lower column: the first ``k``
+    of ``np.argsort(-values, axis=1, kind="stable")``, by ``k`` rounds of ``argmax`` (a fifth of the sort's time
+    on a batch's flagged rows; finite values)."""
+    k = min(k, values.shape[1])
+    work = np.array(values, dtype=np.float64)
+    out = np.empty((values.shape[0], k), dtype=np.intp)
+    index = np.arange(values.shape[0])
+    for j in range(k):
+        out[:, j] = work.argmax(axis=1)
+        work[index, out[:, j]] = -np.inf
+    return out

@@ -196,7 +196,7 @@ class AnomalyModel:
 
 class _ForestPaths:
     """All trees of a fitted scikit-learn ``IsolationForest`` as flat node arrays, walked for a whole batch in one
-    compiled loop (:func:`_path_length_sums`): PyOD's IForest raw score (``-decision_function``), 2.4 us per row
+    compiled loop (:func:`_path_length_sums`): PyOD's IForest raw score (``-decision_function``), 1.2 us per row
     at 1,000 rows on a 100-tree forest (the earlier numpy level-by-level walk: 7.4 us).
 
     Bit-for-bit with scikit-learn: inputs rounded to float32 then compared (as float64) with ``<=`` to the
@@ -208,7 +208,7 @@ class _ForestPaths:
         from sklearn.ensemble._iforest import _average_path_length
 
         offsets = np.cumsum([0] + [est.tree_.node_count for est in forest.estimators_])
-        self.roots = offsets[:-1].astype(np.int64)
+        self.roots = offsets[:-1].astype(np.uint32)
         self.depth = max(int(est.tree_.max_depth) for est in forest.estimators_)
         feature, threshold, child, leaf_value = [], [], [], []
         for t, (est, cols) in enumerate(zip(forest.estimators_, forest.estimators_features_)):
@@ -221,9 +221,9 @@ class _ForestPaths:
             threshold.append(np.where(leaf, np.inf, tree.threshold))
             child.append(np.column_stack([right, left]).ravel())  # child[2 * node + (x <= threshold)]
             leaf_value.append(forest._decision_path_lengths[t] + forest._average_path_length_per_tree[t] - 1.0)
-        self.feature = np.concatenate(feature).astype(np.int64)
+        self.feature = np.concatenate(feature).astype(np.uint32)
         self.threshold = np.concatenate(threshold).astype(np.float64)
-        self.child = np.concatenate(child).astype(np.int64)
+        self.child = np.concatenate(child).astype(np.uint32)
         self.leaf_value = np.concatenate(leaf_value).astype(np.float64)
         self.denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])
         self.offset = forest.offset_
@@ -255,9 +255,9 @@ class _ForestPaths:
         """PyOD IForest raw score (larger = more anomalous) of each row of ``X`` (finite values)."""
         if not np.isfinite(X).all():
             raise ValueError("anomaly detector input holds NaN or infinity")
-        values = np.ascontiguousarray(X.astype(np.float32).astype(np.float64))
-        depths = _path_length_sums(values, self.roots, self.feature, self.threshold, self.child, self.leaf_value,
-                                   self.depth)
+        values = np.ascontiguousarray(X.astype(np.float32).astype(np.float64)).reshape(-1)
+        depths = _path_length_sums(values, self.n_features, self.roots, self.feature, self.threshold, self.child,
+                                   self.leaf_value, self.depth)
         scores = 2 ** (-np.divide(depths, self.denominator, out=np.ones_like(depths),
                                   where=self.denominator != 0))
         return ((-scores) - self.offset) * -1
@@ -268,27 +268,36 @@ _WALK_BLOCK_ROWS = 8
 
 
 @njit(cache=True, nogil=True)
-def _path_length_sums(values: np.ndarray, roots: np.ndarray, feature: np.ndarray, threshold: np.ndarray,
-                      child: np.ndarray, leaf_value: np.ndarray, depth: int) -> np.ndarray:  # pragma: no cover
-    """Per row of ``values``, the sum over trees (added in tree order) of the leaf value the row reaches.
+def _path_length_sums(values: np.ndarray, n_features: int, roots: np.ndarray, feature: np.ndarray,
+                      threshold: np.ndarray, child: np.ndarray, leaf_value: np.ndarray,
+                      depth: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Per row of ``values`` (the batch flattened row by row), the sum over trees (added in tree order) of the leaf
+    value the row reaches.
 
     Tree by tree (its nodes stay in cache), ``depth`` steps for every row: a leaf's threshold is +inf and both its
-    children are itself, so a row that reached a leaf stays there.
+    children are itself, so a row that reached a leaf stays there.  Indices are unsigned (``uint32`` arrays,
+    ``uint64`` arithmetic): numba then skips its negative-index wraparound, which took half of a step (2.2 -> 1.2
+    us a row on a 100-tree forest at 1,000 rows).
     """
-    n = values.shape[0]
+    n = values.shape[0] // n_features
+    width = np.uint64(n_features)
     out = np.zeros(n, dtype=np.float64)
-    nodes = np.empty(_WALK_BLOCK_ROWS, dtype=np.int64)
+    nodes = np.empty(_WALK_BLOCK_ROWS, dtype=np.uint32)
     for t in range(roots.shape[0]):
+        root = roots[t]
         for start in range(0, n, _WALK_BLOCK_ROWS):
             rows = min(_WALK_BLOCK_ROWS, n - start)
             for k in range(rows):
-                nodes[k] = roots[t]
+                nodes[k] = root
             for _ in range(depth):
+                row = np.uint64(start) * width
                 for k in range(rows):
-                    node = nodes[k]
-                    nodes[k] = child[2 * node + np.int64(values[start + k, feature[node]] <= threshold[node])]
+                    node = np.uint64(nodes[k])
+                    x = values[row + np.uint64(feature[node])]
+                    nodes[k] = child[np.uint64(2) * node + np.uint64(x <= threshold[node])]
+                    row += width
             for k in range(rows):
-                out[start + k] += leaf_value[nodes[k]]
+                out[start + k] += leaf_value[np.uint64(nodes[k])]
     return out
 
 

@@ -86,10 +86,12 @@ def test_every_valid_event_is_decided_once_and_every_bad_one_is_a_dead_letter(mo
     aligner: EventTimeAligner[TopicPartition, RawEvent] = EventTimeAligner(rules=worker.event_time_rules())
     next_id = 1
     valid_ids: set[int] = set()
-    seen: list[dict] = []  # valid transactions so far, for "same content again" and "other content"
     bad = 0
     for p, items in enumerate(drawn):
         tp = TopicPartition(TX_TOPIC, p)
+        # this partition's valid transactions so far, for "same content again" and "other content": a copy keeps
+        # its original's event time, so on another partition it could be released first and be the one decided
+        seen: list[dict] = []
         t = START_S
         events, times = [], []
         for offset, (kind, gap) in enumerate(items):

@@ -96,6 +96,22 @@ def test_approximate_contributions_are_xgboosts(booster_and_walker):
     np.testing.assert_allclose(got.sum(axis=1) + expected[:, -1], margin, rtol=0, atol=1e-4)
 
 
+def test_rows_without_missing_values_take_the_same_paths(booster_and_walker):
+    """A batch without NaN skips the missing-value check: same margins and contributions as XGBoost, and as the
+    same rows scored next to a row with NaN (the checking loop)."""
+    booster, walker = booster_and_walker
+    X = probe(booster)
+    finite = X[~np.isnan(X).any(axis=1)]
+    assert finite.shape[0] > 50
+    margin = np.asarray(booster.inplace_predict(finite, predict_type="margin"), dtype=np.float64)
+    np.testing.assert_array_equal(walker.margin(finite), margin)
+    with_missing = np.vstack([finite, np.full((1, N_FEATURES), np.nan)])
+    np.testing.assert_array_equal(walker.margin(with_missing)[:-1], margin)
+    np.testing.assert_array_equal(walker.contributions_approx(with_missing)[:-1], walker.contributions_approx(finite))
+    expected = booster.predict(xgb.DMatrix(finite), pred_contribs=True, approx_contribs=True)
+    np.testing.assert_allclose(walker.contributions_approx(finite), expected[:, :-1], rtol=0, atol=1e-5)
+
+
 def test_empty_and_malformed_inputs(booster_and_walker):
     _, walker = booster_and_walker
     empty = np.zeros((0, N_FEATURES))
