@@ -8,6 +8,7 @@ import pytest
 
 from fraudstream.stream.event_time import (
     EventTimeAligner,
+    EventTimeRules,
     PartitionProgress,
     event_time_of,
     foreign_floor,
@@ -263,3 +264,44 @@ def test_a_partition_held_at_a_record_far_ahead_holds_the_others_at_its_last_rec
     assert last_b <= DAY_S < (max(i for _, i in taken["b"]) + 1) * 3_000.0  # b stopped at the held record
     # a went no further than b's last record before the held one, plus the slack
     assert max(i for _, i in taken["a"]) * 600.0 <= last_b + SLACK_S
+
+
+class _RecordByRecord(EventTimeAligner):
+    """The aligner without its shortcuts: every release decided by the per-record scan and merge."""
+
+    def _eligible_all(self, at_end, max_records, limit, holds):
+        return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_whole_buffer_shortcut_releases_what_the_record_by_record_scan_releases(seed):
+    """Replays lie days ahead of the stream's clock: outlier judging is vectorized and whole buffers are released
+    without a per-record scan; the records released, their order and their verdicts stay those of the scan."""
+    rng = random.Random(seed)
+    rules = EventTimeRules(slack_s=SLACK_S, max_future_skew_s=86_400.0)
+    fast, slow = EventTimeAligner(rules=rules), _RecordByRecord(rules=rules)
+    partitions = rng.randint(1, 3)
+    clock = {p: 1_522_540_800.0 for p in range(partitions)}
+    offsets = dict.fromkeys(range(partitions), 0)
+    gap_s = rng.choice([60.0, 1_000.0, 4_000.0])  # up to 5 days of event time a fetch
+    released = 0
+    for _ in range(12):
+        for p in range(partitions):
+            times = []
+            for _ in range(rng.randint(0, 120)):
+                clock[p] += rng.uniform(1.0, gap_s)
+                roll = rng.random()
+                times.append(None if roll < 0.03 else clock[p] + rng.uniform(-1, 10) * 3 * 86_400.0 if roll < 0.06
+                             else clock[p])
+            records = [(p, offsets[p] + i) for i in range(len(times))]
+            offsets[p] += len(times)
+            fast.add(p, records, times)
+            slow.add(p, records, times)
+        at_end = {p: rng.random() < 0.5 for p in range(partitions)}
+        limit = rng.randint(1, 200)
+        got = fast.take_released(at_end, limit)
+        expected = slow.take_released(at_end, limit)
+        assert {k: [(r.record, r.timing, r.reason) for r in v] for k, v in got.items()} == \
+            {k: [(r.record, r.timing, r.reason) for r in v] for k, v in expected.items()}
+        released += sum(map(len, got.values()))
+    assert released > 0
