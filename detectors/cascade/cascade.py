@@ -220,7 +220,7 @@ class Cascade:
 
 def _append_top(reasons: list, rows: np.ndarray, contribs: np.ndarray, names: list[str]) -> None:
     top = top_columns(contribs, TOP_CONTRIBUTIONS)
-    # plain Python ints and floats: indexing numpy arrays and formatting numpy scalars per cell cost 5x more
+    # plain Python ints and floats: cheaper to index and format per cell than numpy scalars
     top_values = np.take_along_axis(contribs, top, axis=1).tolist()
     for i, columns, values in zip(rows.tolist(), top.tolist(), top_values):
         reasons[i] = (*reasons[i], *[f"{names[c]}:{v:+.3f}" for c, v in zip(columns, values) if v > 0])

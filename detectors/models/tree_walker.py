@@ -81,6 +81,8 @@ class TreeEnsemble:
         self.n_features = int(n_features)
         self.base_margin = np.float32(base_margin)
         self.max_depth = int(self.depths.max(initial=0))
+        #: per leaf, its tree's gains by feature (:func:`_path_gains`), built by the first contributions call
+        self._gains: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def n_trees(self) -> int:
@@ -218,7 +220,7 @@ class TreeEnsemble:
 
     def _leaf_gains(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per leaf, its tree's gains by feature (:func:`_path_gains`), built on first use."""
-        gains = getattr(self, "_gains", None)
+        gains = self._gains
         if gains is None:
             n_nodes = self.feature.shape[0]
             parent = np.full(n_nodes, -1, dtype=np.int64)
