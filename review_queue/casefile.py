@@ -15,6 +15,7 @@ from typing import Any
 
 from fraudstream.detectors.features.online import CustomerHistory, TerminalHistory
 from fraudstream.stream.state.keys import Keyspace
+from fraudstream.stream.state.write_stamp import value_of
 
 DAY_S = 86_400.0
 #: Window of the card timeline and of the terminal statistics (s).
@@ -142,7 +143,7 @@ async def load_case_file(raw_redis: Any, prefix: str, items: list[dict[str, str]
                            if i.get("account_id") or i.get("customer_id")})
     terminal_ids = sorted({int(i["terminal_id"]) for i in items if i.get("terminal_id")})
     wanted = [keys.customer(c) for c in customer_ids] + [keys.terminal(t) for t in terminal_ids]
-    raws = await raw_redis.mget(wanted) if wanted else []
+    raws = [value_of(raw) for raw in await raw_redis.mget(wanted)] if wanted else []
     customers = {c: CustomerHistory.from_bytes(raw) for c, raw in zip(customer_ids, raws) if raw is not None}
     terminals = {t: TerminalHistory.from_bytes(raw) for t, raw in zip(terminal_ids, raws[len(customer_ids):])
                  if raw is not None}

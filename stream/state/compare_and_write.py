@@ -3,8 +3,10 @@
 The Redis store reads every key of a batch with one MGET; the worker core computes; the store then writes
 everything the batch changed (histories, decisions, label offsets, review items) with :class:`BatchCommit`.  The
 write is one Lua script, run atomically by Redis, that first checks the *checked* keys (the shared state the
-batch was computed from) still hold what was read (SHA-1 of the value, or absent) and writes nothing when one
-changed: the caller then recomputes the batch from fresh state.  This is optimistic concurrency like
+batch was computed from) still hold what was read and writes nothing when one changed: the caller then recomputes
+the batch from fresh state.  A key is checked by its write stamp when the value read carried one (the first
+bytes of the stored value, :mod:`~fraudstream.stream.state.write_stamp`: histories), else by the SHA-1 of the
+value (small values: label offsets, the state epoch), or as absent.  This is optimistic concurrency like
 WATCH/MULTI, but linear in the number of keys (WATCH of n keys costs O(n^2) in Redis) and without one queued
 command per key on the client.
 """
@@ -14,25 +16,34 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from string import Template
 
 from redis.asyncio import Redis
+
+from fraudstream.stream.state.write_stamp import STAMP_BYTES, STAMP_MAGIC
 
 #: Digest that stands for "the key did not exist when it was read".
 ABSENT_DIGEST = ""
 
 #: KEYS: checked keys, then SET keys, then hash keys, then (when there are members) one sorted-set key.
-#: ARGV: the four counts, then one digest per checked key, then (value, ttl s) per SET key, then per hash key its
-#: field count followed by fields and values, then (score, member) per sorted-set member.
+#: ARGV: the four counts, then one expectation per checked key (a write stamp, a SHA-1 hex digest, or empty for
+#: absent), then (value, ttl s) per SET key, then per hash key its field count followed by fields and values, then
+#: (score, member) per sorted-set member.
 #: Returns 1 when written, 0 (nothing written) when a checked key changed.
-COMPARE_AND_WRITE_LUA = """
+COMPARE_AND_WRITE_LUA = Template("""
 local n_checked, n_set, n_hash, n_members = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local a = 4
 for i = 1, n_checked do
-  local value = redis.call('GET', KEYS[i])
-  if value then
-    if redis.sha1hex(value) ~= ARGV[a + i] then return 0 end
-  elseif ARGV[a + i] ~= '' then
-    return 0
+  local expected = ARGV[a + i]
+  if #expected == $stamp_bytes and string.sub(expected, 1, $magic_bytes) == '$magic' then
+    if redis.call('GETRANGE', KEYS[i], 0, $stamp_last) ~= expected then return 0 end
+  else
+    local value = redis.call('GET', KEYS[i])
+    if value then
+      if redis.sha1hex(value) ~= expected then return 0 end
+    elseif expected ~= '' then
+      return 0
+    end
   end
 end
 a = a + n_checked
@@ -53,7 +64,8 @@ for i = 1, n_members do
   a = a + 2
 end
 return 1
-"""
+""").substitute(stamp_bytes=STAMP_BYTES, magic_bytes=len(STAMP_MAGIC), magic=STAMP_MAGIC.decode("ascii"),
+                  stamp_last=STAMP_BYTES - 1)
 
 
 def digest(raw: bytes | None) -> str:
@@ -65,20 +77,26 @@ def digest(raw: bytes | None) -> str:
 class BatchWrite:
     """Everything one batch writes, collected before the single script call.
 
-    checked : key -> digest of the value the batch was computed from.
+    checked : key -> what the batch read there: its write stamp, the SHA-1 digest of the value, or
+        :data:`ABSENT_DIGEST`.
     sets : (key, value, ttl s) written with SET ... EX.
     hashes : (key, field mapping) written with HSET.
     zset_key, members : sorted set and its (score, member) pairs written with ZADD.
     """
 
-    checked: dict[str, str] = field(default_factory=dict)
+    checked: dict[str, str | bytes] = field(default_factory=dict)
     sets: list[tuple[str, bytes, int]] = field(default_factory=list)
     hashes: list[tuple[str, Mapping[str, str]]] = field(default_factory=list)
     zset_key: str | None = None
     members: list[tuple[float, str]] = field(default_factory=list)
 
     def check(self, key: str, raw: bytes | None) -> None:
+        """Check ``key`` by the SHA-1 of the value read (``raw``; None: absent)."""
         self.checked[key] = digest(raw)
+
+    def expect(self, key: str, expected: str | bytes) -> None:
+        """Check ``key`` against an expectation made at read time (a stamp, a digest or absent)."""
+        self.checked[key] = expected
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         self.sets.append((key, value, int(ttl_s)))

@@ -3,10 +3,10 @@
 Online feature state (TTL ``state_ttl_s``, refreshed on every write):
 
 ``<p>:cust:<customer_id>`` (string)
-    ``CustomerHistory.to_bytes()``; written only by the worker that owns the customer's partition.
+    write stamp + ``CustomerHistory.to_bytes()``; written only by the worker that owns the customer's partition.
 ``<p>:term:<terminal_id>`` (string)
-    ``TerminalHistory.to_bytes()``; shared by all workers, so only written by a compare-and-write that checks it
-    still holds what the batch read.
+    write stamp + ``TerminalHistory.to_bytes()``; shared by all workers, so only written by a compare-and-write
+    that checks it still holds what the batch read (by its stamp: :mod:`~fraudstream.stream.state.write_stamp`).
 ``<p>:labels-applied:<labels topic>:<partition>`` (string, TTL ``state_ttl_s``)
     offset (decimal ASCII) up to which (exclusive) that partition's labels are in the terminal histories.  Only
     ever raised (compare-and-write); a starting worker resumes reading labels there; labels below it are skipped.

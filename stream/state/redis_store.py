@@ -17,9 +17,10 @@ from redis.exceptions import RedisError
 from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.state import review_scripts
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, StateStoreError
-from fraudstream.stream.state.compare_and_write import BatchCommit, BatchWrite
+from fraudstream.stream.state.compare_and_write import ABSENT_DIGEST, BatchCommit, BatchWrite, digest
 from fraudstream.stream.state.epoch import StateLostError, lost_message, read_epoch
 from fraudstream.stream.state.keys import Keyspace
+from fraudstream.stream.state.write_stamp import new_stamp, stamped, unstamped
 from fraudstream.stream.types import review_item_fields
 
 #: Keys per pipelined round trip when a rebuilt state is written.
@@ -29,6 +30,21 @@ REBUILT_WRITE_CHUNK = 1000
 def decode_offset(raw: bytes | None) -> int:
     """Stored applied label offset (0 when absent: nothing applied yet)."""
     return 0 if raw is None else int(raw)
+
+
+def _histories(ids: Sequence[int], keys: Sequence[str], raws: Sequence[bytes | None], expected: dict[str, str | bytes]
+               ) -> dict[int, bytes]:
+    """Stored histories without their write stamps (absent ones left out); what a commit expects of each key (its
+    stamp, the SHA-1 of a value stored without one, absent) goes into ``expected``."""
+    out: dict[int, bytes] = {}
+    for entity, key, raw in zip(ids, keys, raws):
+        if raw is None:
+            expected[key] = ABSENT_DIGEST
+            continue
+        value, stamp = unstamped(raw)
+        expected[key] = stamp if stamp is not None else digest(raw)
+        out[entity] = value
+    return out
 
 
 def _text(value: bytes | str) -> str:
@@ -90,14 +106,16 @@ class RedisStateStore:
         terminal_raws = raws[n_tx + n_cust:n_tx + n_cust + n_term]
         offset_raws = raws[n_tx + n_cust + n_term:n_tx + n_cust + n_term + n_off]
         block_raws = raws[n_tx + n_cust + n_term + n_off:]
-        snapshot = dict(zip(customer_keys + terminal_keys + offset_keys, customer_raws + terminal_raws + offset_raws))
+        expected: dict[str, str | bytes] = {key: digest(raw) for key, raw in zip(offset_keys, offset_raws)}
+        customers = _histories(reads.customer_ids, customer_keys, customer_raws, expected)
+        terminals = _histories(reads.terminal_ids, terminal_keys, terminal_raws, expected)
         return BatchState(
             reads=reads,
             decisions={t: raw for t, raw in zip(reads.transaction_ids, raws[:n_tx]) if raw is not None},
-            customers={c: raw for c, raw in zip(reads.customer_ids, customer_raws) if raw is not None},
-            terminals={t: raw for t, raw in zip(reads.terminal_ids, terminal_raws) if raw is not None},
+            customers=customers,
+            terminals=terminals,
             label_offsets={p: decode_offset(raw) for p, raw in zip(reads.label_partitions, offset_raws)},
-            snapshot=snapshot,
+            snapshot=expected,
             blocked_customers=frozenset(c for c, raw in zip(reads.cards, block_raws) if raw is not None),
         )
 
@@ -112,11 +130,12 @@ class RedisStateStore:
         if self.epoch is not None:  # an emptied Redis refuses the write (and the batch) before anything lands
             write.check(k.state_epoch, self.epoch)
         for key in (*customer_keys.values(), *terminal_keys.values(), *offset_keys.values()):
-            write.check(key, snapshot.get(key))
+            write.expect(key, snapshot.get(key, ABSENT_DIGEST))
+        stamp = new_stamp()
         for cid, customer in changes.customers.items():
-            write.set(customer_keys[cid], customer, ttl)
+            write.set(customer_keys[cid], stamped(customer, stamp), ttl)
         for tid, terminal in changes.terminals.items():
-            write.set(terminal_keys[tid], terminal, ttl)
+            write.set(terminal_keys[tid], stamped(terminal, stamp), ttl)
         for p, offset in changes.label_offsets.items():
             write.set(offset_keys[p], str(int(offset)).encode(), ttl)
         for transaction_id, raw in changes.decisions:
@@ -145,8 +164,9 @@ class RedisStateStore:
         ``on_progress`` gets the count so far after each chunk."""
         k, ttl = self.keys, self.state_ttl_s
         entries: list[tuple[str, bytes, int]] = []
-        entries += [(k.customer(c), value, ttl) for c, value in customers.items()]
-        entries += [(k.terminal(t), value, ttl) for t, value in terminals.items()]
+        stamp = new_stamp()
+        entries += [(k.customer(c), stamped(value, stamp), ttl) for c, value in customers.items()]
+        entries += [(k.terminal(t), stamped(value, stamp), ttl) for t, value in terminals.items()]
         entries += [(k.labels_applied(self.labels_topic, p), str(int(offset)).encode(), ttl)
                     for p, offset in label_offsets.items()]
         entries += [(k.decision(transaction_id), raw, int(left)) for transaction_id, raw, left in decisions]

@@ -74,6 +74,7 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
 
     from fraudstream.detectors.features.online import TerminalHistory
     from fraudstream.stream.embedded import free_port
+    from fraudstream.stream.state.write_stamp import value_of
 
     topics = unique_topics
     prefix = topics.prefix
@@ -185,7 +186,7 @@ def test_analyst_labels_three_cases_with_the_keyboard_and_the_worker_blocks_the_
 
         wait_for("the worker to count the analyst labels", learned, WAIT_S, logs)
         for c, card in enumerate(CARDS):
-            history = TerminalHistory.from_bytes(raw.get(f"{prefix}:term:{17 + c}"))
+            history = TerminalHistory.from_bytes(value_of(raw.get(f"{prefix}:term:{17 + c}")))
             frauds = set(history.fraud_transaction_ids)
             for tid in pending[card]:
                 assert (int(tid) in frauds) == (verdicts[card] == "fraud")

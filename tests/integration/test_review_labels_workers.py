@@ -74,6 +74,7 @@ def test_a_verdict_from_the_json_api_reaches_both_workers_and_blocks_the_cards_n
 
     from fraudstream.detectors.features.online import TerminalHistory
     from fraudstream.stream.embedded import free_port
+    from fraudstream.stream.state.write_stamp import value_of
 
     topics = unique_topics
     prefix = topics.prefix
@@ -182,7 +183,7 @@ def test_a_verdict_from_the_json_api_reaches_both_workers_and_blocks_the_cards_n
         for partition, end in label_ends.items():
             assert int(r.get(f"{prefix}:labels-applied:{topics.labels}:{partition}")) >= end
         for c, card in enumerate(CARDS):
-            history = TerminalHistory.from_bytes(raw.get(f"{prefix}:term:{27 + c}"))
+            history = TerminalHistory.from_bytes(value_of(raw.get(f"{prefix}:term:{27 + c}")))
             frauds = set(history.fraud_transaction_ids)
             assert {t for t in pending[card] if t in frauds} == {t for t in pending[card] if fraud[t]}
     finally:

@@ -36,12 +36,18 @@ def read_records(bootstrap: str, topic: str, expected: int, timeout_s: float, *,
             for batch in consumer.poll(timeout_ms=POLL_MS).values():
                 records.extend(batch)
         # ``expected`` records may be reached before every partition was read (a topic with re-sent copies
-        # holds more): read each partition on to the end offset it has now, so no partition's tail is left out
+        # holds more): read each partition on to the end offset it has now, so no partition's tail is left out.
+        # The embedded broker reports as end offset the base offset of a partition's last record batch, not the
+        # offset after its last record: a reader that stopped there left that batch out (a decision "never
+        # made" that was on the topic).  So read on until a poll brings nothing more.
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = consumer.end_offsets(tps)
-        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=POLL_MS).values():
+        while time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=POLL_MS)
+            for batch in polled.values():
                 records.extend(batch)
+            if not polled and all(consumer.position(tp) >= ends[tp] for tp in tps):
+                break
         return records
     finally:
         consumer.close()
