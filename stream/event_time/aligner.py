@@ -100,8 +100,11 @@ class EventTimeAligner(Generic[K, R]):
         self._latest_released: float | None = None
         #: per holding partition (own or foreign): (its bound, monotonic time since when it is unchanged).
         self._holding: dict[Any, tuple[float | None, float]] = {}
-        #: per partition at its end with nothing buffered: monotonic time (s) since when (see ``end_grace_s``).
+        #: per partition at its end with nothing buffered: monotonic time (s) its grace runs from (see
+        #: ``end_grace_s``): when its last records arrived, or when it was found at its end if none arrived yet.
         self._ended_at: dict[K, float] = {}
+        #: per partition: monotonic time (s) its last records were fetched into the buffer.
+        self._arrived_at: dict[K, float] = {}
         #: records released as late / too early / beyond the watermark because the buffer was full, so far.
         self.late_total = 0
         self.too_early_total = 0
@@ -145,6 +148,8 @@ class EventTimeAligner(Generic[K, R]):
             buffer.append(entry)
         if seen > -math.inf:
             self._seen_to[key] = seen
+        if records:
+            self._arrived_at[key] = self._clock()
         self._total += len(records)
 
     def buffered(self, key: K) -> int:
@@ -170,6 +175,7 @@ class EventTimeAligner(Generic[K, R]):
         self._seen_to.pop(key, None)
         self._holding.pop(key, None)
         self._ended_at.pop(key, None)
+        self._arrived_at.pop(key, None)
 
     def retain(self, keys: Iterable[K]) -> None:
         """Drop the buffers of every partition not in ``keys``."""
@@ -212,13 +218,19 @@ class EventTimeAligner(Generic[K, R]):
 
     def _ended_floor(self, key: K) -> float | None:
         """Bound of a partition at its end with nothing buffered: the latest event time it delivered while within
-        ``end_grace_s`` of reaching its end, then None (see :mod:`.rules`)."""
+        ``end_grace_s`` of its last records' arrival, then None (see :mod:`.rules`).
+
+        The grace runs from the arrival, not from the moment the buffer emptied: records of one moment reach the
+        partitions within the grace of each other, so a partition whose last records waited in the buffer (held
+        back by another partition's grace) has had its grace by the time they are released; starting a new one
+        then made the partitions at the end of a replay hold each other back one grace after another.
+        """
         grace = self.rules.end_grace_s
         latest = self._seen_to.get(key)
         if latest is None or not grace > 0:
             return None
         now = self._clock()
-        since = self._ended_at.setdefault(key, now)
+        since = self._ended_at.setdefault(key, self._arrived_at.get(key, now))
         return latest if now - since <= grace else None
 
     def _held_floor(self, key: K, position: int) -> float:

@@ -20,9 +20,11 @@ The rules (lateness, future skew, idleness, as stream processors with watermarks
   partition whose published floor does not move) for more than ``idle_timeout_s`` is *idle* and bounds nothing
   until it delivers again;
 * a partition that has just reached its end (nothing buffered, nothing more on the broker) still bounds the others
-  with the latest event time it delivered for ``end_grace_s`` (wall): a producer's records of one moment reach the
-  partitions some milliseconds apart (its batches per partition, ``linger.ms``), which in a replay running
-  thousands of times faster than event time are many minutes of event time; after the grace it bounds nothing;
+  with the latest event time it delivered for ``end_grace_s`` (wall) from the arrival of its last records: a
+  producer's records of one moment reach the partitions some milliseconds apart (its batches per partition,
+  ``linger.ms``), which in a replay running thousands of times faster than event time are many minutes of event
+  time; after the grace it bounds nothing (records that waited in the buffer do not start a new grace when they
+  are released);
 * at most ``max_buffered`` records are held back; when the buffer is full and the watermark releases nothing,
   the earliest records are released anyway (counted in :attr:`EventTimeAligner.forced_total`).
 

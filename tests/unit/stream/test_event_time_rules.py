@@ -208,6 +208,27 @@ def test_a_partition_that_just_reached_its_end_holds_the_others_for_the_grace_on
     assert aligner.take({"a": True, "b": True}, 10) == {"a": ["a3"]}
 
 
+def test_records_held_back_at_a_partitions_end_start_no_new_grace_when_released():
+    """The end of a replay: c's last record waits for a's grace; once released, c has had its grace (its records
+    arrived with a's), so b's last record follows at once instead of one grace later."""
+    clocks = Clocks()
+    rules = EventTimeRules(slack_s=300.0, max_future_skew_s=DAY_S, idle_timeout_s=30.0, max_buffered=400,
+                           end_grace_s=0.5)
+    aligner = EventTimeAligner(rules=rules, clock=lambda: clocks.mono, wall_clock=lambda: clocks.wall)
+    for key in "abc":
+        aligner.add(key, [f"{key}0"], [STREAM_START_S])
+    assert aligner.take({"a": False, "b": False, "c": False}, 10) == {"a": ["a0"], "b": ["b0"], "c": ["c0"]}
+    aligner.add("b", ["b1"], [STREAM_START_S + 1_000.0])
+    aligner.add("c", ["c1"], [STREAM_START_S + 400.0])
+    at_end = {"a": True, "b": True, "c": True}
+    assert aligner.take(at_end, 10) == {}, "a bounds the others for its grace"
+    clocks.tick(0.3)
+    assert aligner.take(at_end, 10) == {}
+    clocks.tick(0.3)  # a's grace is over; c1 is released, b1 lies beyond c's latest + slack
+    assert aligner.take(at_end, 10) == {"c": ["c1"]}
+    assert aligner.take(at_end, 10) == {"b": ["b1"]}, "c's grace ran from its arrival, with a's"
+
+
 def test_without_an_end_grace_a_partition_at_its_end_bounds_nothing():
     aligner = EventTimeAligner(rules=EventTimeRules(slack_s=300.0, end_grace_s=0.0))
     aligner.add("a", ["a0"], [STREAM_START_S])
