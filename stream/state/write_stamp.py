@@ -26,11 +26,6 @@ def new_stamp() -> bytes:
     return STAMP_MAGIC + os.urandom(TOKEN_BYTES)
 
 
-def is_stamp(check: bytes | str) -> bool:
-    """Whether a compare-and-write expectation is a stamp (else a SHA-1 hex digest, or empty for "absent")."""
-    return isinstance(check, bytes) and len(check) == STAMP_BYTES and check.startswith(STAMP_MAGIC)
-
-
 def stamped(value: bytes, stamp: bytes) -> bytes:
     """What is stored: the stamp, then the value."""
     return stamp + value
