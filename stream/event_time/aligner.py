@@ -100,10 +100,8 @@ class EventTimeAligner(Generic[K, R]):
         self._latest_released: float | None = None
         #: per holding partition (own or foreign): (its bound, monotonic time since when it is unchanged).
         self._holding: dict[Any, tuple[float | None, float]] = {}
-        #: per partition at its end with nothing buffered: monotonic time (s) its grace runs from (see
-        #: ``end_grace_s``): when its last records arrived, or when it was found at its end if none arrived yet.
-        self._ended_at: dict[K, float] = {}
-        #: per partition: monotonic time (s) its last records were fetched into the buffer.
+        #: per partition: monotonic time (s) its last records with an event time were fetched into the buffer;
+        #: a partition at its end bounds the others for ``end_grace_s`` from then.
         self._arrived_at: dict[K, float] = {}
         #: records released as late / too early / beyond the watermark because the buffer was full, so far.
         self.late_total = 0
@@ -140,15 +138,17 @@ class EventTimeAligner(Generic[K, R]):
             raise ValueError(f"partition {key!r}: {len(records)} records but {len(event_times)} event times")
         buffer = self._buffers.setdefault(key, deque())
         seen = self._seen_to.get(key, -math.inf)
+        timed = False
         for event_time, record in zip(event_times, records):
             timing, reason = self._judge(event_time)
             entry = _Entry(event_time, record, timing, reason)
-            if entry.event_time is not None and entry.event_time > seen:
-                seen = entry.event_time
+            if entry.event_time is not None:
+                timed = True
+                seen = max(seen, entry.event_time)
             buffer.append(entry)
         if seen > -math.inf:
             self._seen_to[key] = seen
-        if records:
+        if timed:
             self._arrived_at[key] = self._clock()
         self._total += len(records)
 
@@ -174,7 +174,6 @@ class EventTimeAligner(Generic[K, R]):
         self._released_to.pop(key, None)
         self._seen_to.pop(key, None)
         self._holding.pop(key, None)
-        self._ended_at.pop(key, None)
         self._arrived_at.pop(key, None)
 
     def retain(self, keys: Iterable[K]) -> None:
@@ -209,11 +208,9 @@ class EventTimeAligner(Generic[K, R]):
     def _floor(self, key: K, ended: bool) -> float | None:
         """Lower bound of what the partition may still deliver after its buffer (None: bounds nothing)."""
         if self.head(key) is not None:
-            self._ended_at.pop(key, None)
             return self._seen_to.get(key)
         if ended:
             return self._ended_floor(key)
-        self._ended_at.pop(key, None)
         return self._released_to.get(key, -math.inf)
 
     def _ended_floor(self, key: K) -> float | None:
@@ -229,9 +226,7 @@ class EventTimeAligner(Generic[K, R]):
         latest = self._seen_to.get(key)
         if latest is None or not grace > 0:
             return None
-        now = self._clock()
-        since = self._ended_at.setdefault(key, self._arrived_at.get(key, now))
-        return latest if now - since <= grace else None
+        return latest if self._clock() - self._arrived_at[key] <= grace else None
 
     def _held_floor(self, key: K, position: int) -> float:
         """Lower bound of what a partition held at ``position`` (see :meth:`_judge_outliers`) may still deliver:
