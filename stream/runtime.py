@@ -31,6 +31,7 @@ from fraudstream.detectors.env_settings import redact_url
 from fraudstream.stream.broker.client_config import KafkaClientConfig
 from fraudstream.stream.broker.label_feed import LabelFeed
 from fraudstream.stream.broker.sink import DecisionSink
+from fraudstream.stream.collector import tune_collector
 from fraudstream.stream.core.batch import BatchOutcome, BatchPipeline
 from fraudstream.stream.core.parse import REASON_TOO_EARLY
 from fraudstream.stream.metrics import WorkerMetrics
@@ -105,6 +106,8 @@ class WorkerRuntime(Service):
         self.labels = LabelFeed(lambda: kafka.standalone_consumer("labels"), s.labels_topic, store.label_offsets)
         await self.labels.start()
         self.metrics.last_batch_timestamp.set(time.time())  # a worker that never delivers a batch shows as stale
+        frozen, young = tune_collector(s.gc_young_threshold)
+        log.debug("garbage collector: %d objects frozen, young threshold %d", frozen, young)
         self.ready.set()
         log.info("worker runtime ready: model %s, redis %s, broker %s", model.version, redact_url(s.redis_url),
                  s.kafka_bootstrap_servers)

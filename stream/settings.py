@@ -14,6 +14,7 @@ from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange
 from fraudstream.detectors.units import DAY_S
 from fraudstream.stream.broker.group_timing import DEFAULT_GROUP_SESSION_TIMEOUT_S
+from fraudstream.stream.collector import YOUNG_THRESHOLD
 from fraudstream.stream.event_time.rules import (
     DEFAULT_END_GRACE_S,
     DEFAULT_EVENT_TIME_SLACK_S,
@@ -85,6 +86,9 @@ class StreamSettings(EnvSettings):
     max_held_back_events: int = Field(DEFAULT_MAX_BUFFERED, ge=1,
                                       description="most events held back by the watermark; beyond it the earliest "
                                                   "are released anyway")
+    gc_young_threshold: int = Field(YOUNG_THRESHOLD, ge=0,
+                                    description="allocations between two young garbage collections once the worker "
+                                                "is warm (what is alive then is frozen); 0 = Python's defaults")
     event_time_earliest_s: float = Field(DEFAULT_EVENT_TIME_RANGE.earliest_s,
                                          description="earliest accepted timestamp (epoch s); earlier is invalid")
     event_time_latest_s: float = Field(DEFAULT_EVENT_TIME_RANGE.latest_s,
