@@ -18,6 +18,10 @@ COMMANDS = [
     ("MGET", *[f"fs:t:{i}" for i in range(3000)]),
     ("SET", "k", b"x" * 100_000, "EX", 60),
     ("SET", "k", bytearray(b"mutable"), "EX", 60),
+    # the batch write: large values (packed without hiredis) between small arguments of every type
+    ("EVALSHA", "ab" * 20, 3, "k1", "k2", "k3", b"\x00" * 3_500, 86400, bytearray(b"\xff" * 2_000), 0.5,
+     memoryview(b"m" * 5_000), "caf\u00e9", -7, b""),
+    ("SET", "k", memoryview(b"v" * 2_048)),
 ]
 
 
@@ -27,9 +31,10 @@ def test_same_bytes_as_redis_py(args):
     assert b"".join(HiredisConnection().pack_command(*args)) == expected
 
 
-def test_unpackable_argument_is_a_data_error():
+@pytest.mark.parametrize("value", [b"x" * 10, b"x" * 10_000], ids=["small", "large"])
+def test_unpackable_argument_is_a_data_error(value):
     with pytest.raises(DataError):
-        HiredisConnection().pack_command("SET", "k", object())
+        HiredisConnection().pack_command("SET", "k", value, object())
 
 
 @pytest.mark.parametrize("url, expected", [("redis://127.0.0.1:1/0", HiredisConnection),
