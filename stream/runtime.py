@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -125,11 +125,14 @@ class WorkerRuntime(Service):
         if self._store is not None:
             await self._store.close()
 
-    async def handle(self, events: Sequence[RawEvent], too_early: Sequence[Message] = ()) -> bool:
+    async def handle(self, events: Sequence[RawEvent], too_early: Sequence[Message] = (),
+                     while_writing: Callable[[], Awaitable[None]] | None = None) -> bool:
         """Run one batch of transactions until its decisions and dead letters are delivered.
 
         Labels up to the labels topic's end offsets (asked when the batch starts) are applied first.
         ``too_early`` are dead letters of transactions the event-time rules refused (sent with the batch's own).
+        ``while_writing`` is awaited at most once, while Redis runs the batch's state write (see
+        :meth:`BatchPipeline.process <fraudstream.stream.core.batch.BatchPipeline.process>`).
         Returns False if stopped before the batch was delivered.
         """
         await self.ready.wait()
@@ -142,7 +145,8 @@ class WorkerRuntime(Service):
         while True:
             try:
                 labels += await self.labels.catch_up()
-                outcome = await self._pipeline.process(labels + list(events))
+                meanwhile, while_writing = while_writing, None  # the first attempt only
+                outcome = await self._pipeline.process(labels + list(events), meanwhile)
                 if first is None:
                     first = outcome
                 await asyncio.wait_for(

@@ -26,9 +26,10 @@ offsets (at-least-once; re-deliveries are answered from the stored decisions).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -220,8 +221,14 @@ class BatchPipeline:
         self.on_conflict = on_conflict
         self.time_range = time_range
 
-    async def process(self, events: Sequence[RawEvent]) -> BatchOutcome:
-        """Process one micro-batch; raises on infrastructure errors (the caller retries the same batch)."""
+    async def process(self, events: Sequence[RawEvent], while_writing: Callable[[], Awaitable[None]] | None = None
+                      ) -> BatchOutcome:
+        """Process one micro-batch; raises on infrastructure errors (the caller retries the same batch).
+
+        ``while_writing`` is awaited once, while the store runs the first write of the batch's changes (other work
+        for the caller, e.g. decoding the next fetch, while Redis runs the write script); its errors are its own
+        to keep (it must not raise).
+        """
         parsed = parse_events(events, self.transactions_topic, self.labels_topic, self.time_range)
         model = self.model()
         if model is None and parsed.transactions:
@@ -230,9 +237,26 @@ class BatchPipeline:
         for attempt in range(MAX_STATE_CONFLICT_RETRIES):
             state = await self.store.read_batch(reads)
             result = decide_batch(parsed, state, model, self.clock())
-            if await self.store.commit(state, result.changes):
+            if while_writing is None:
+                committed = await self.store.commit(state, result.changes)
+            else:
+                committed = await _meanwhile(self.store.commit(state, result.changes), while_writing)
+                while_writing = None
+            if committed:
                 return result.outcome
             if self.on_conflict is not None:
                 self.on_conflict()
             log.debug("state changed during batch (attempt %d); recomputing", attempt + 1)
         raise RuntimeError(f"batch state kept changing under it {MAX_STATE_CONFLICT_RETRIES} times")
+
+
+async def _meanwhile(write: Awaitable[bool], other: Callable[[], Awaitable[None]]) -> bool:
+    """``write``'s result, with ``other`` awaited while it runs: the write is started (packed and sent) first."""
+    task = asyncio.ensure_future(write)
+    await asyncio.sleep(0)  # the write runs up to its first wait for Redis
+    try:
+        await other()
+    except BaseException:
+        task.cancel()
+        raise
+    return await task
