@@ -109,6 +109,10 @@ def parse_event_time(value: Any, field: str = "timestamp",
     return time_range.check(parse_timestamp(value, field), field, value)
 
 
+#: Ids are 0 <= id < ID_END (a signed 64-bit integer).
+ID_END = 2**63
+
+
 def _int_field(data: Mapping[str, Any], field: str) -> int:
     if field not in data:
         raise InvalidEvent("missing", field)
@@ -123,7 +127,7 @@ def _int_field(data: Mapping[str, Any], field: str) -> int:
         out = int(value.strip())
     else:
         raise InvalidEvent(f"expected an integer id, got {value!r}", field)
-    if out < 0 or out >= 2**63:
+    if out < 0 or out >= ID_END:
         raise InvalidEvent(f"id out of range: {out}", field)
     return out
 
@@ -186,6 +190,15 @@ class Transaction:
     def from_dict(cls, data: Mapping[str, Any],
                   time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> Transaction:
         """Validate one event; the sane range of ``timestamp`` is checked after every field's format."""
+        tid, cid, term = data.get("transaction_id"), data.get("customer_id"), data.get("terminal_id")
+        ts, amount = data.get("timestamp"), data.get("amount")
+        # the usual event (as the worker's consumer hands it over: timestamp already epoch s) in one test; any
+        # other (other types, out of range, an account) goes through the field checks below, which name the field
+        if (type(tid) is int and type(cid) is int and type(term) is int and type(ts) is float
+                and type(amount) is float and data.get("account_id") is None
+                and 0 <= tid < ID_END and 0 <= cid < ID_END and 0 <= term < ID_END
+                and time_range.earliest_s <= ts < time_range.latest_s and 0.0 <= amount <= MAX_AMOUNT):
+            return cls(tid, ts, cid, term, amount)
         if "timestamp" not in data:
             raise InvalidEvent("missing", "timestamp")
         tx = cls(

@@ -1,10 +1,14 @@
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fraudstream.detectors.schema import (
+    DEFAULT_EVENT_TIME_RANGE,
+    ID_END,
+    MAX_AMOUNT,
     InvalidEvent,
     LabelEvent,
     Transaction,
@@ -107,3 +111,33 @@ def test_epoch_seconds_handles_timezones():
     naive = pd.Series(pd.to_datetime(["2018-04-01 02:00:00"]))
     aware = naive.dt.tz_localize("Europe/Brussels")
     assert datetime_to_epoch_seconds(naive)[0] - datetime_to_epoch_seconds(aware)[0] == 2 * 3600
+
+
+EDGE_VALUES = {
+    "transaction_id": [0, 7, ID_END - 1, ID_END, -1],
+    "customer_id": [0, ID_END - 1, ID_END, -1],
+    "terminal_id": [0, ID_END, -1],
+    "timestamp": [DEFAULT_EVENT_TIME_RANGE.earliest_s, DEFAULT_EVENT_TIME_RANGE.earliest_s - 0.5,
+                  DEFAULT_EVENT_TIME_RANGE.latest_s - 0.5, DEFAULT_EVENT_TIME_RANGE.latest_s, 1.7e9, -1.0,
+                  math.nan, math.inf],
+    "amount": [0.0, 12.5, MAX_AMOUNT, MAX_AMOUNT * 1.5, -0.01, math.nan, math.inf],
+}
+
+
+def _outcome(data):
+    try:
+        return Transaction.from_dict(data)
+    except InvalidEvent as exc:
+        return ("invalid", exc.field)
+
+
+@pytest.mark.parametrize("field", sorted(EDGE_VALUES))
+def test_the_usual_event_fast_check_agrees_with_the_field_checks(field):
+    """Typed as the consumer hands it over, an event takes the one-test path; the same value as a string takes the
+    field-by-field checks: same transaction, or the same field named."""
+    base = {"transaction_id": 1, "timestamp": 1.7e9, "customer_id": 2, "terminal_id": 3, "amount": 4.5}
+    for value in EDGE_VALUES[field]:
+        fast = _outcome({**base, field: value})
+        checked = _outcome({**base, field: str(value) if field != "timestamp" else value,
+                            "account_id": None, **({"amount": "4.5"} if field != "amount" else {})})
+        assert fast == checked, (field, value)
