@@ -102,9 +102,10 @@ def alignment_only(slack_s: float) -> EventTimeRules:
                           max_buffered=2**62, end_grace_s=0.0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Released(Generic[R]):
-    """A record released by :meth:`EventTimeAligner.take_released`.
+    """A record released by :meth:`EventTimeAligner.take_released` (one per record; not frozen, as
+    :class:`~fraudstream.stream.types.RawEvent`, for the cost of a frozen dataclass's constructor).
 
     event_time : its event time (s), None when unreadable.
     timing : :data:`ON_TIME`, :data:`LATE`, :data:`TOO_EARLY` (send it to the dead-letter topic with ``reason``)
