@@ -48,9 +48,6 @@ def command(**options: object) -> None:
     from fraudstream.stream.app import create_app
 
     app = create_app(settings)
-    import os
-    if os.environ.get('FS_TIMERS'):
-        sys.path.insert(0, '/tmp/pw'); import timers; timers.install()
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     try:
         worker.execute_from_commandline()

@@ -218,10 +218,12 @@ class BatchConsumer(Service):
                 unreleased_since = self._note_unreleased(released, at_end, floors, unreleased_since)
                 if released:
                     events, too_early, late = split_released(released)
-                    prefetch = _Prefetch(self._fetch, consumer)
+                    # behind (a full batch): the next records are decoded while Redis writes this batch's state
+                    prefetch = _Prefetch(self._fetch, consumer) if len(events) >= s.batch_size else None
                     if not await self.runtime.handle(events, too_early, prefetch):
                         return
-                    prefetch.raise_error()
+                    if prefetch is not None:
+                        prefetch.raise_error()
                     if late:
                         self.runtime.metrics.late_events.inc(late)
                     self._to_commit.update({tp: records[-1].record.offset + 1 for tp, records in released.items()})
@@ -246,9 +248,9 @@ class BatchConsumer(Service):
             await consumer.commit(offsets)
         self._committed_at = time.monotonic()
 
-    async def _fetch(self, consumer: TransactionConsumer, timeout_ms: int) -> None:
+    async def _fetch(self, consumer: TransactionConsumer, timeout_ms: int, adapt_wait: bool = True) -> None:
         """One fetch into the aligner's buffers, for the partitions whose buffer is not full, within the bound of
-        the records held back."""
+        the records held back (``adapt_wait``: see ``TransactionConsumer.fetch``)."""
         cap = min(self.settings.batch_size * LAGGING_BATCH_FACTOR, self.aligner.room())
         assigned = consumer.assignment()
         fetchable = [tp for tp in assigned if self.aligner.buffered(tp) < cap] if cap > 0 else []
@@ -257,7 +259,7 @@ class BatchConsumer(Service):
             return
         if len(fetchable) == len(assigned):
             fetchable = []  # every assigned partition
-        for tp, (events, times) in (await consumer.fetch(fetchable, timeout_ms, cap)).items():
+        for tp, (events, times) in (await consumer.fetch(fetchable, timeout_ms, cap, adapt_wait)).items():
             self.aligner.add(tp, events, times)
 
     async def _foreign_floors(self, consumer: TransactionConsumer) -> dict[TopicPartition, float]:
@@ -404,15 +406,15 @@ class _Prefetch:
     of 310 ms for 7,000 transactions on the worker bench).  It runs under the batch lock, so the assignment does
     not change during it; its error is raised after the batch is delivered, where a fetch's error would be."""
 
-    def __init__(self, fetch: Callable[[TransactionConsumer, int], Awaitable[None]], consumer: TransactionConsumer
-                 ) -> None:
+    def __init__(self, fetch: Callable[[TransactionConsumer, int, bool], Awaitable[None]],
+                 consumer: TransactionConsumer) -> None:
         self._fetch = fetch
         self._consumer = consumer
         self._error: Exception | None = None
 
     async def __call__(self) -> None:
         try:
-            await self._fetch(self._consumer, 0)
+            await self._fetch(self._consumer, 0, False)
         except Exception as exc:  # not the batch's error: kept for the consume loop
             self._error = exc
 

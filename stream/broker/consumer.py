@@ -164,14 +164,16 @@ class TransactionConsumer:
             self.forget(tp)
         return failed
 
-    async def fetch(self, partitions: Sequence[TopicPartition], timeout_ms: int, max_records: int
-                    ) -> dict[TopicPartition, tuple[list[RawEvent], list[float | None]]]:
+    async def fetch(self, partitions: Sequence[TopicPartition], timeout_ms: int, max_records: int,
+                    adapt_wait: bool = True) -> dict[TopicPartition, tuple[list[RawEvent], list[float | None]]]:
         """One ``getmany`` (every assigned partition when ``partitions`` is empty): per partition still assigned,
-        its records and their event times (None: unreadable)."""
+        its records and their event times (None: unreadable).  ``adapt_wait`` False: what the fetch returned does
+        not move the broker fetch wait (a fetch taken early, whose emptiness says nothing of the broker)."""
         backlog_at = {tp: self.consumer.highwater(tp) for tp in partitions or self.consumer.assignment()}
         fetched = await self.consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
         assigned = self.consumer.assignment()
-        await self._adapt_fetch_wait({tp: end for tp, end in backlog_at.items() if tp in assigned}, fetched)
+        if adapt_wait:
+            await self._adapt_fetch_wait({tp: end for tp, end in backlog_at.items() if tp in assigned}, fetched)
         out: dict[TopicPartition, tuple[list[RawEvent], list[float | None]]] = {}
         for tp, records in fetched.items():
             if tp in assigned and records:

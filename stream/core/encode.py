@@ -51,7 +51,7 @@ def encode_decisions(
         batch.transaction_id.tolist(), batch.customer_id.tolist(), batch.terminal_id.tolist(), batch.amount.tolist(),
         [decision_names[d] for d in result.decision.tolist()], [stage_names[s] for s in result.stage.tolist()],
         np.asarray(result.risk, dtype=np.float64).tolist(),
-        *(_nan_to_none(values) for values in result.scores.values()), [list(r) for r in result.reasons],
+        *(_nan_to_none(values) for values in result.scores.values()), result.reasons,  # tuples: JSON arrays
         [result.model_version] * n, batch.timestamp.tolist(), [float(decided_at)] * n,
         ((decided_at - broker_timestamps_s) * MS_PER_S).tolist(),
     )
