@@ -294,3 +294,42 @@ def test_labels_are_joined_to_stored_decisions_and_drift_is_measured(small_model
     metrics.set_model_version("another-version")  # a new model: the old version's drift series go
     assert not [s for family in metrics.registry.collect() if family.name == "fraudstream_drift_psi"
                 for s in family.samples]
+
+
+class _RecordingStore:
+    """A store that notes when its writes start and end, and refuses the first one (as a concurrent change of
+    shared state would)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.log = []
+        self.refusals = 1
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    async def commit(self, state, changes):
+        self.log.append("write started")
+        if self.refusals:
+            self.refusals -= 1
+            await asyncio.sleep(0.01)  # Redis at work
+            self.log.append("write refused")
+            return False
+        committed = await self.store.commit(state, changes)
+        self.log.append("write done")
+        return committed
+
+
+def test_work_given_for_the_write_runs_once_after_the_write_started(small_model):
+    root, frame = small_model
+    rows = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(200).reset_index(drop=True)
+    pipeline, _, store = make_pipeline("memory", None, root)
+    recording = pipeline.store = _RecordingStore(store)
+    events = events_of(rows, with_labels=False, delay_s=0.0)
+
+    async def meanwhile():
+        recording.log.append("other work")
+
+    outcome = asyncio.run(pipeline.process(events, meanwhile))
+    assert recording.log == ["write started", "other work", "write refused", "write started", "write done"]
+    assert len(outcome.new_decisions) == len(rows)
