@@ -35,10 +35,10 @@ def tune_collector(young_threshold: int = YOUNG_THRESHOLD) -> tuple[int, int]:
     """
     if young_threshold <= 0:
         return 0, gc.get_threshold()[0]
-    if gc.get_freeze_count():
-        gc.set_threshold(young_threshold, MIDDLE_RATIO, OLD_RATIO)
-        return 0, young_threshold
-    gc.collect()  # what is garbage now is not frozen with the rest
-    gc.freeze()
+    frozen = 0
+    if not gc.get_freeze_count():
+        gc.collect()  # what is garbage now is not frozen with the rest
+        gc.freeze()
+        frozen = gc.get_freeze_count()
     gc.set_threshold(young_threshold, MIDDLE_RATIO, OLD_RATIO)
-    return gc.get_freeze_count(), young_threshold
+    return frozen, young_threshold
