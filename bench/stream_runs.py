@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fraudstream.bench.arrivals import ArrivalWatcher
 from fraudstream.bench.common import MS_PER_S, cpu_seconds, rss_mb
 from fraudstream.bench.sampler import Sampler, every_for, with_latency
 from fraudstream.stream.settings import ENV_PREFIX as WORKER_ENV_PREFIX
@@ -332,8 +333,10 @@ def latency_run(endpoints: Endpoints, model_dir: Path, frame: Any, rate: float, 
     ensure_topics(settings.kafka_bootstrap_servers, topic_names(settings), settings.partitions)
     worker = WorkerProcess(settings, model_dir, endpoints.workdir / f"latency-{settings.redis_prefix}.log",
                            free_port())
+    watcher = ArrivalWatcher(endpoints.bootstrap, settings.transactions_topic, settings.partitions)
     try:
         worker.wait_assigned()
+        watcher.start()
         cpu0 = cpu_seconds(worker.proc.pid)
         sampler = Sampler(worker, sample_every_s or every_for(len(frame) / rate)).start()
         kwargs = dict(labels_delay_s=LABELS_DELAY_S, label_feed=label_feed) if label_feed else {}
@@ -347,16 +350,31 @@ def latency_run(endpoints: Endpoints, model_dir: Path, frame: Any, rate: float, 
         cpu1 = cpu_seconds(worker.proc.pid)
     finally:
         worker.stop()
-    latencies, decided_at = asyncio.run(_latencies(endpoints.bootstrap, settings.decisions_topic, summary.sent))
-    return {"latency_ms": latencies, "achieved_tx_s": summary.tx_per_s, "sent": summary.sent,
+        arrived = watcher.stop()
+    latencies, decided_at, ids = asyncio.run(_latencies(endpoints.bootstrap, settings.decisions_topic, summary.sent))
+    broker_ms, worker_ms = split_latency(latencies, decided_at, ids, arrived)
+    return {"latency_ms": latencies, "broker_ms": broker_ms, "worker_ms": worker_ms,
+            "achieved_tx_s": summary.tx_per_s, "sent": summary.sent,
             "labels": summary.labels_sent, "rss_start_mb": samples[0]["rss_mb"], "rss_end_mb": samples[-1]["rss_mb"],
             "cpu_s_per_million": (cpu1 - cpu0) / max(summary.sent, 1) * 1e6,
             "samples": with_latency(samples, decided_at, latencies)}
 
 
-async def _latencies(bootstrap: str, topic: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Kafka timestamp of each decision - Kafka timestamp of its transaction (ms), and the decision's Kafka
-    timestamp (ms since the epoch)."""
+def split_latency(latency_ms: np.ndarray, decided_at_ms: np.ndarray, transaction_ids: np.ndarray,
+                  arrived_ms: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Each decision's latency split at its transaction's arrival at a bare consumer
+    (:class:`~fraudstream.bench.arrivals.ArrivalWatcher`): (arrival - the transaction's Kafka timestamp, the
+    decision's Kafka timestamp - arrival), in ms, for the decisions whose transaction the watcher saw."""
+    seen = np.fromiter((t in arrived_ms for t in transaction_ids.tolist()), dtype=bool, count=len(transaction_ids))
+    arrival = np.fromiter((arrived_ms[t] for t in transaction_ids[seen].tolist()), dtype=np.float64,
+                          count=int(seen.sum()))
+    event_ms = decided_at_ms[seen] - latency_ms[seen]
+    return arrival - event_ms, decided_at_ms[seen] - arrival
+
+
+async def _latencies(bootstrap: str, topic: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kafka timestamp of each decision - Kafka timestamp of its transaction (ms), the decision's Kafka
+    timestamp (ms since the epoch) and its transaction id."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
@@ -364,6 +382,7 @@ async def _latencies(bootstrap: str, topic: str, n: int) -> tuple[np.ndarray, np
     await consumer.start()
     latencies: list[float] = []
     decided_at: list[float] = []
+    ids: list[int] = []
     try:
         deadline = time.monotonic() + 60
         while len(latencies) < n and time.monotonic() < deadline:
@@ -373,9 +392,10 @@ async def _latencies(bootstrap: str, topic: str, n: int) -> tuple[np.ndarray, np
                     arrived_ms = data["decided_at"] * MS_PER_S - data["latency_ms"]
                     latencies.append(rec.timestamp - arrived_ms)
                     decided_at.append(rec.timestamp)
+                    ids.append(int(data["transaction_id"]))
     finally:
         await consumer.stop()
-    return np.asarray(latencies), np.asarray(decided_at, dtype=np.float64)
+    return np.asarray(latencies), np.asarray(decided_at, dtype=np.float64), np.asarray(ids, dtype=np.int64)
 
 
 def rates_for_sweep(quick: bool) -> Sequence[float]:
