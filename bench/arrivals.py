@@ -2,7 +2,7 @@
 
 The latency table's event-to-decision figure holds the replay producer's linger, the broker's produce and fetch
 path, and the worker.  :class:`ArrivalWatcher` reads the transactions topic with a bare aiokafka consumer (no
-group, the worker's fetch settings) in a thread of its own while a latency run goes on, and notes the wall-clock
+group, the worker's fetch settings and fetch-wait adaptation) in a thread of its own while a latency run goes on, and notes the wall-clock
 time (ms since the epoch) each transaction id arrived.  Against the transaction's Kafka timestamp that is what
 the replay and the broker take before any consumer could have it; the decision's Kafka timestamp minus it is what
 the worker adds.  Both consumers compete for the same cores, so the split is an estimate (the worker's share can
@@ -12,6 +12,7 @@ come out slightly negative for a record the watcher saw late).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ import orjson
 
 from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.broker.client_config import CONSUMER_FETCH_MAX_WAIT_MS, CONSUMER_MAX_PARTITION_FETCH_BYTES
+from fraudstream.stream.broker.fetch_wait import FetchWait, apply_fetch_wait
 
 #: Longest wait (ms) of one ``getmany`` before the stop flag is looked at again.
 POLL_TIMEOUT_MS = 100
@@ -48,9 +50,14 @@ class ArrivalWatcher:
         return self
 
     def stop(self) -> dict[int, float]:
+        """Stop reading; the arrivals so far.  A watcher that failed meanwhile says so on stderr (the split is
+        then left out of the tables, the run itself stands)."""
         self._stop.set()
         if self._thread.ident is not None:  # started
             self._thread.join(START_TIMEOUT_S)
+        if self.error is not None:
+            print(f"arrival watcher on {self.topic} failed ({self.error!r}) after {len(self.arrived_ms):,} "
+                  "transactions: the broker / worker split covers only those", file=sys.stderr)
         return self.arrived_ms
 
     def _run(self) -> None:
@@ -72,12 +79,20 @@ class ArrivalWatcher:
             consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
             self._started.set()
             arrived = self.arrived_ms
+            wait = FetchWait(CONSUMER_FETCH_MAX_WAIT_MS)
             while not self._stop.is_set():
+                backlog_at = {tp: consumer.highwater(tp) for tp in consumer.assignment()}
                 fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
                 now_ms = time.time() * MS_PER_S
                 for records in fetched.values():
                     for record in records:
                         arrived[_transaction_id(record.value)] = now_ms
+                # as the worker does: a longer broker wait while the broker has records it does not return
+                starved = False
+                if not any(fetched.values()):
+                    for tp, end in backlog_at.items():
+                        starved = starved or (end is not None and await consumer.position(tp) < end)
+                apply_fetch_wait(consumer, wait.starved() if starved else wait.fed())
         finally:
             await consumer.stop()
 

@@ -69,6 +69,8 @@ def floor_cell(ok: bool | None) -> str:
 
 
 def percentiles_ms(latencies_ms: np.ndarray, qs: Sequence[float] = (50, 95, 99)) -> list[float]:
+    """Percentiles ``qs`` of the values that are not NaN (NaN: not measured); NaN for each when there are none."""
+    latencies_ms = latencies_ms[~np.isnan(latencies_ms)]
     if latencies_ms.size == 0:
         return [float("nan")] * len(qs)
     return [float(v) for v in np.percentile(latencies_ms, qs)]

@@ -67,14 +67,22 @@ class Sampler:
             self.sample()
 
 
-def with_latency(samples: list[dict[str, float]], decided_at_ms: np.ndarray, latency_ms: np.ndarray
-                 ) -> list[dict[str, Any]]:
+def with_latency(samples: list[dict[str, float]], decided_at_ms: np.ndarray, latency_ms: np.ndarray,
+                 broker_ms: np.ndarray | None = None, worker_ms: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Each sample with the count and the p50 / p99 (ms) of the decisions timestamped since the sample before
-    (None when there are none: the first sample, an interval without decisions)."""
+    (None when there are none: the first sample, an interval without decisions), and the p50 of the latency's
+    broker and worker parts where given (see :func:`~fraudstream.bench.stream_runs.split_latency`)."""
     out: list[dict[str, Any]] = []
     for k, sample in enumerate(samples):
         since = samples[k - 1]["at_ms"] if k else sample["at_ms"]
         inside = (decided_at_ms >= since) & (decided_at_ms < sample["at_ms"])
         p50, p99 = percentiles_ms(latency_ms[inside], (50, 99)) if inside.any() else (None, None)
-        out.append({**sample, "interval_decisions": int(inside.sum()), "p50_ms": p50, "p99_ms": p99})
+        parts = {f"{name}_p50_ms": _median_or_none(values[inside]) if values is not None else None
+                 for name, values in (("broker", broker_ms), ("worker", worker_ms))}
+        out.append({**sample, "interval_decisions": int(inside.sum()), "p50_ms": p50, "p99_ms": p99, **parts})
     return out
+
+
+def _median_or_none(values: np.ndarray) -> float | None:
+    value = percentiles_ms(values, (50,))[0]
+    return None if np.isnan(value) else value

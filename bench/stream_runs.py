@@ -357,19 +357,17 @@ def latency_run(endpoints: Endpoints, model_dir: Path, frame: Any, rate: float, 
             "achieved_tx_s": summary.tx_per_s, "sent": summary.sent,
             "labels": summary.labels_sent, "rss_start_mb": samples[0]["rss_mb"], "rss_end_mb": samples[-1]["rss_mb"],
             "cpu_s_per_million": (cpu1 - cpu0) / max(summary.sent, 1) * 1e6,
-            "samples": with_latency(samples, decided_at, latencies)}
+            "samples": with_latency(samples, decided_at, latencies, broker_ms, worker_ms)}
 
 
 def split_latency(latency_ms: np.ndarray, decided_at_ms: np.ndarray, transaction_ids: np.ndarray,
                   arrived_ms: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
     """Each decision's latency split at its transaction's arrival at a bare consumer
-    (:class:`~fraudstream.bench.arrivals.ArrivalWatcher`): (arrival - the transaction's Kafka timestamp, the
-    decision's Kafka timestamp - arrival), in ms, for the decisions whose transaction the watcher saw."""
-    seen = np.fromiter((t in arrived_ms for t in transaction_ids.tolist()), dtype=bool, count=len(transaction_ids))
-    arrival = np.fromiter((arrived_ms[t] for t in transaction_ids[seen].tolist()), dtype=np.float64,
-                          count=int(seen.sum()))
-    event_ms = decided_at_ms[seen] - latency_ms[seen]
-    return arrival - event_ms, decided_at_ms[seen] - arrival
+    (:class:`~fraudstream.bench.arrivals.ArrivalWatcher`): arrival - the transaction's Kafka timestamp, and the
+    decision's Kafka timestamp - arrival, in ms (NaN where the watcher did not see the transaction)."""
+    arrival = np.fromiter((arrived_ms.get(t, np.nan) for t in transaction_ids.tolist()), dtype=np.float64,
+                          count=len(transaction_ids))
+    return arrival - (decided_at_ms - latency_ms), decided_at_ms - arrival
 
 
 async def _latencies(bootstrap: str, topic: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
