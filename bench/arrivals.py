@@ -2,11 +2,12 @@
 
 The latency table's event-to-decision figure holds the replay producer's linger, the broker's produce and fetch
 path, and the worker.  :class:`ArrivalWatcher` reads the transactions topic with a bare aiokafka consumer (no
-group, the worker's fetch settings and fetch-wait adaptation) in a thread of its own while a latency run goes on, and notes the wall-clock
-time (ms since the epoch) each transaction id arrived.  Against the transaction's Kafka timestamp that is what
-the replay and the broker take before any consumer could have it; the decision's Kafka timestamp minus it is what
-the worker adds.  Both consumers compete for the same cores, so the split is an estimate (the worker's share can
-come out slightly negative for a record the watcher saw late).
+group; the worker's fetch settings and fetch-wait adaptation) in a thread of its own while a latency run goes on,
+and notes the wall-clock time (ms since the epoch) each transaction id arrived.  Against the transaction's Kafka
+timestamp that is what the replay and the broker take before any consumer could have it; the decision's Kafka
+timestamp minus it is what the worker adds.  Both consumers compete for the same cores and adapt their fetch waits
+each on its own, so the split is an estimate: where the watcher read a record later than the worker did, the
+worker's part comes out small or negative and the broker's too large.
 """
 
 from __future__ import annotations
