@@ -127,6 +127,10 @@ class WorkerMetrics:
         self.latency = BatchHistogram(f"{PREFIX}end_to_end_latency_seconds",
                                       "Kafka record timestamp of a transaction -> its decision delivered (s)",
                                       LATENCY_BUCKETS_S)
+        self.worker_latency = BatchHistogram(
+            f"{PREFIX}worker_latency_seconds",
+            "A transaction record returned by this worker's fetch -> its decision delivered (s): the worker's own "
+            "part of the end-to-end latency, event-time hold-back included", LATENCY_BUCKETS_S)
         self.scores = BatchHistogram(f"{PREFIX}score", "Scores of decided transactions, by score kind",
                                      SCORE_BUCKETS, label="kind")
         self.labelled_decisions = Counter(
@@ -154,6 +158,7 @@ class WorkerMetrics:
                                          "Transaction consumers replaced because their fetches stopped delivering "
                                          "while partitions had backlog", registry=r)
         r.register(self.latency)
+        r.register(self.worker_latency)
         r.register(self.scores)
         r.register(self.label_delay)
         self._model_version: str | None = None

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import numpy as np
 from aiokafka.errors import KafkaError
 from mode import Service
 from redis.exceptions import RedisError
@@ -173,8 +174,11 @@ class WorkerRuntime(Service):
         m.count_outcome(first)  # counted once delivered, from the attempt that decided
         if too_early:
             m.dlq.labels(reason=REASON_TOO_EARLY).inc(len(too_early))
-        m.last_batch_timestamp.set(time.time())
-        m.latency.observe_many(time.time() - outcome.broker_ts_s)
+        delivered_at = time.time()
+        m.last_batch_timestamp.set(delivered_at)
+        m.latency.observe_many(delivered_at - outcome.broker_ts_s)
+        fetched_at = np.fromiter((e.fetched_at_s for e in events), dtype=np.float64, count=len(events))
+        m.worker_latency.observe_many(delivered_at - fetched_at[fetched_at > 0])
         m.batch_size.observe(len(events))
         m.batch_seconds.observe(time.perf_counter() - started)
         return True

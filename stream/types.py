@@ -47,6 +47,8 @@ class RawEvent:
 
     timestamp_ms : Kafka record timestamp (broker arrival), epoch ms.
     decoded : ``value`` already decoded from JSON (by the consumer), or None.
+    fetched_at_s : wall-clock time (epoch s) the worker's transaction consumer returned it from a fetch; 0 when it
+        did not come from there (labels, a rebuild), for the worker's own latency (``worker_latency_seconds``).
     """
 
     topic: str
@@ -56,6 +58,7 @@ class RawEvent:
     value: bytes | None
     key: bytes | None = None
     decoded: dict[str, Any] | None = None
+    fetched_at_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
@@ -171,6 +172,7 @@ class TransactionConsumer:
         not move the broker fetch wait (a fetch taken early, whose emptiness says nothing of the broker)."""
         backlog_at = {tp: self.consumer.highwater(tp) for tp in partitions or self.consumer.assignment()}
         fetched = await self.consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        fetched_at_s = time.time()
         assigned = self.consumer.assignment()
         if adapt_wait:
             await self._adapt_fetch_wait({tp: end for tp, end in backlog_at.items() if tp in assigned}, fetched)
@@ -184,7 +186,8 @@ class TransactionConsumer:
                     if i and not i % DECODE_SLICE:
                         await asyncio.sleep(0)
                     decoded, event_time = decode_event(r.value, self.time_range)
-                    events.append(RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key, decoded))
+                    events.append(RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key, decoded,
+                                           fetched_at_s))
                     times.append(event_time)
                 out[tp] = (events, times)
                 self._handed_to[tp] = records[-1].offset + 1

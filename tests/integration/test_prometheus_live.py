@@ -200,6 +200,7 @@ def test_real_worker_and_review_page_feed_every_dashboard_query(tiny_bundle, uni
         with_samples = sampled(worker_text) | sampled(review_text)
         # What this traffic must have produced: truth from labels, drift, dead letters, duplicates, a verdict.
         produced = {"fraudstream_labelled_decisions_total", "fraudstream_label_delay_seconds_bucket",
+                    "fraudstream_worker_latency_seconds_bucket",
                     "fraudstream_drift_psi", "fraudstream_dlq_total", "fraudstream_duplicates_total",
                     "fraudstream_review_items_total", "fraudstream_review_verdicts_total"}
         assert produced <= with_samples, sorted(produced - with_samples)

@@ -58,9 +58,13 @@ def test_a_fetch_that_would_skip_records_reads_them_again(unique_topics):
         deadline = time.monotonic() + 60
         try:
             while len(handed) < N_RECORDS and time.monotonic() < deadline:
+                before = time.time()
                 fetched = await consumer.fetch([tp], 200, 10)
+                after = time.time()
                 events = fetched.get(tp, ([], []))[0]
                 handed += [event.offset for event in events]
+                # stamped with the fetch's return, for the worker's own latency
+                assert all(before <= event.fetched_at_s <= after for event in events)
                 if events and not skipped:  # lose what the broker would deliver next: jump 5 records ahead
                     consumer.consumer.seek(tp, events[-1].offset + 6)
                     skipped = True

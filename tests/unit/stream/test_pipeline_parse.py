@@ -142,9 +142,11 @@ def test_worker_metrics_expose_prometheus_names():
     metrics.set_model_version("v1")
     metrics.set_model_version("v2")
     metrics.latency.observe_many(np.array([0.01, 0.02]))
+    metrics.worker_latency.observe_many(np.array([0.003]))
     metrics.decisions.labels(decision="ALLOW", stage="LIGHT").inc(3)
     text = generate_latest(metrics.registry).decode()
     assert 'fraudstream_model_info{version="v2"} 1.0' in text
     assert 'version="v1"' not in text
     assert "fraudstream_end_to_end_latency_seconds_count 2.0" in text
+    assert 'fraudstream_worker_latency_seconds_bucket{le="0.003"} 1.0' in text
     assert 'fraudstream_decisions_total{decision="ALLOW",stage="LIGHT"} 3.0' in text
