@@ -61,6 +61,12 @@ fraudstream_end_to_end_latency_seconds_bucket{le="0.5"} 2040.0
 fraudstream_end_to_end_latency_seconds_bucket{le="+Inf"} 2040.0
 fraudstream_end_to_end_latency_seconds_count 2040.0
 fraudstream_end_to_end_latency_seconds_sum 40.0
+# TYPE fraudstream_worker_latency_seconds histogram
+fraudstream_worker_latency_seconds_bucket{le="0.005"} 2000.0
+fraudstream_worker_latency_seconds_bucket{le="0.01"} 2040.0
+fraudstream_worker_latency_seconds_bucket{le="+Inf"} 2040.0
+fraudstream_worker_latency_seconds_count 2040.0
+fraudstream_worker_latency_seconds_sum 8.0
 """
 
 
@@ -86,6 +92,14 @@ def test_p99_between_two_scrapes_uses_only_the_new_decisions():
     assert second.latency_p99_since(None) == pytest.approx(0.05 + 0.05 * 89.6 / 90)
 
 
+def test_worker_part_p99_uses_its_own_buckets_and_is_unknown_without_them():
+    first, second = parse_worker_metrics(FIRST), parse_worker_metrics(SECOND)
+    assert first.worker_latency_buckets == {}
+    assert math.isnan(first.worker_p99_since(None))
+    # all 2040 are new since the first scrape (which had none): rank 2019.6 in (0.005 s, 0.01 s] (2000 -> 2040)
+    assert second.worker_p99_since(first) == pytest.approx(0.005 + 0.005 * 19.6 / 40)
+
+
 def test_decision_rate_is_new_decisions_per_second():
     first, second = parse_worker_metrics(FIRST), parse_worker_metrics(SECOND)
     assert decision_rate(first, second, 4.0) == pytest.approx(1040 / 4.0)
@@ -106,7 +120,7 @@ def test_summary_line():
     line = format_live_summary(first, second, 4.0, sent=12_345, labels_sent=678, phase="paced 1,000 tx/s")
     assert line == ("[paced 1,000 tx/s] replayed 12,345 tx, 678 labels | decisions: allow 1,900, block 50, "
                     "review 90 (heavy stage: block 50, review 90) | dead-lettered 0, duplicates 0 | 260 tx/s | "
-                    "p99 latency 49 ms")
+                    "p99 latency 49 ms (in the worker 7 ms)")
     assert format_live_summary(None, first, 4.0, 10, 0, phase="warm-up").startswith("[warm-up] replayed 10 tx")
     assert format_live_summary(None, first, 4.0, 10, 0).endswith(
         "| dead-lettered 9, duplicates 11 | 0 tx/s | p99 latency 300 ms")
