@@ -11,7 +11,7 @@ SECTIONS = ("kernel", "worker", "latency", "scale", "memory")
 
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Every table with fewer and shorter runs (under 2 minutes).")
-@click.option("--model-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Model root or version directory to benchmark (default: train a bench model, cached).")
 @click.option("--only", "only", multiple=True, type=click.Choice(SECTIONS),
               help="Run only these sections (repeatable).")
@@ -25,7 +25,13 @@ def command(quick: bool, model_dir: str | None, only: tuple[str, ...], soak_s: f
             json_path: str | None) -> None:
     """Run the benchmark suite on an embedded broker and Redis and print its tables (median [min, max])."""
     from fraudstream.bench.suite import SuiteConfig, as_jsonable, run_suite, summary_rows
+    from fraudstream.detectors.bundle import ModelBundleError, resolve_bundle_dir
 
+    if model_dir is not None:
+        try:
+            resolve_bundle_dir(model_dir)
+        except ModelBundleError as exc:
+            raise click.BadParameter(str(exc), param_hint="--model-dir") from None
     config = SuiteConfig.quick() if quick else SuiteConfig.full(soak_s, soak_rate)
     result = run_suite(config, model_dir, set(only or SECTIONS), echo=lambda text: click.echo(text))
     for line in summary_rows(result):
