@@ -1,5 +1,7 @@
 """The batch encoder of decision JSON gives, byte for byte, what each decision record's own JSON is."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -62,6 +64,20 @@ def test_batch_encoding_equals_each_records_own_json(n, accounts):
     decided_at = 1_700_000_001.125
     assert encode_decisions(result, batch, broker, decided_at) == [
         r.to_json() for r in records(result, batch, broker, decided_at)]
+
+
+def test_decision_records_round_trip_through_json_and_nan_becomes_null():
+    result, batch, broker = scored(6)
+    decided_at = 1_700_000_000.25
+    rows = records(result, batch, broker, decided_at)
+    heavy = result.heavy_score
+    assert rows[0].heavy_score is None and rows[1].heavy_score == pytest.approx(result.heavy_score[1])
+    for i, raw in enumerate(encode_decisions(result, batch, broker, decided_at)):
+        assert DecisionRecord.from_json(raw) == rows[i]
+        data = json.loads(raw)
+        assert data["heavy_score"] is None if i % 2 == 0 else data["heavy_score"] == pytest.approx(heavy[i])
+        assert data["latency_ms"] == pytest.approx((decided_at - broker[i]) * 1000.0)
+    assert [r.needs_review for r in rows] == [d == Decision.REVIEW for d in result.decision]
 
 
 def test_a_stage_beyond_the_shipped_ones_gets_its_score_after_theirs():

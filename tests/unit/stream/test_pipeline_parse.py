@@ -6,9 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from fraudstream.detectors.cascade.types import CascadeResult, Decision, Stage
-from fraudstream.detectors.schema import LabelEvent, Transaction, TransactionBatch
-from fraudstream.stream.core.encode import encode_decisions
+from fraudstream.detectors.schema import LabelEvent, Transaction
 from fraudstream.stream.core.parse import (
     REASON_INVALID_FIELD,
     REASON_INVALID_JSON,
@@ -18,7 +16,7 @@ from fraudstream.stream.core.parse import (
     parse_events,
 )
 from fraudstream.stream.metrics import BatchHistogram, WorkerMetrics
-from fraudstream.stream.types import DecisionRecord, RawEvent
+from fraudstream.stream.types import RawEvent
 
 TX_TOPIC, LABEL_TOPIC = "tx", "lab"
 
@@ -65,59 +63,6 @@ def test_an_unexpected_exception_while_parsing_goes_to_the_dead_letters():
     assert parsed.transactions == []
     assert len(parsed.dlq) == 2
     assert set(parsed.dlq_reasons) <= {REASON_INVALID_JSON, REASON_UNPARSEABLE}
-
-
-def make_result(n):
-    rng = np.random.default_rng(3)
-    heavy = rng.random(n)
-    heavy[::2] = np.nan
-    return CascadeResult(
-        decision=np.array([Decision.ALLOW, Decision.REVIEW, Decision.BLOCK][:n] * (n // 3 + 1), dtype=np.int8)[:n],
-        stage=np.full(n, Stage.HEAVY, dtype=np.int8), risk=rng.random(n), light_score=rng.random(n),
-        anomaly_score=rng.random(n), heavy_score=heavy, reasons=[("r", str(i)) for i in range(n)],
-        model_version="v-test",
-    )
-
-
-def records_from_result(result, batch, broker_timestamps_s, decided_at):
-    """Decision records built field by field (the slow, obvious way), row-aligned with ``batch``."""
-    def score(value):
-        return None if np.isnan(value) else float(value)
-
-    return [
-        DecisionRecord(
-            transaction_id=int(batch.transaction_id[i]), customer_id=int(batch.customer_id[i]),
-            terminal_id=int(batch.terminal_id[i]), amount=float(batch.amount[i]),
-            decision=Decision(int(result.decision[i])).name, stage=Stage(int(result.stage[i])).name,
-            risk=float(result.risk[i]), light_score=score(result.light_score[i]),
-            anomaly_score=score(result.anomaly_score[i]), heavy_score=score(result.heavy_score[i]),
-            reasons=tuple(result.reasons[i]), model_version=result.model_version,
-            event_timestamp=float(batch.timestamp[i]), decided_at=decided_at,
-            latency_ms=float((decided_at - broker_timestamps_s[i]) * 1000.0),
-        )
-        for i in range(len(batch))
-    ]
-
-
-def test_decision_records_round_trip_through_json_and_nan_becomes_null():
-    n = 5
-    txs = [Transaction(100 + i, 1_600_000_000.0 + i, i, 2 * i, 10.0 + i) for i in range(n)]
-    batch = TransactionBatch.from_transactions(txs)
-    result = make_result(n)
-    broker = np.full(n, 1_700_000_000.0)
-    records = records_from_result(result, batch, broker, decided_at=1_700_000_000.25)
-    assert [r.transaction_id for r in records] == [100, 101, 102, 103, 104]
-    assert [r.decision for r in records] == [Decision(int(d)).name for d in result.decision]
-    assert records[0].heavy_score is None and records[1].heavy_score == pytest.approx(result.heavy_score[1])
-    assert records[0].latency_ms == pytest.approx(250.0)
-    for r in records:
-        raw = r.to_json()
-        assert DecisionRecord.from_json(raw) == r
-        data = json.loads(raw)
-        assert {"transaction_id", "decision", "stage", "risk", "light_score", "anomaly_score", "heavy_score",
-                "reasons", "model_version", "event_timestamp", "decided_at", "latency_ms"} <= set(data)
-    assert [r.needs_review for r in records] == [d == Decision.REVIEW for d in result.decision]
-    assert encode_decisions(result, batch, broker, decided_at=1_700_000_000.25) == [r.to_json() for r in records]
 
 
 def test_batch_histogram_matches_counting_by_hand():
