@@ -22,7 +22,7 @@ import orjson
 
 from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.broker.client_config import CONSUMER_FETCH_MAX_WAIT_MS, CONSUMER_MAX_PARTITION_FETCH_BYTES
-from fraudstream.stream.broker.fetch_wait import FetchWait, apply_fetch_wait
+from fraudstream.stream.broker.fetch_wait import FetchWait, adapt_fetch_wait
 
 #: Longest wait (ms) of one ``getmany`` before the stop flag is looked at again.
 POLL_TIMEOUT_MS = 100
@@ -88,12 +88,7 @@ class ArrivalWatcher:
                 for records in fetched.values():
                     for record in records:
                         arrived[_transaction_id(record.value)] = now_ms
-                # as the worker does: a longer broker wait while the broker has records it does not return
-                starved = False
-                if not any(fetched.values()):
-                    for tp, end in backlog_at.items():
-                        starved = starved or (end is not None and await consumer.position(tp) < end)
-                apply_fetch_wait(consumer, wait.starved() if starved else wait.fed())
+                await adapt_fetch_wait(consumer, wait, backlog_at, fetched)  # as the worker's consumer does
         finally:
             await consumer.stop()
 

@@ -20,7 +20,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange
 from fraudstream.stream.broker.client_config import CONSUMER_FETCH_MAX_WAIT_MS
-from fraudstream.stream.broker.fetch_wait import FetchWait, apply_fetch_wait
+from fraudstream.stream.broker.fetch_wait import FetchWait, adapt_fetch_wait
 from fraudstream.stream.event_time import decode_event
 from fraudstream.stream.types import RawEvent
 
@@ -175,7 +175,9 @@ class TransactionConsumer:
         fetched_at_s = time.time()
         assigned = self.consumer.assignment()
         if adapt_wait:
-            await self._adapt_fetch_wait({tp: end for tp, end in backlog_at.items() if tp in assigned}, fetched)
+            # longer broker waits while a partition with backlog gets nothing (see fetch_wait)
+            await adapt_fetch_wait(self.consumer, self.fetch_wait,
+                                   {tp: end for tp, end in backlog_at.items() if tp in assigned}, fetched)
         out: dict[TopicPartition, tuple[list[RawEvent], list[float | None]]] = {}
         for tp, records in fetched.items():
             if tp in assigned and records:
@@ -192,19 +194,6 @@ class TransactionConsumer:
                 out[tp] = (events, times)
                 self._handed_to[tp] = records[-1].offset + 1
         return out
-
-    async def _adapt_fetch_wait(self, backlog_at: dict[TopicPartition, int | None],
-                                fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Longer fetch waits while an asked partition gets nothing although it had backlog before the fetch (its
-        highwater then, ``backlog_at``, past its position; records that arrived during the fetch do not count),
-        shorter once records come (see :mod:`~fraudstream.stream.broker.fetch_wait`)."""
-        if any(fetched.get(tp) for tp in backlog_at):
-            apply_fetch_wait(self.consumer, self.fetch_wait.fed())
-            return
-        for tp, highwater in backlog_at.items():
-            if highwater is not None and await self.consumer.position(tp) < highwater:
-                apply_fetch_wait(self.consumer, self.fetch_wait.starved())
-                return
 
     async def _contiguous(self, tp: TopicPartition, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The fetched records of ``tp`` that continue exactly where the records handed out before end.

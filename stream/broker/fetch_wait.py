@@ -9,14 +9,17 @@ with 30 ms).  :class:`FetchWait` doubles the wait after a fetch that returned no
 reports backlog on, up to :data:`MAX_FETCH_WAIT_MS`, and shortens it by an eighth after each fetch that returned
 records, back towards the short wait: slowly, so that it hovers just above what the broker needs (about one
 empty fetch in six at a steady depth; halving made every second fetch an empty one).  :func:`apply_fetch_wait`
-sets it on an aiokafka consumer.
+sets it on an aiokafka consumer; :func:`adapt_fetch_wait` does both after a fetch (the worker's transaction consumer
+and the benchmark's arrival watcher).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +66,17 @@ def apply_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> bool:
         log.debug("fetch wait of %s now %d ms", getattr(consumer, "_client", None), wait_ms)
         fetcher._fetch_max_wait_ms = wait_ms
     return True
+
+
+async def adapt_fetch_wait(consumer: AIOKafkaConsumer, wait: FetchWait, backlog_at: Mapping[TopicPartition, int | None],
+                           fetched: Mapping[TopicPartition, Sequence[Any]]) -> None:
+    """After a fetch: a longer wait while an asked partition got nothing although it had backlog before the fetch
+    (its highwater then, ``backlog_at``, past its position; records that arrived during the fetch do not count),
+    a shorter one once records come; unchanged otherwise."""
+    if any(fetched.get(tp) for tp in backlog_at):
+        apply_fetch_wait(consumer, wait.fed())
+        return
+    for tp, highwater in backlog_at.items():
+        if highwater is not None and await consumer.position(tp) < highwater:
+            apply_fetch_wait(consumer, wait.starved())
+            return
