@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from fraudstream.detectors.cascade.types import SCORE_SUFFIX, Decision
+from fraudstream.detectors.schema import Transaction
 
 #: orjson options of decision JSON: compact output, numpy scalars accepted.
 DECISION_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -46,7 +47,8 @@ class RawEvent:
     to construct against 0.3 us, and one is made per record fetched).
 
     timestamp_ms : Kafka record timestamp (broker arrival), epoch ms.
-    decoded : ``value`` already decoded from JSON (by the consumer), or None.
+    decoded : ``value`` already decoded by the consumer: the validated :class:`Transaction`, or the JSON object when
+        it did not validate (the worker core then says why), or None.
     fetched_at_s : wall-clock time (epoch s) the worker's transaction consumer returned it from a fetch; 0 when it
         did not come from there (labels, a rebuild), for the worker's own latency (``worker_latency_seconds``).
     """
@@ -57,7 +59,7 @@ class RawEvent:
     timestamp_ms: int
     value: bytes | None
     key: bytes | None = None
-    decoded: dict[str, Any] | None = None
+    decoded: Transaction | dict[str, Any] | None = None
     fetched_at_s: float = 0.0
 
 

@@ -1,7 +1,8 @@
 """The transactions consumer: an aiokafka group member with explicit commits and rebalance callbacks.
 
-It decodes each fetched transaction once (:func:`~fraudstream.stream.event_time.decode_event`: the JSON object
-and its event time), so the worker core and the event-time alignment reuse it.  Offsets are committed only when
+It decodes each fetched transaction once (:func:`~fraudstream.stream.event_time.decode_transaction`: the
+validated transaction, or the JSON object when it does not validate, and its event time), so the worker core and
+the event-time alignment reuse it.  Offsets are committed only when
 the caller says a batch is delivered; a commit refused because the group rebalanced is logged and dropped (the
 partitions' new owner re-reads those events and answers them from the stored decisions).
 """
@@ -21,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange
 from fraudstream.stream.broker.client_config import CONSUMER_FETCH_MAX_WAIT_MS
 from fraudstream.stream.broker.fetch_wait import FetchWait, adapt_fetch_wait
-from fraudstream.stream.event_time import decode_event
+from fraudstream.stream.event_time import decode_transaction
 from fraudstream.stream.types import RawEvent
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class TransactionConsumer:
                 for i, r in enumerate(records):  # each transaction is decoded once, here: the worker core reuses it
                     if i and not i % DECODE_SLICE:
                         await asyncio.sleep(0)
-                    decoded, event_time = decode_event(r.value, self.time_range)
+                    decoded, event_time = decode_transaction(r.value, self.time_range)
                     events.append(RawEvent(r.topic, r.partition, r.offset, r.timestamp, r.value, r.key, decoded,
                                            fetched_at_s))
                     times.append(event_time)

@@ -77,8 +77,9 @@ def parse_events(events: Sequence[RawEvent], transactions_topic: str, labels_top
             if event.topic == transactions_topic:
                 if event.value is None:
                     raise InvalidEvent("empty message (null value)")
-                out.transactions.append(Transaction.from_json(event.decoded if event.decoded is not None
-                                                              else event.value, time_range))
+                decoded = event.decoded
+                out.transactions.append(decoded if type(decoded) is Transaction else Transaction.from_json(
+                    decoded if decoded is not None else event.value, time_range))
                 out.tx_broker_ts_s.append(event.timestamp_ms / MS_PER_S)
                 out.tx_events.append(event)
             elif event.topic == labels_topic:

@@ -30,7 +30,7 @@ appears.
 """
 
 from fraudstream.stream.event_time.aligner import EventTimeAligner
-from fraudstream.stream.event_time.decode import EVENT_TIME_KEY, decode_event, event_time_of
+from fraudstream.stream.event_time.decode import EVENT_TIME_KEY, decode_event, decode_transaction, event_time_of
 from fraudstream.stream.event_time.progress import PartitionProgress, foreign_floor
 from fraudstream.stream.event_time.rules import (
     DEFAULT_END_GRACE_S,
@@ -52,6 +52,6 @@ __all__ = [
     "DEFAULT_END_GRACE_S", "DEFAULT_EVENT_TIME_SLACK_S", "DEFAULT_IDLE_TIMEOUT_S", "DEFAULT_MAX_BUFFERED",
     "DEFAULT_MAX_FUTURE_SKEW_S",
     "EVENT_TIME_KEY", "LATE", "NO_TIME", "ON_TIME", "OUTLIER_WINDOW", "TOO_EARLY", "EventTimeAligner",
-    "EventTimeRules", "PartitionProgress", "Released", "alignment_only", "decode_event", "event_time_of",
-    "foreign_floor",
+    "EventTimeRules", "PartitionProgress", "Released", "alignment_only", "decode_event", "decode_transaction",
+    "event_time_of", "foreign_floor",
 ]

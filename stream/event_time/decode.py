@@ -15,7 +15,13 @@ from typing import Any
 
 import orjson
 
-from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, InvalidEvent, parse_timestamp
+from fraudstream.detectors.schema import (
+    DEFAULT_EVENT_TIME_RANGE,
+    EventTimeRange,
+    InvalidEvent,
+    Transaction,
+    parse_timestamp,
+)
 
 #: Wire key of a transaction's event time.
 EVENT_TIME_KEY = "timestamp"
@@ -49,6 +55,23 @@ def decode_event(value: bytes | None, time_range: EventTimeRange | None = DEFAUL
     if time_range is not None:  # parsed once: the object carries its valid event time as epoch s from here on
         data[EVENT_TIME_KEY] = timestamp
     return data, timestamp
+
+
+def decode_transaction(value: bytes | None, time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE
+                       ) -> tuple[Transaction | dict[str, Any] | None, float | None]:
+    """:func:`decode_event`, then the object validated as a :class:`Transaction` when its event time is readable
+    (the JSON object stays when a field does not validate: the worker core reports it as a dead letter).
+
+    The consumer calls it as it fetches: the validation then runs before the batch, while Redis writes the one
+    before (see the batch loop), not on the batch's own path.
+    """
+    decoded, event_time = decode_event(value, time_range)
+    if decoded is None or event_time is None:
+        return decoded, event_time
+    try:
+        return Transaction.from_dict(decoded, time_range), event_time
+    except InvalidEvent:
+        return decoded, event_time
 
 
 def event_time_of(value: bytes | None, time_range: EventTimeRange | None = DEFAULT_EVENT_TIME_RANGE

@@ -1,10 +1,12 @@
-"""The consumer's decode parses the event time once; the worker core's validation gives the same transaction."""
+"""The consumer's decode parses the event time and validates the transaction once; the worker core reuses it."""
 
 import orjson
 import pytest
 
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, Transaction
-from fraudstream.stream.event_time import decode_event
+from fraudstream.stream.core.parse import REASON_INVALID_FIELD, parse_events
+from fraudstream.stream.event_time import decode_event, decode_transaction
+from fraudstream.stream.types import RawEvent
 
 WIRE = [{"transaction_id": 1, "timestamp": "2018-04-01 00:00:31", "customer_id": 5, "terminal_id": 7, "amount": 1.5},
         {"transaction_id": 2, "timestamp": "2018-04-01T10:00:00Z", "customer_id": 5, "terminal_id": 7, "amount": 2},
@@ -23,3 +25,34 @@ def test_out_of_range_time_keeps_the_wire_value():
     decoded, event_time = decode_event(orjson.dumps({**WIRE[0], "timestamp": "1900-01-01 00:00:00"}))
     assert event_time is None
     assert decoded["timestamp"] == "1900-01-01 00:00:00"
+
+
+@pytest.mark.parametrize("record", WIRE, ids=lambda r: str(r["timestamp"]))
+def test_consumer_decode_validates_the_transaction_once(record):
+    raw = orjson.dumps(record)
+    decoded, event_time = decode_transaction(raw, DEFAULT_EVENT_TIME_RANGE)
+    assert decoded == Transaction.from_json(raw)
+    assert event_time == decoded.timestamp
+
+
+@pytest.mark.parametrize("bad, field", [({"amount": -1}, "amount"), ({"customer_id": "x"}, "customer_id"),
+                                        ({"terminal_id": None}, "terminal_id")])
+def test_an_invalid_field_keeps_the_object_and_the_core_names_it(bad, field):
+    raw = orjson.dumps({**WIRE[0], **bad})
+    decoded, event_time = decode_transaction(raw, DEFAULT_EVENT_TIME_RANGE)
+    assert isinstance(decoded, dict) and event_time is not None  # aligned by its time, reported by the core
+    event = RawEvent("tx", 0, 3, 0, raw, decoded=decoded)
+    parsed = parse_events([event], "tx", "labels")
+    assert parsed.transactions == [] and parsed.dlq_reasons == [REASON_INVALID_FIELD]
+    assert orjson.loads(parsed.dlq[0][1])["field"] == field
+
+
+def test_the_core_takes_the_consumers_transaction_as_it_is():
+    raw = orjson.dumps(WIRE[2])
+    decoded, _ = decode_transaction(raw)
+    parsed = parse_events([RawEvent("tx", 0, 0, 1000, raw, decoded=decoded)], "tx", "labels")
+    assert parsed.transactions == [decoded] and parsed.transactions[0] is decoded
+
+
+def test_unreadable_json_has_neither_object_nor_time():
+    assert decode_transaction(b"{not json") == (None, None)
