@@ -78,7 +78,7 @@ def parse_events(events: Sequence[RawEvent], transactions_topic: str, labels_top
                 if event.value is None:
                     raise InvalidEvent("empty message (null value)")
                 decoded = event.decoded
-                out.transactions.append(decoded if type(decoded) is Transaction else Transaction.from_json(
+                out.transactions.append(decoded if isinstance(decoded, Transaction) else Transaction.from_json(
                     decoded if decoded is not None else event.value, time_range))
                 out.tx_broker_ts_s.append(event.timestamp_ms / MS_PER_S)
                 out.tx_events.append(event)
