@@ -37,7 +37,7 @@ import numpy as np
 
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.drift import watched_signals
-from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, Transaction, TransactionBatch
+from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, TransactionBatch
 from fraudstream.stream.core.block_list import apply_block_list
 from fraudstream.stream.core.encode import encode_decisions
 from fraudstream.stream.core.histories import learn_labels_stored, transform_stored
@@ -118,23 +118,20 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
     decided_at : wall-clock time of the decisions (epoch s).
     """
     plan = plan_batch(parsed, state.decisions, state.label_offsets)
-    # event-time order inside the batch: a batch holds several partitions one after the other, and a
-    # terminal's features must see its earlier transactions from every partition
-    plan.new_index.sort(key=lambda i: (parsed.transactions[i].timestamp, parsed.transactions[i].transaction_id))
-    new_txs = [parsed.transactions[i] for i in plan.new_index]
+    new_batch, plan.new_index = _in_event_time_order(parsed, plan.new_index)
     customers, terminals = state.customers, state.terminals
     scored = None
-    if (plan.new_labels or new_txs) and model is None:
+    if (plan.new_labels or plan.new_index) and model is None:
         raise RuntimeError("no model loaded")
     if plan.new_labels and model is not None:
         learn_labels_stored(model.features, plan.new_labels, terminals)
-    if new_txs and model is not None:
-        new_ts = np.asarray([parsed.tx_broker_ts_s[i] for i in plan.new_index], dtype=np.float64)
-        scored = score_transactions(model, new_txs, new_ts, customers, terminals, decided_at,
+    if plan.new_index and model is not None:
+        new_ts = np.asarray(parsed.tx_broker_ts_s, dtype=np.float64)[plan.new_index]
+        scored = score_transactions(model, new_batch, new_ts, customers, terminals, decided_at,
                                     state.blocked_customers)
 
-    touched_customers = {t.account for t in new_txs}
-    touched_terminals = {t.terminal_id for t in new_txs} | {lab.terminal_id for lab in plan.new_labels}
+    touched_customers = set(new_batch.account.tolist())
+    touched_terminals = set(new_batch.terminal_id.tolist()) | {lab.terminal_id for lab in plan.new_labels}
     changes = BatchChanges(customers={c: customers[c] for c in touched_customers},
                            terminals={t: terminals[t] for t in touched_terminals},
                            label_offsets=dict(plan.applied),
@@ -149,13 +146,12 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
     return BatchResult(changes, outcome)
 
 
-def score_transactions(model: ActiveModel, txs: list[Transaction], broker_ts_s: np.ndarray,
+def score_transactions(model: ActiveModel, batch: TransactionBatch, broker_ts_s: np.ndarray,
                        customers: dict[int, bytes], terminals: dict[int, bytes], decided_at: float,
                        blocked_customers: frozenset[int] = frozenset()) -> ScoredBatch:
     """Features (incremental, updating the stored histories: :mod:`~fraudstream.stream.core.histories`) and one
-    vectorized cascade call for new transactions; cards on the live block list are then blocked by rule
-    (:mod:`~fraudstream.stream.core.block_list`)."""
-    batch = TransactionBatch.from_transactions(txs)
+    vectorized cascade call for new transactions (in event-time order); cards on the live block list are then
+    blocked by rule (:mod:`~fraudstream.stream.core.block_list`)."""
     features = transform_stored(model.features, batch, customers, terminals)
     result = apply_block_list(model.bundle.cascade.score(features, batch), batch, blocked_customers)
     encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
@@ -165,30 +161,46 @@ def score_transactions(model: ActiveModel, txs: list[Transaction], broker_ts_s: 
                        watched_signals(light, anomaly, features, model.bundle.cascade.feature_names))
 
 
+def _in_event_time_order(parsed: ParsedBatch, new_index: list[int]) -> tuple[TransactionBatch, list[int]]:
+    """The new transactions as arrays in event-time order (time, then id), and their positions in that order.
+
+    A batch holds several partitions one after the other, and a terminal's features must see its earlier
+    transactions from every partition.
+    """
+    txs = parsed.transactions
+    batch = TransactionBatch.from_transactions(txs if len(new_index) == len(txs) else [txs[i] for i in new_index])
+    order = np.lexsort((batch.transaction_id, batch.timestamp))
+    return batch.take(order), np.asarray(new_index, dtype=np.int64)[order].tolist()
+
+
 def _outcome(parsed: ParsedBatch, plan: BatchPlan, scored: ScoredBatch | None, review_items: int) -> BatchOutcome:
     encoded = scored.encoded if scored is not None else []
-    by_position: dict[int, bytes] = dict(zip(plan.new_index, encoded))
-    decisions: list[tuple[bytes, bytes]] = []
-    duplicates = 0
-    conflicts = set(plan.conflict_index)
+    n = len(parsed.transactions)
     conflict_letters: list[Message] = []
     for i in plan.conflict_index:
         event, tid = parsed.tx_events[i], parsed.transactions[i].transaction_id
         conflict_letters.append((event.key, dead_letter(
             event, REASON_CONFLICT, f"transaction id {tid} was decided before for other content (customer, terminal, "
             "amount or time); that decision stands", "transaction_id")))
-    for i, tx in enumerate(parsed.transactions):
-        if i in conflicts:
-            continue
-        raw = by_position.get(i)
-        if raw is None:
+    # each position's decision JSON: its own (new), its first occurrence's in the batch, or the stored one
+    answer: list[bytes | None] = [None] * n
+    for i, raw in zip(plan.new_index, encoded):
+        answer[i] = raw
+    duplicates = 0
+    conflicts = set(plan.conflict_index)
+    if len(plan.new_index) < n:
+        for i, tx in enumerate(parsed.transactions):
+            if answer[i] is not None or i in conflicts:
+                continue
             duplicates += 1
             first = plan.duplicate_of.get(i)
-            raw = by_position[first] if first is not None else plan.stored[tx.transaction_id]
-        decisions.append((decision_key(tx.transaction_id), raw))
-    broker_ts_s = [ts for i, ts in enumerate(parsed.tx_broker_ts_s) if i not in conflicts]
+            answer[i] = answer[first] if first is not None else plan.stored[tx.transaction_id]
+    kept = [i for i in range(n) if i not in conflicts] if conflicts else range(n)
+    decisions = [(decision_key(parsed.transactions[i].transaction_id), answer[i]) for i in kept]
+    broker_ts_s = np.asarray(parsed.tx_broker_ts_s, dtype=np.float64)
     return BatchOutcome(
-        decisions=decisions, broker_ts_s=np.asarray(broker_ts_s, dtype=np.float64),
+        decisions=decisions,  # type: ignore[arg-type]  # every kept position has its answer
+        broker_ts_s=broker_ts_s[list(kept)] if conflicts else broker_ts_s,
         dlq=[parsed.dlq[j] for j in plan.dlq_index] + conflict_letters, new_decisions=encoded, duplicates=duplicates,
         labels_learned=len(plan.new_labels), review_items=review_items,
         dlq_reasons=[parsed.dlq_reasons[j] for j in plan.dlq_index] + [REASON_CONFLICT] * len(conflict_letters),
