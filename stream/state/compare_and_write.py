@@ -26,12 +26,15 @@ from fraudstream.stream.state.write_stamp import STAMP_BYTES, STAMP_MAGIC
 ABSENT_DIGEST = ""
 
 #: KEYS: checked keys, then SET keys, then hash keys, then (when there are members) one sorted-set key.
-#: ARGV: the four counts, then one expectation per checked key (a write stamp, a SHA-1 hex digest, or empty for
-#: absent), then (value, ttl s) per SET key, then per hash key its field count followed by fields and values, then
-#: (score, member) per sorted-set member.
+#: ARGV: the four counts (checked keys, groups of SET keys, hash keys, members), then one expectation per checked
+#: key (a write stamp, a SHA-1 hex digest, or empty for absent), then per group of SET keys sharing an expiry its
+#: ttl (s), its size and one value per key, then per hash key its field count followed by fields and values, then
+#: (score, member) per sorted-set member.  (A ttl per group rather than per key: a batch's thousands of keys have
+#: two expiries; a third fewer arguments took Redis 5-20% less time for the script on 8,000 SETs, and the client
+#: packs less.)
 #: Returns 1 when written, 0 (nothing written) when a checked key changed.
 COMPARE_AND_WRITE_LUA = Template("""
-local n_checked, n_set, n_hash, n_members = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local n_checked, n_ttl, n_hash, n_members = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local a = 4
 for i = 1, n_checked do
   local expected = ARGV[a + i]
@@ -48,11 +51,15 @@ for i = 1, n_checked do
 end
 a = a + n_checked
 local k = n_checked
-for i = 1, n_set do
-  redis.call('SET', KEYS[k + i], ARGV[a + 1], 'EX', ARGV[a + 2])
+for g = 1, n_ttl do
+  local ttl, n = ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 2
+  for i = 1, n do
+    redis.call('SET', KEYS[k + i], ARGV[a + i], 'EX', ttl)
+  end
+  k = k + n
+  a = a + n
 end
-k = k + n_set
 for i = 1, n_hash do
   local n = tonumber(ARGV[a + 1])
   redis.call('HSET', KEYS[k + i], unpack(ARGV, a + 2, a + 1 + 2 * n))
@@ -101,6 +108,16 @@ class BatchWrite:
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         self.sets.append((key, value, int(ttl_s)))
 
+    def _set_groups(self) -> list[tuple[int, list[tuple[str, bytes, int]]]]:
+        """The SET keys as runs of consecutive keys sharing a ttl (order kept): (ttl s, the run)."""
+        groups: list[tuple[int, list[tuple[str, bytes, int]]]] = []
+        for item in self.sets:
+            if groups and groups[-1][0] == item[2]:
+                groups[-1][1].append(item)
+            else:
+                groups.append((item[2], [item]))
+        return groups
+
     @property
     def empty(self) -> bool:
         return not (self.sets or self.hashes or self.members)
@@ -109,12 +126,14 @@ class BatchWrite:
         """KEYS and ARGV of :data:`COMPARE_AND_WRITE_LUA` for this write."""
         members = self.members if self.zset_key is not None else []
         keys: list[str] = list(self.checked)
-        args: list[bytes | str | int] = [len(self.checked), len(self.sets), len(self.hashes), len(members)]
+        groups = self._set_groups()
+        args: list[bytes | str | int] = [len(self.checked), len(groups), len(self.hashes), len(members)]
         args.extend(self.checked.values())
-        for key, value, ttl in self.sets:
-            keys.append(key)
-            args.append(value)
+        for ttl, sets in groups:
             args.append(ttl)
+            args.append(len(sets))
+            keys.extend(key for key, _, _ in sets)
+            args.extend(value for _, value, _ in sets)
         for key, mapping in self.hashes:
             keys.append(key)
             args.append(len(mapping))

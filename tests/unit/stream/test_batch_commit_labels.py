@@ -57,6 +57,33 @@ def test_write_happens_only_while_checked_keys_hold_what_was_read(redis_url):
     assert digest(None) == ABSENT_DIGEST and digest(b"v1") != digest(b"v2")
 
 
+def test_each_key_keeps_its_own_expiry_when_expiries_interleave(redis_url):
+    import redis.asyncio as aioredis
+
+    sets = [("h1", b"a", 1000), ("h2", b"b", 1000), ("d1", b"c", 50), ("h3", b"d", 1000), ("d2", b"e", 50)]
+
+    async def scenario():
+        client = aioredis.from_url(redis_url)
+        write = BatchWrite()
+        write.check("h1", None)
+        for key, value, ttl in sets:
+            write.set(key, value, ttl)
+        write.hashes.append(("case", {"status": "pending"}))
+        written = await BatchCommit(client)(write)
+        values = await client.mget([key for key, _, _ in sets])
+        ttls = [await client.ttl(key) for key, _, _ in sets]
+        case = await client.hgetall("case")
+        await client.aclose()
+        return written, values, ttls, case
+
+    written, values, ttls, case = asyncio.run(scenario())
+    assert written is True
+    assert values == [value for _, value, _ in sets]
+    assert [ttl > 900 for ttl in ttls] == [True, True, False, True, False]
+    assert all(0 < ttl <= wanted for ttl, (_, _, wanted) in zip(ttls, sets))
+    assert case == {b"status": b"pending"}
+
+
 def label_event(partition, offset, tx_id, fraud=True):
     label = LabelEvent(tx_id, 3, 4, 1_600_000_000.0 + tx_id, fraud, 1_600_700_000.0 + tx_id)
     return RawEvent(LABEL_TOPIC, partition, offset, 0, label.to_json())
