@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 
 MS_PER_S = 1000.0
 US_PER_S = 1_000_000.0
+#: Steps of the machine yardstick's fixed workload (about 30 ms of pure Python on this project's machine).
+YARDSTICK_STEPS = 200_000
 #: Where trained bench models are kept between runs (relative to the working directory).
 MODEL_CACHE_DIR = Path(".fraudstream") / "bench-models"
 
@@ -50,6 +53,27 @@ class Figure:
 
     def to_dict(self) -> dict[str, Any]:
         return {"unit": self.unit, "median": self.median, "values": self.values}
+
+
+def yardstick_ms(repeats: int = 3, steps: int = YARDSTICK_STEPS) -> float:
+    """Wall time (ms) of a fixed pure-Python workload (dictionary updates and integer arithmetic), best of
+    ``repeats``: how fast this machine runs Python at the moment.
+
+    The suite takes it at its start and at its end.  Figures of two runs compare only when their yardsticks agree:
+    a shared machine can run the same code twice as fast in one hour as in another, and most of the worker's time
+    is its own Python.
+    """
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        counts: dict[int, int] = {}
+        total = 0
+        for i in range(steps):
+            slot = i & 1023
+            counts[slot] = counts.get(slot, 0) + i
+            total += i * 7 % 13
+        best = min(best, time.perf_counter() - started)
+    return best * MS_PER_S
 
 
 def table(title: str, head: Sequence[str], rows: Sequence[Sequence[str]], note: str = "") -> str:

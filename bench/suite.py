@@ -26,7 +26,16 @@ from typing import Any
 import numpy as np
 
 from fraudstream.bench import kernel, state_cost, stream_runs
-from fraudstream.bench.common import Figure, ModelRecipe, bench_frame, floor_cell, percentiles_ms, prepare_model, table
+from fraudstream.bench.common import (
+    Figure,
+    ModelRecipe,
+    bench_frame,
+    floor_cell,
+    percentiles_ms,
+    prepare_model,
+    table,
+    yardstick_ms,
+)
 
 WORKER_FLOOR_TX_S = 50_000.0
 P50_FLOOR_1000_MS, P99_FLOOR_1000_MS, P99_FLOOR_5000_MS = 5.0, 20.0, 50.0
@@ -86,9 +95,10 @@ def run_suite(config: SuiteConfig, model_dir: str | None, sections: set[str], ec
     started = time.perf_counter()
     root = prepare_model(model_dir, config.recipe, echo)
     bundle = load_bundle(root)
-    echo(f"fraudstream bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; model {bundle.version} "
+    out: dict[str, Any] = {"yardstick_ms": {"start": yardstick_ms()}}
+    echo(f"fraudstream bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, machine yardstick "
+         f"{out['yardstick_ms']['start']:.1f} ms; model {bundle.version} "
          f"(anomaly {bundle.cascade.anomaly.method}); each figure: median [min, max] of {config.repeats} run(s)")
-    out: dict[str, Any] = {}
     if "kernel" in sections:
         section_started = time.perf_counter()
         frame = bench_frame(60_000 if config.repeats > 1 else 30_000)
@@ -116,8 +126,16 @@ def run_suite(config: SuiteConfig, model_dir: str | None, sections: set[str], ec
                 out["memory"] = memory_section(endpoints, root, config, out.get("latency"))
                 echo(memory_table(out["memory"]) + took(section_started))
         echo(f"\nlogs in {workdir}")
+    out["yardstick_ms"]["end"] = yardstick_ms()
+    echo(yardstick_line(out["yardstick_ms"]))
     echo(f"suite took {time.perf_counter() - started:.0f} s")
     return out
+
+
+def yardstick_line(yardstick: dict[str, float]) -> str:
+    """How fast the machine ran Python at the suite's start and end (see ``common.yardstick_ms``)."""
+    return (f"machine yardstick: {yardstick['start']:.1f} ms at the start, {yardstick['end']:.1f} ms at the end "
+            f"(a fixed pure-Python workload, lower is faster; compare two runs' figures only when these agree)")
 
 
 def took(started: float) -> str:
