@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -330,6 +330,19 @@ class TransactionBatch:
             terminal_id=frame[TERMINAL_ID].to_numpy(dtype=np.int64),
             amount=frame[TX_AMOUNT].to_numpy(dtype=np.float64),
             account_id=frame[ACCOUNT_ID].to_numpy(dtype=np.int64) if ACCOUNT_ID in frame.columns else None,
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[TransactionBatch]) -> TransactionBatch:
+        """The parts' rows one after the other (``account_id`` is kept when a part names accounts)."""
+        named = any(p.account_id is not None for p in parts)
+        return cls(
+            transaction_id=np.concatenate([p.transaction_id for p in parts]),
+            timestamp=np.concatenate([p.timestamp for p in parts]),
+            customer_id=np.concatenate([p.customer_id for p in parts]),
+            terminal_id=np.concatenate([p.terminal_id for p in parts]),
+            amount=np.concatenate([p.amount for p in parts]),
+            account_id=np.concatenate([p.account for p in parts]) if named else None,
         )
 
     def take(self, index: np.ndarray) -> TransactionBatch:

@@ -27,7 +27,7 @@ from fraudstream.stream.broker.consumer import Positions, TransactionConsumer
 from fraudstream.stream.core.parse import REASON_TOO_EARLY, dead_letter
 from fraudstream.stream.event_time import LATE, TOO_EARLY, EventTimeAligner, PartitionProgress, Released, foreign_floor
 from fraudstream.stream.health import HealthMonitor
-from fraudstream.stream.runtime import WorkerRuntime
+from fraudstream.stream.runtime import CHUNK_BATCHES, WorkerRuntime
 from fraudstream.stream.startup import EXIT_TOPICS, request_exit
 from fraudstream.stream.state.base import StateStoreError
 from fraudstream.stream.state.epoch import EXIT_STATE_LOST, StateLostError
@@ -36,8 +36,9 @@ from fraudstream.stream.types import Message, RawEvent
 log = logging.getLogger(__name__)
 
 #: When a fetch returns a full batch (the worker is behind), the next batch may be this many times larger: fixed
-#: per-batch costs (round trips, commits) are then shared by more events.
-LAGGING_BATCH_FACTOR = 4
+#: per-batch costs (round trips, commits) are then shared by more events, and it is decided in two chunks whose
+#: state writes overlap the decision of the next (see ``runtime.CHUNK_BATCHES``).
+LAGGING_BATCH_FACTOR = 2 * CHUNK_BATCHES
 #: Delivered batches' offsets are committed at most this often (s) while batches keep coming, and at once when a
 #: round releases nothing, on a rebalance and at stop: a commit is a broker round trip on every batch's path, and
 #: offsets delivered but not committed yet are only read again after a crash, then answered from the stored

@@ -46,6 +46,10 @@ from fraudstream.stream.types import Message, RawEvent
 
 log = logging.getLogger(__name__)
 
+#: A batch of more than this many times ``batch_size`` transactions (a worker behind releases up to twice as many,
+#: see the batch loop) is decided in chunks of that size, each chunk's state write running in Redis while the next
+#: chunk is decided (``BatchPipeline(chunk_size=...)``).  Smaller chunks write a history once per chunk it is in.
+CHUNK_BATCHES = 4
 #: First and longest pause (s) before a failed batch is tried again.
 RETRY_BACKOFF_FIRST_S = 0.1
 RETRY_BACKOFF_MAX_S = 5.0
@@ -103,7 +107,8 @@ class WorkerRuntime(Service):
         await self._sink.start()
         self._pipeline = BatchPipeline(store, lambda: self.watcher.current, s.transactions_topic, s.labels_topic,
                                        on_conflict=self.metrics.state_conflicts.inc,
-                                       time_range=s.event_time_range())
+                                       time_range=s.event_time_range(),
+                                       chunk_size=s.batch_size * CHUNK_BATCHES)
         self.labels = LabelFeed(lambda: kafka.standalone_consumer("labels"), s.labels_topic, store.label_offsets)
         await self.labels.start()
         self.metrics.last_batch_timestamp.set(time.time())  # a worker that never delivers a batch shows as stale

@@ -43,7 +43,7 @@ from fraudstream.stream.core.encode import encode_decisions
 from fraudstream.stream.core.histories import learn_labels_stored, transform_stored
 from fraudstream.stream.core.label_truth import LabelTruth, join_labels
 from fraudstream.stream.core.parse import REASON_CONFLICT, ParsedBatch, dead_letter, parse_events
-from fraudstream.stream.core.plan import BatchPlan, batch_reads, plan_batch
+from fraudstream.stream.core.plan import BatchPlan, batch_reads, merge_reads, plan_batch
 from fraudstream.stream.state.base import BatchChanges, BatchState, StateStore
 from fraudstream.stream.types import DecisionRecord, Message, RawEvent, decision_key
 
@@ -71,6 +71,21 @@ class ScoredBatch:
     #: the values drift is watched on (light and anomaly scores, key features), by signal name.
     drift_signals: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @classmethod
+    def concat(cls, parts: Sequence[ScoredBatch]) -> ScoredBatch:
+        """The parts one after the other (as scored by one call)."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def joined(arrays: Sequence[np.ndarray]) -> np.ndarray:
+            return np.concatenate(arrays)
+
+        return cls(TransactionBatch.concat([p.batch for p in parts]), joined([p.decision for p in parts]),
+                   joined([p.stage for p in parts]), joined([p.risk for p in parts]),
+                   {k: joined([p.scores[k] for p in parts]) for k in parts[0].scores},
+                   [raw for p in parts for raw in p.encoded],
+                   {k: joined([p.drift_signals[k] for p in parts]) for k in parts[0].drift_signals})
+
 
 @dataclass
 class BatchOutcome:
@@ -96,6 +111,23 @@ class BatchOutcome:
     scored: ScoredBatch | None = None
     #: the new labels joined to the stored decisions of their transactions, for metrics.
     label_truth: LabelTruth | None = None
+
+
+def merge_outcomes(parts: Sequence[BatchOutcome]) -> BatchOutcome:
+    """The outcomes of a batch's chunks (see :func:`split_in_event_time`) as the batch's one outcome."""
+    if len(parts) == 1:
+        return parts[0]
+    scored = [p.scored for p in parts if p.scored is not None]
+    return BatchOutcome(
+        decisions=[d for p in parts for d in p.decisions],
+        broker_ts_s=np.concatenate([p.broker_ts_s for p in parts]),
+        dlq=[m for p in parts for m in p.dlq], new_decisions=[raw for p in parts for raw in p.new_decisions],
+        duplicates=sum(p.duplicates for p in parts), labels_learned=sum(p.labels_learned for p in parts),
+        review_items=sum(p.review_items for p in parts), dlq_reasons=[r for p in parts for r in p.dlq_reasons],
+        duplicate_labels=sum(p.duplicate_labels for p in parts),
+        scored=ScoredBatch.concat(scored) if scored else None,
+        label_truth=parts[0].label_truth,  # labels go with the first chunk
+    )
 
 
 @dataclass
@@ -224,7 +256,7 @@ class BatchPipeline:
     def __init__(self, store: StateStore, model: Callable[[], ActiveModel | None], transactions_topic: str,
                  labels_topic: str, clock: Callable[[], float] = time.time,
                  on_conflict: Callable[[], None] | None = None,
-                 time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE) -> None:
+                 time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE, chunk_size: int | None = None) -> None:
         self.store = store
         self.model = model
         self.transactions_topic = transactions_topic
@@ -232,43 +264,132 @@ class BatchPipeline:
         self.clock = clock
         self.on_conflict = on_conflict
         self.time_range = time_range
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
 
     async def process(self, events: Sequence[RawEvent], while_writing: Callable[[], Awaitable[None]] | None = None
                       ) -> BatchOutcome:
         """Process one micro-batch; raises on infrastructure errors (the caller retries the same batch).
 
-        ``while_writing`` is awaited once, while the store runs the first write of the batch's changes (other work
+        ``while_writing`` is awaited once, while the store runs the (last) write of the batch's changes (other work
         for the caller, e.g. decoding the next fetch, while Redis runs the write script); its errors are its own
         to keep (it must not raise).
+
+        A batch of more than ``chunk_size`` transactions is decided in chunks (:func:`split_in_event_time`), read
+        with one call, each chunk's write running in the store while the next chunk is decided
+        (:meth:`_overlapped`); after a refused write the chunks left are done one by one.  A failure after some
+        chunks were written leaves them written: the retried batch answers their transactions from the stored
+        decisions.
         """
         parsed = parse_events(events, self.transactions_topic, self.labels_topic, self.time_range)
         model = self.model()
         if model is None and parsed.transactions:
             raise RuntimeError("no model loaded")
+        chunks = [parsed] if self.chunk_size is None else split_in_event_time(parsed, self.chunk_size)
+        outcomes: list[BatchOutcome] = []
+        if len(chunks) > 1:
+            written = await self._overlapped(chunks, model, outcomes, while_writing)
+            if written < len(chunks):
+                while_writing = None  # it ran with the refused write
+        for chunk in chunks[len(outcomes):]:
+            outcomes.append(await self._decide_and_write(chunk, model, while_writing))
+            while_writing = None
+        return merge_outcomes(outcomes)
+
+    async def _decide_and_write(self, parsed: ParsedBatch, model: ActiveModel | None,
+                                while_writing: Callable[[], Awaitable[None]] | None) -> BatchOutcome:
+        """Read, decide, write; read and decide again while the write is refused (shared state changed)."""
         reads = batch_reads(parsed)
         for attempt in range(MAX_STATE_CONFLICT_RETRIES):
             state = await self.store.read_batch(reads)
             result = decide_batch(parsed, state, model, self.clock())
-            if while_writing is None:
-                committed = await self.store.commit(state, result.changes)
-            else:
-                committed = await _meanwhile(self.store.commit(state, result.changes), while_writing)
+            writing = await self.store.start_commit(state, result.changes)
+            if while_writing is not None:
+                try:
+                    await while_writing()
+                except BaseException:  # cancelled: the write's result is read (its connection freed), then on
+                    await asyncio.gather(writing, return_exceptions=True)
+                    raise
                 while_writing = None
+            committed = await writing
             if committed:
                 return result.outcome
-            if self.on_conflict is not None:
-                self.on_conflict()
-            log.debug("state changed during batch (attempt %d); recomputing", attempt + 1)
+            self._conflict(attempt)
         raise RuntimeError(f"batch state kept changing under it {MAX_STATE_CONFLICT_RETRIES} times")
 
+    async def _overlapped(self, chunks: Sequence[ParsedBatch], model: ActiveModel | None,
+                          outcomes: list[BatchOutcome], while_writing: Callable[[], Awaitable[None]] | None) -> int:
+        """Decide chunk k + 1 while the store writes chunk k, on one read of every chunk's state.
 
-async def _meanwhile(write: Awaitable[bool], other: Callable[[], Awaitable[None]]) -> bool:
-    """``write``'s result, with ``other`` awaited while it runs: the write is started (packed and sent) first."""
-    task = asyncio.ensure_future(write)
-    await asyncio.sleep(0)  # the write runs up to its first wait for Redis
-    try:
-        await other()
-    except BaseException:
-        task.cancel()
-        raise
-    return await task
+        Each chunk is decided on the state as the chunks before it left it (histories, decisions, label offsets:
+        :func:`see_own_changes`) and the store checks each write against what the chunk before wrote; a write is
+        sent only once the one before was accepted.  Appends the outcome of each chunk written to ``outcomes``;
+        returns how many were written (a refused write stops it: the caller does the rest one by one).
+        """
+        state = await self.store.read_batch(merge_reads([batch_reads(chunk) for chunk in chunks]))
+        writing: Awaitable[bool] | None = None
+        previous: BatchOutcome | None = None
+        try:
+            for chunk in chunks:
+                result = decide_batch(chunk, state, model, self.clock())
+                if writing is not None:
+                    written, writing = await writing, None
+                    if not written:
+                        self._conflict(0)
+                        return len(outcomes)
+                    assert previous is not None
+                    outcomes.append(previous)
+                see_own_changes(state, result.changes)
+                writing = await self.store.start_commit(state, result.changes)
+                previous = result.outcome
+            if while_writing is not None:
+                await while_writing()
+            assert writing is not None and previous is not None
+            written, writing = await writing, None
+            if written:
+                outcomes.append(previous)
+            else:
+                self._conflict(0)
+            return len(outcomes)
+        except BaseException:
+            if writing is not None:  # a write on its way: its result is read (its connection freed), then the error
+                await asyncio.gather(writing, return_exceptions=True)
+            raise
+
+    def _conflict(self, attempt: int) -> None:
+        if self.on_conflict is not None:
+            self.on_conflict()
+        log.debug("state changed during batch (attempt %d); recomputing", attempt + 1)
+
+
+def split_in_event_time(parsed: ParsedBatch, size: int) -> list[ParsedBatch]:
+    """A parsed batch as chunks of at most ``size`` transactions in event-time order (time, then id; arrival order
+    among equals), its labels and dead letters with the first chunk.
+
+    Deciding the chunks one after the other decides each transaction on what deciding the batch at once would
+    (the batch itself is decided in that order, after its labels); of two transactions with one id and other
+    content, the earlier in event time is decided and the other is the conflict.
+    """
+    txs = parsed.transactions
+    if len(txs) <= size:
+        return [parsed]
+    order = np.lexsort((np.fromiter((t.transaction_id for t in txs), dtype=np.int64, count=len(txs)),
+                        np.fromiter((t.timestamp for t in txs), dtype=np.float64, count=len(txs)))).tolist()
+    chunks = []
+    for start in range(0, len(order), size):
+        part = order[start:start + size]
+        chunks.append(ParsedBatch(transactions=[txs[i] for i in part],
+                                  tx_broker_ts_s=[parsed.tx_broker_ts_s[i] for i in part],
+                                  tx_events=[parsed.tx_events[i] for i in part]))
+    first = chunks[0]
+    first.labels, first.label_at = parsed.labels, parsed.label_at
+    first.dlq, first.dlq_reasons, first.dlq_label_at = parsed.dlq, parsed.dlq_reasons, parsed.dlq_label_at
+    return chunks
+
+
+def see_own_changes(state: BatchState, changes: BatchChanges) -> None:
+    """What a chunk decided, in the state the next chunks are decided on (its histories are there already: the
+    features write them back): its decisions (a later duplicate is answered with them) and label offsets."""
+    state.decisions.update(changes.decisions)
+    state.label_offsets.update(changes.label_offsets)

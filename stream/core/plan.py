@@ -8,6 +8,7 @@ A transaction whose id has a decision already (stored, or earlier in the batch) 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -30,6 +31,21 @@ def batch_reads(parsed: ParsedBatch) -> BatchReads:
         card_ids=list(dict.fromkeys(t.customer_id for t in txs)),
         terminal_ids=list(dict.fromkeys([t.terminal_id for t in txs] + [lab.terminal_id for lab in parsed.labels])),
         label_partitions=parsed.label_partitions,
+    )
+
+
+def merge_reads(reads: Sequence[BatchReads]) -> BatchReads:
+    """The reads of several batches as one (ids in first-seen order, partitions sorted)."""
+    if len(reads) == 1:
+        return reads[0]
+
+    def union(lists: Iterable[list[int]]) -> list[int]:
+        return list(dict.fromkeys(x for ids in lists for x in ids))
+
+    return BatchReads(
+        transaction_ids=union(r.transaction_ids for r in reads), customer_ids=union(r.customer_ids for r in reads),
+        card_ids=union(r.cards for r in reads), terminal_ids=union(r.terminal_ids for r in reads),
+        label_partitions=sorted(set(union(r.label_partitions for r in reads))),
     )
 
 

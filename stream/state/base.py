@@ -12,7 +12,7 @@ Implementations: :class:`fraudstream.stream.state.redis_store.RedisStateStore` (
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -89,7 +89,15 @@ class StateStore(Protocol):
         ...
 
     async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
-        """Write ``changes`` atomically; False (nothing written) when a checked entry changed since ``state``."""
+        """Write ``changes`` atomically; False (nothing written) when a checked entry changed since ``state``.
+
+        A write that succeeds leaves ``state.snapshot`` describing the store after it, so that a next write
+        computed on the same state (the next chunk of a batch) is checked against this one."""
+        ...
+
+    async def start_commit(self, state: BatchState, changes: BatchChanges) -> Awaitable[bool]:
+        """:meth:`commit` in two steps: returns once the write is on its way (the store has all of it), with the
+        awaitable of its result; the caller may compute meanwhile."""
         ...
 
     async def label_offsets(self, partitions: Sequence[int]) -> dict[int, int]:

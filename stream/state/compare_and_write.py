@@ -14,11 +14,13 @@ command per key on the client.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from string import Template
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from fraudstream.stream.state.write_stamp import STAMP_BYTES, STAMP_MAGIC
 
@@ -157,11 +159,52 @@ class BatchCommit:
     """
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._script = redis.register_script(COMPARE_AND_WRITE_LUA)
 
     async def __call__(self, write: BatchWrite) -> bool:
         """Apply the write atomically; False (nothing written) when a checked key changed since it was read."""
+        return await (await self.send(write))
+
+    async def send(self, write: BatchWrite) -> Awaitable[bool]:
+        """Send the write and return, once Redis has the whole script call, the awaitable of its result.
+
+        The caller may compute meanwhile (the next chunk of a batch) while Redis runs the script: the call is on
+        the socket by then (the client's connections flush large commands entirely before a drain returns, see
+        :mod:`~fraudstream.stream.state.redis_client`), so Redis need not wait for the caller's event loop.  The
+        connection stays held until the result is read.
+        """
         if write.empty:
-            return True
+            return _done(True)
         keys, args = write.script_args()
-        return bool(await self._script(keys=keys, args=args))
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
+        try:
+            await connection.send_command(*command)
+        except BaseException:
+            await connection.disconnect()
+            await pool.release(connection)
+            raise
+        return self._result(connection, command)
+
+    async def _result(self, connection: Any, command: tuple[Any, ...]) -> bool:
+        pool = self._redis.connection_pool
+        try:
+            try:
+                reply = await connection.read_response()
+            except NoScriptError:  # a Redis that restarted or flushed its scripts: load it, then call it again
+                await connection.send_command("SCRIPT", "LOAD", self._script.script)
+                await connection.read_response()
+                await connection.send_command(*command)
+                reply = await connection.read_response()
+        except BaseException:
+            await connection.disconnect()  # a reply may still be on its way: the connection is not reused
+            raise
+        finally:
+            await pool.release(connection)
+        return bool(reply)
+
+
+async def _done(value: bool) -> bool:
+    return value

@@ -7,7 +7,7 @@ bytes the batch read, like the Redis script.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState
 from fraudstream.stream.types import review_item_fields
@@ -58,6 +58,9 @@ class InMemoryStateStore:
             return self.terminals.get(ident)
         return self.offsets.get(ident)
 
+    async def start_commit(self, state: BatchState, changes: BatchChanges) -> Awaitable[bool]:
+        return _done(await self.commit(state, changes))
+
     async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
         snapshot = state.snapshot
         assert isinstance(snapshot, dict), "state was not read by an InMemoryStateStore"
@@ -78,6 +81,7 @@ class InMemoryStateStore:
         for record in changes.review_items:
             self.review_items[record.transaction_id] = review_item_fields(record)
             self.review_pending[record.transaction_id] = float(record.risk)
+        snapshot.update({key: self._current(key) for key in checked})  # for a write that follows on this state
         return True
 
     async def write_rebuilt(self, customers: Mapping[int, bytes], terminals: Mapping[int, bytes],
@@ -112,3 +116,7 @@ class InMemoryStateStore:
     async def resolve_review(self, transaction_id: int, fields: Mapping[str, str]) -> None:
         self.review_items.setdefault(transaction_id, {}).update(fields)
         self.review_pending.pop(transaction_id, None)
+
+
+async def _done(value: bool) -> bool:
+    return value

@@ -62,7 +62,18 @@ def _pack_chunks(args: tuple[Any, ...]) -> list[bytes | bytearray | memoryview] 
 
 class _HiredisPacking:
     """Connection mix-in: ``pack_command`` by hiredis (same bytes on the wire as redis-py's packer); commands with
-    large values packed in chunks instead."""
+    large values packed in chunks instead; a command's drain returns once all of it is on the socket."""
+
+    async def on_connect(self) -> None:
+        """A drain after writing a command waits until the whole command is on the socket, not only until the
+        transport holds less than asyncio's low-water mark (16 kB): a batch's state write is several MB, and the
+        worker decides the next chunk of its batch while Redis runs it (``BatchCommit.send``).  A tail left in the
+        transport would be sent only when the event loop next runs, after that computation, and Redis cannot start
+        the script before it has the whole call."""
+        await super().on_connect()  # type: ignore[misc]
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.transport.set_write_buffer_limits(high=0, low=0)
 
     def pack_command(self, *args: Any) -> list[bytes]:
         head = args[0]

@@ -8,7 +8,7 @@ read (:mod:`~fraudstream.stream.state.compare_and_write`), so concurrent workers
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import cast
 
 from redis.asyncio import Redis
@@ -120,6 +120,9 @@ class RedisStateStore:
         )
 
     async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
+        return await (await self.start_commit(state, changes))
+
+    async def start_commit(self, state: BatchState, changes: BatchChanges) -> Awaitable[bool]:
         k, ttl = self.keys, self.state_ttl_s
         snapshot = state.snapshot
         assert isinstance(snapshot, dict), "state was not read by a RedisStateStore"
@@ -150,7 +153,15 @@ class RedisStateStore:
         if changes.settled_reviews:  # idempotent, so done before the write that may be refused and recomputed
             await self.check_epoch()
             await self.settle_reviews(changes.settled_reviews)
-        if await self._commit(write):
+        written = await self._commit.send(write)
+        after: dict[str, str | bytes] = dict.fromkeys((*customer_keys.values(), *terminal_keys.values()), stamp)
+        after.update({offset_keys[p]: digest(str(int(o)).encode()) for p, o in changes.label_offsets.items()})
+        return self._outcome(written, snapshot, after)
+
+    async def _outcome(self, written: Awaitable[bool], snapshot: dict[str, str | bytes],
+                       after: dict[str, str | bytes]) -> bool:
+        if await written:
+            snapshot.update(after)  # what the store holds now, for a write that follows on this state
             return True
         await self.check_epoch()  # refused: a changed terminal (recompute), or the state is gone (stop)
         return False

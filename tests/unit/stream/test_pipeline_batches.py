@@ -308,8 +308,11 @@ class _RecordingStore:
     def __getattr__(self, name):
         return getattr(self.store, name)
 
-    async def commit(self, state, changes):
+    async def start_commit(self, state, changes):
         self.log.append("write started")
+        return self._result(state, changes)
+
+    async def _result(self, state, changes):
         if self.refusals:
             self.refusals -= 1
             await asyncio.sleep(0.01)  # Redis at work

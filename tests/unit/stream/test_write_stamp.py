@@ -56,6 +56,7 @@ READS = BatchReads(transaction_ids=[], customer_ids=[5], terminal_ids=[9], label
 def test_a_commit_goes_through_while_the_stamps_read_are_stored_and_is_refused_after_another_write(redis_server):
     async def scenario(store):
         first = await store.read_batch(READS)  # nothing stored yet
+        stale = await store.read_batch(READS)  # the same, for a writer that does not see the first write
         assert first.customers == {} and first.terminals == {}
         assert await store.commit(first, BatchChanges(customers={5: HISTORY_V1}, terminals={9: HISTORY_V1}))
         raw = await store.redis.get(store.keys.customer(5))
@@ -63,7 +64,7 @@ def test_a_commit_goes_through_while_the_stamps_read_are_stored_and_is_refused_a
         third = await store.read_batch(READS)  # read the same state, written later by someone else
         assert await store.commit(second, BatchChanges(terminals={9: HISTORY_V2}))
         refused = await store.commit(third, BatchChanges(terminals={9: HISTORY_V3}))
-        stale_absent = await store.commit(first, BatchChanges(customers={5: HISTORY_V3}))
+        stale_absent = await store.commit(stale, BatchChanges(customers={5: HISTORY_V3}))
         fourth = await store.read_batch(READS)
         return raw, second, refused, stale_absent, fourth
 
@@ -114,3 +115,19 @@ def test_a_rebuilt_state_is_stored_stamped(redis_server):
     raws, state = run_with_store(redis_server.url, scenario)
     assert all(unstamped(raw)[1] is not None for raw in raws)
     assert state.customers == {5: HISTORY_V1} and state.terminals == {9: HISTORY_V2} and state.label_offsets == {0: 3}
+
+
+def test_a_write_that_follows_on_the_same_state_is_checked_against_the_one_before(redis_server):
+    async def scenario(store):
+        state = await store.read_batch(READS)
+        first = await store.commit(state, BatchChanges(terminals={9: HISTORY_V1}, label_offsets={0: 3}))
+        follow_on = await store.commit(state, BatchChanges(terminals={9: HISTORY_V2}, label_offsets={0: 5}))
+        other = await store.read_batch(READS)
+        assert await store.commit(other, BatchChanges(terminals={9: HISTORY_V3}))
+        after_another = await store.commit(state, BatchChanges(terminals={9: HISTORY_V1}))
+        return first, follow_on, after_another, await store.read_batch(READS)
+
+    first, follow_on, after_another, final = run_with_store(redis_server.url, scenario)
+    assert first is True and follow_on is True  # the state describes the store after its own writes
+    assert after_another is False  # but not after another writer's
+    assert final.terminals == {9: HISTORY_V3} and final.label_offsets == {0: 5}
