@@ -70,7 +70,7 @@ def decode_transaction(value: bytes | None, time_range: EventTimeRange = DEFAULT
         return decoded, event_time
     try:
         return Transaction.from_dict(decoded, time_range), event_time
-    except InvalidEvent:
+    except Exception:  # whatever one event raises (a bad field, or worse): the worker core reports it
         return decoded, event_time
 
 

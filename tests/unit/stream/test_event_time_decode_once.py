@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, Transaction
-from fraudstream.stream.core.parse import REASON_INVALID_FIELD, parse_events
+from fraudstream.stream.core.parse import REASON_INVALID_FIELD, REASON_UNPARSEABLE, parse_events
 from fraudstream.stream.event_time import decode_event, decode_transaction
 from fraudstream.stream.types import RawEvent
 
@@ -35,15 +35,17 @@ def test_consumer_decode_validates_the_transaction_once(record):
     assert event_time == decoded.timestamp
 
 
-@pytest.mark.parametrize("bad, field", [({"amount": -1}, "amount"), ({"customer_id": "x"}, "customer_id"),
-                                        ({"terminal_id": None}, "terminal_id")])
-def test_an_invalid_field_keeps_the_object_and_the_core_names_it(bad, field):
+@pytest.mark.parametrize("bad, field, reason", [
+    ({"amount": -1}, "amount", REASON_INVALID_FIELD), ({"customer_id": "x"}, "customer_id", REASON_INVALID_FIELD),
+    ({"terminal_id": None}, "terminal_id", REASON_INVALID_FIELD),
+    ({"terminal_id": "9" * 200_000}, None, REASON_UNPARSEABLE)])  # int() refuses it with a ValueError
+def test_an_invalid_field_keeps_the_object_and_the_core_names_it(bad, field, reason):
     raw = orjson.dumps({**WIRE[0], **bad})
     decoded, event_time = decode_transaction(raw, DEFAULT_EVENT_TIME_RANGE)
     assert isinstance(decoded, dict) and event_time is not None  # aligned by its time, reported by the core
     event = RawEvent("tx", 0, 3, 0, raw, decoded=decoded)
     parsed = parse_events([event], "tx", "labels")
-    assert parsed.transactions == [] and parsed.dlq_reasons == [REASON_INVALID_FIELD]
+    assert parsed.transactions == [] and parsed.dlq_reasons == [reason]
     assert orjson.loads(parsed.dlq[0][1])["field"] == field
 
 
