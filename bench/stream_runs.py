@@ -163,6 +163,7 @@ def run_workers(endpoints: Endpoints, model_dir: Path, source: Preloaded, n_work
         deadline = time.monotonic() + STARTUP_TIMEOUT_S + sent / 500.0
         started = False
         cpu_start = [0.0] * n_workers
+        decided_before = 0.0
         while True:
             for w in workers:
                 if w.proc.poll() is not None:
@@ -171,6 +172,7 @@ def run_workers(endpoints: Endpoints, model_dir: Path, source: Preloaded, n_work
             if done > 0 and not started:
                 started = True
                 cpu_start = [cpu_seconds(w.proc.pid) for w in workers]
+                decided_before = done  # the CPU from here on is that of the decisions after these
             if done >= sent:
                 break
             if time.monotonic() > deadline:
@@ -183,13 +185,13 @@ def run_workers(endpoints: Endpoints, model_dir: Path, source: Preloaded, n_work
             w.stop()
     records = asyncio.run(_read_all(endpoints.bootstrap, settings.decisions_topic, sent))
     ok, check = check_decisions(records, expected, sent)
-    rate, after_first = decision_rate(records)
-    return ThroughputResult(rate, cpu / max(after_first, 1) * 1e6, rss, ok, check)
+    rate, _ = decision_rate(records)
+    return ThroughputResult(rate, cpu / max(sent - decided_before, 1) * 1e6, rss, ok, check)
 
 
 def decision_rate(records: Sequence[bytes]) -> tuple[float, int]:
-    """Decisions per second after the first batch, from the decisions' ``decided_at`` (one value per batch), and
-    how many decisions that counts."""
+    """Decisions per second after the first batch, from the decisions' ``decided_at`` (one value per batch, or per
+    chunk of a large one), and how many decisions that counts."""
     decided_at = np.sort(np.asarray([json.loads(value)["decided_at"] for value in records], dtype=np.float64))
     if decided_at.size == 0:
         return float("nan"), 0

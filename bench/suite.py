@@ -71,7 +71,7 @@ class SuiteConfig:
 
     @classmethod
     def quick(cls) -> SuiteConfig:
-        return cls(1, (1, 100, 1000), 30_000, (1000.0, 5000.0), 4.0, (), 30_000, (5000,), 0.0,
+        return cls(1, (1, 100, 1000), 60_000, (1000.0, 5000.0), 4.0, (), 30_000, (5000,), 0.0,
                    ModelRecipe(light_trees=100, heavy_trees=200))
 
     @classmethod
