@@ -291,7 +291,7 @@ class BatchPipeline:
         if len(chunks) > 1:
             written = await self._overlapped(chunks, model, outcomes, while_writing)
             if written < len(chunks):
-                while_writing = None  # it ran with the refused write
+                while_writing = None  # ran with the refused write, or skipped: it only fills the write's wait
         for chunk in chunks[len(outcomes):]:
             outcomes.append(await self._decide_and_write(chunk, model, while_writing))
             while_writing = None
