@@ -15,6 +15,10 @@ Per batch (:meth:`BatchPipeline.process`):
 5. the store writes the changes with one compare-and-write; when shared state changed since step 2 (another
    worker updated a terminal) nothing is written and the batch is recomputed from fresh state.
 
+A batch larger than the pipeline's ``chunk_size`` (a worker behind) goes through steps 3-5 in chunks of it, in
+event-time order, after one read: each chunk is decided while the store writes the one before
+(:meth:`BatchPipeline._overlapped`).
+
 Terminal features look at transactions at least the label delay (7 days) old, from every partition; they equal
 the batch path as long as no partition lags another by more than that much event time (nor by more than the
 terminal state's trim margin).  The caller keeps partitions aligned in event time
