@@ -102,6 +102,8 @@ def parse_worker_metrics(text: str) -> MetricsSnapshot:
     heavy: dict[str, float] = {}
     buckets: dict[float, float] = {}
     worker_buckets: dict[float, float] = {}
+    histograms = {f"{PREFIX}{LATENCY_BUCKET_SAMPLE}": buckets,
+                  f"{PREFIX}{WORKER_LATENCY_BUCKET_SAMPLE}": worker_buckets}
     dead_lettered = duplicates = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -110,12 +112,10 @@ def parse_worker_metrics(text: str) -> MetricsSnapshot:
                 decisions[outcome] = decisions.get(outcome, 0.0) + sample.value
                 if sample.labels.get(STAGE_LABEL) == HEAVY_STAGE:
                     heavy[outcome] = heavy.get(outcome, 0.0) + sample.value
-            elif sample.name == f"{PREFIX}{LATENCY_BUCKET_SAMPLE}":
+            elif sample.name in histograms:  # cumulative buckets, summed over the series' other labels
+                into = histograms[sample.name]
                 bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
-            elif sample.name == f"{PREFIX}{WORKER_LATENCY_BUCKET_SAMPLE}":
-                bound = float(sample.labels["le"])
-                worker_buckets[bound] = worker_buckets.get(bound, 0.0) + sample.value
+                into[bound] = into.get(bound, 0.0) + sample.value
             elif sample.name == f"{PREFIX}{DLQ_SAMPLE}":
                 dead_lettered += sample.value
             elif sample.name == f"{PREFIX}{DUPLICATES_SAMPLE}":

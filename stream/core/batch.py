@@ -205,8 +205,13 @@ def _in_event_time_order(parsed: ParsedBatch, new_index: list[int]) -> tuple[Tra
     """
     txs = parsed.transactions
     batch = TransactionBatch.from_transactions(txs if len(new_index) == len(txs) else [txs[i] for i in new_index])
-    order = np.lexsort((batch.transaction_id, batch.timestamp))
+    order = _event_time_order(batch)
     return batch.take(order), np.asarray(new_index, dtype=np.int64)[order].tolist()
+
+
+def _event_time_order(batch: TransactionBatch) -> np.ndarray:
+    """Positions of ``batch`` by event time, then transaction id (arrival order among equals: a stable sort)."""
+    return np.lexsort((batch.transaction_id, batch.timestamp))
 
 
 def _outcome(parsed: ParsedBatch, plan: BatchPlan, scored: ScoredBatch | None, review_items: int) -> BatchOutcome:
@@ -293,8 +298,8 @@ class BatchPipeline:
         chunks = [parsed] if self.chunk_size is None else split_in_event_time(parsed, self.chunk_size)
         outcomes: list[BatchOutcome] = []
         if len(chunks) > 1:
-            written = await self._overlapped(chunks, model, outcomes, while_writing)
-            if written < len(chunks):
+            outcomes = await self._overlapped(chunks, model, while_writing)
+            if len(outcomes) < len(chunks):
                 while_writing = None  # ran with the refused write, or skipped: it only fills the write's wait
         for chunk in chunks[len(outcomes):]:
             outcomes.append(await self._decide_and_write(chunk, model, while_writing))
@@ -323,15 +328,16 @@ class BatchPipeline:
         raise RuntimeError(f"batch state kept changing under it {MAX_STATE_CONFLICT_RETRIES} times")
 
     async def _overlapped(self, chunks: Sequence[ParsedBatch], model: ActiveModel | None,
-                          outcomes: list[BatchOutcome], while_writing: Callable[[], Awaitable[None]] | None) -> int:
+                          while_writing: Callable[[], Awaitable[None]] | None) -> list[BatchOutcome]:
         """Decide chunk k + 1 while the store writes chunk k, on one read of every chunk's state.
 
         Each chunk is decided on the state as the chunks before it left it (histories, decisions, label offsets:
         :func:`see_own_changes`) and the store checks each write against what the chunk before wrote; a write is
-        sent only once the one before was accepted.  Appends the outcome of each chunk written to ``outcomes``;
-        returns how many were written (a refused write stops it: the caller does the rest one by one).
+        sent only once the one before was accepted.  Returns the outcomes of the chunks written, in order (a
+        refused write stops it: the caller does the rest one by one).
         """
         state = await self.store.read_batch(merge_reads([batch_reads(chunk) for chunk in chunks]))
+        outcomes: list[BatchOutcome] = []
         writing: Awaitable[bool] | None = None
         previous: BatchOutcome | None = None
         try:
@@ -341,7 +347,7 @@ class BatchPipeline:
                     written, writing = await writing, None
                     if not written:
                         self._conflict(0)
-                        return len(outcomes)
+                        return outcomes
                     assert previous is not None
                     outcomes.append(previous)
                 see_own_changes(state, result.changes)
@@ -355,7 +361,7 @@ class BatchPipeline:
                 outcomes.append(previous)
             else:
                 self._conflict(0)
-            return len(outcomes)
+            return outcomes
         except BaseException:
             if writing is not None:  # a write on its way: its result is read (its connection freed), then the error
                 await asyncio.gather(writing, return_exceptions=True)
@@ -378,8 +384,7 @@ def split_in_event_time(parsed: ParsedBatch, size: int) -> list[ParsedBatch]:
     txs = parsed.transactions
     if len(txs) <= size:
         return [parsed]
-    order = np.lexsort((np.fromiter((t.transaction_id for t in txs), dtype=np.int64, count=len(txs)),
-                        np.fromiter((t.timestamp for t in txs), dtype=np.float64, count=len(txs)))).tolist()
+    order = _event_time_order(TransactionBatch.from_transactions(txs)).tolist()
     chunks = []
     for start in range(0, len(order), size):
         part = order[start:start + size]
