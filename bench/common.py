@@ -116,7 +116,11 @@ class ModelRecipe:
     seed: int = 3
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:10]
+        """Cache key: the recipe and the feature set (a cached model of another feature set does not load)."""
+        from fraudstream.detectors.features.definition import FEATURE_SET_VERSION
+
+        recipe = {**self.__dict__, "feature_set_version": FEATURE_SET_VERSION}
+        return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def prepare_model(model_dir: str | None, recipe: ModelRecipe, log: Any = print) -> Path:

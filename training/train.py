@@ -15,12 +15,14 @@ Choices made on validation (and recorded in ``cascade.metrics``):
   takes at most ``anomaly_max_call_ms`` (the stream scores small micro-batches; call times are recorded), by
   what it adds: its average precision on the validation frauds the light model misses at a 1% legitimate flag rate
   (:mod:`fraudstream.training.detector_choice`; ``anomaly_choice="ap"``: by AP on all validation frauds);
-* heavy model: fitted on the training rows a provisional light stage routes to it (``heavy_rows="band"``, see
-  :func:`_heavy_band`; out-of-fold light scores) and calibrated on the validation rows it routes, so that it
-  specializes in the ambiguous band; its calibration is Platt's whatever the light model's (``heavy_calibration``:
-  isotonic regression on a band of a few hundred rows ties the band's top into one value, which leaves no region
-  for a BLOCK threshold and no cut for an ALLOW one); thresholds that validation is too small to measure fall
-  back to their documented defaults with a :class:`ThresholdFallbackWarning` (``metrics["threshold_fallbacks"]``).
+* heavy model: reads every feature, the card's recent sequence too (the light model reads the screening features
+  before it, ``FeatureConfig.screening_feature_names``); fitted on the training rows a provisional light stage
+  routes to it (``heavy_rows="band"``, see :func:`_heavy_band`; out-of-fold light scores) and calibrated on the
+  validation rows it routes, so that it specializes in the ambiguous band; its calibration is Platt's whatever the
+  light model's (``heavy_calibration``: isotonic regression on a band of a few hundred rows ties the band's top into
+  one value, which leaves no region for a BLOCK threshold and no cut for an ALLOW one); thresholds that validation
+  is too small to measure fall back to their documented defaults with a :class:`ThresholdFallbackWarning`
+  (``metrics["threshold_fallbacks"]``).
 
 ``metrics["stage_table_valid"]`` holds the per-stage table of the validation period
 (:mod:`fraudstream.training.stage_table`, rules apart).
@@ -361,6 +363,9 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     X_va, y_va = _matrix(valid, names, "validation")
     ts_va = datetime_to_epoch_seconds(valid[TX_DATETIME])
     cust_va = valid[CUSTOMER_ID].to_numpy(dtype=np.int64)
+    # the light model is fitted on the leading (screening) features and scores any matrix by them
+    screening = len(settings.feature_config.screening_feature_names())
+    screening_tr = X_tr[:, :screening]
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -370,7 +375,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     fitted: dict[str, LightModel] = {}
     for choice in choices:
         progress.phase(f"light model ({choice}) on {len(y_tr):,} rows")
-        fitted[choice] = _light(settings, choice).fit(X_tr, y_tr, names)
+        fitted[choice] = _light(settings, choice).fit(screening_tr, y_tr, names[:screening])
         imbalance_table[choice] = _safe_ap(y_va, fitted[choice].raw_score(X_va))
     imbalance = max(choices, key=lambda c: imbalance_table[c] if np.isfinite(imbalance_table[c]) else -1.0)
     light = fitted[imbalance]
@@ -403,7 +408,7 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     # 4. heavy model on features + out-of-fold light score + anomaly score
     t2 = time.perf_counter()
     progress.phase(f"heavy model: {settings.stacking_folds} stacking folds, then {settings.heavy_trees} trees")
-    oof_raw = _out_of_fold_light(X_tr, y_tr, light, settings.stacking_folds)
+    oof_raw = _out_of_fold_light(screening_tr, y_tr, light, settings.stacking_folds)
     if light.calibrator_ is None:
         raise RuntimeError("the light model has no calibrator after fitting")
     light_tr = np.clip(light.calibrator_.transform(oof_raw), 0.0, 1.0)

@@ -18,6 +18,7 @@ from numba import njit
 from fraudstream.detectors.features.calendar import night_flags, weekend_flags
 from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, DEFAULT_CONFIG, FeatureConfig
 from fraudstream.detectors.features.novelty import card_novelty_many
+from fraudstream.detectors.features.sequence import card_sequence_many
 from fraudstream.detectors.schema import (
     ACCOUNT_ID,
     CUSTOMER_ID,
@@ -341,6 +342,14 @@ def _customer_features(columns: _InputColumns, times: _TimeRanks, config: Featur
     card_novelty_many(t, amount, history_start, history_stop, t, amount, novelty, 0)
     for j, name in enumerate(("CUSTOMER_AMOUNT_ZSCORE", "CUSTOMER_HOUR_SHARE", "CUSTOMER_NB_SAME_AMOUNT")):
         features[name] = _scatter(groups.order, novelty[:, j])
+    sequence_names = config.sequence_feature_names()
+    if sequence_names:
+        sequence = np.empty((t.shape[0], len(sequence_names)), dtype=np.float64)
+        terminal = columns.terminal_id[groups.order]
+        card_sequence_many(t, amount, terminal, history_start, history_stop, t, terminal, history_s,
+                           config.sequence_length, sequence, 0)
+        for j, name in enumerate(sequence_names):
+            features[name] = _scatter(groups.order, sequence[:, j])
 
     # Baseline window (t - history, t - recent]: ends before t, or (recent 0) at this row, like the terminal windows.
     baseline_stop = np.minimum(groups.first_after(_shifted_back(config.recent_days * DAY_S)), position + 1)

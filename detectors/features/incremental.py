@@ -28,6 +28,7 @@ from fraudstream.detectors.features.calendar import night_flags, weekend_flags
 from fraudstream.detectors.features.columns import CustomerColumns, TerminalColumns
 from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, DAY_S, FeatureConfig
 from fraudstream.detectors.features.novelty import card_novelty
+from fraudstream.detectors.features.sequence import card_sequence
 from fraudstream.detectors.schema import TransactionBatch
 
 #: Window of CUSTOMER_NB_TERMINALS_1DAY_WINDOW (s).
@@ -100,9 +101,10 @@ def bisect(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, id
 @njit(cache=True, nogil=True)
 def _customer_kernel(m_t, m_id, m_amount, m_terminal, lo, hi, t, tx_id, amount, terminal, lookbacks, window_slots,
                      history_slot, burst_slot, day_slot, history_s, recent_s, min_mean, out, first_column,
-                     own_column, novelty_column):  # pragma: no cover - compiled
-    """Customer windows (from ``first_column``), the customer's own features (from ``own_column``) and its
-    novelty against its history (from ``novelty_column``)."""
+                     own_column, novelty_column, sequence_length, sequence_column):  # pragma: no cover - compiled
+    """Customer windows (from ``first_column``), the customer's own features (from ``own_column``), its
+    novelty against its history (from ``novelty_column``) and its recent sequence (from ``sequence_column``, when
+    ``sequence_length`` > 0)."""
     starts = np.empty(lookbacks.shape[0], dtype=np.int64)
     for i in range(t.shape[0]):
         lo_i, ti, amount_i, terminal_i = lo[i], t[i], amount[i], terminal[i]
@@ -134,6 +136,9 @@ def _customer_kernel(m_t, m_id, m_amount, m_terminal, lo, hi, t, tx_id, amount, 
                     is_new = 0.0
                     break
         card_novelty(m_t, m_amount, history_start, stop, ti, amount_i, out, i, novelty_column)
+        if sequence_length > 0:
+            card_sequence(m_t, m_amount, m_terminal, history_start, stop, ti, terminal_i, history_s, sequence_length,
+                          out, i, sequence_column)
         since_last = history_s
         if position > lo_i and m_t[position - 1] > ti - history_s:
             since_last = ti - m_t[position - 1]
@@ -332,6 +337,9 @@ class Windows:
         #: Column of each feature in the output rows.
         self.column = {name: k for k, name in enumerate(names)}
         self.n_features = len(names)
+        sequence_names = config.sequence_feature_names()
+        #: Column of the first sequence feature (unused when the configuration has none).
+        self.sequence_column = self.column[sequence_names[0]] if sequence_names else 0
 
 
 def update(batch: TransactionBatch, customers: CustomerColumns, terminals: TerminalColumns, windows: Windows
@@ -412,7 +420,8 @@ def _customer_step(batch: TransactionBatch, customers: CustomerColumns, w: Windo
     own_column = w.column["CUSTOMER_AMOUNT_RATIO_HISTORY"]
     _customer_kernel(m_t, m_id, m_amount, m_terminal, starts[g], starts[g + 1], t, tx_id, amount, terminal,
                      w.lookbacks, w.window_slots, w.history_slot, w.burst_slot, w.day_slot, w.history_s, w.recent_s,
-                     AMOUNT_RATIO_MIN_MEAN, out, first_column, own_column, w.column["CUSTOMER_AMOUNT_ZSCORE"])
+                     AMOUNT_RATIO_MIN_MEAN, out, first_column, own_column, w.column["CUSTOMER_AMOUNT_ZSCORE"],
+                     w.config.sequence_length, w.sequence_column)
 
     changed = np.zeros(len(state), dtype=bool)
     changed[g[added]] = True

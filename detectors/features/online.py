@@ -91,6 +91,7 @@ class IncrementalFeatures:
         layout += OWN_FEATURES
         layout += [f"TERMINAL_NB_FRAUDS_KNOWN_{days}DAY" for days in config.fresh_label_windows_days]
         layout += NOVELTY_FEATURES
+        layout += config.sequence_feature_names()  # written from the first one's column on, in this order
         if layout != self.feature_names:
             raise ValueError(f"feature layout {layout} differs from the definition {self.feature_names}")
 

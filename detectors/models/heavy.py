@@ -1,9 +1,10 @@
 """The heavy stage: a larger boosted-tree model that also sees the light and anomaly scores.
 
-It runs only on the rows the light stage could not settle, so it may cost more per transaction: by default
-300 trees of depth 6 (3x the light model's trees, up to 4x the leaves each) over the features plus two stacked
-inputs, ``LIGHT_SCORE`` and ``ANOMALY_SCORE``.  During training the stacked light score must come from a light
-model that did not see the row (out-of-fold), or the heavy model learns to trust an over-fitted input.
+It runs only on the rows the light stage could not settle, so it may cost more per transaction and see more:
+by default 400 trees of depth 4 over every feature, the card's recent sequence included (``CUSTOMER_PREV*``,
+which the light model does not read), plus two stacked inputs, ``LIGHT_SCORE`` and ``ANOMALY_SCORE``.  During
+training the stacked light score must come from a light model that did not see the row (out-of-fold), or the
+heavy model learns to trust an over-fitted input.
 """
 
 from __future__ import annotations

@@ -259,11 +259,24 @@ class BoostedTreeModel:
             return None
         return self.tree_walker()
 
-    def raw_score(self, X: np.ndarray) -> np.ndarray:
-        """Uncalibrated model probability per row (whole batch in one call of the tree walker, or of
-        ``inplace_predict`` from :data:`WALKER_MAX_ROWS` rows; the same values either way)."""
+    def _inputs(self, X: np.ndarray) -> np.ndarray:
+        """``X``'s leading columns, as many as the model was fitted on.
+
+        A model fitted on the leading columns of the feature order (the light model reads the screening features,
+        not the heavy stage's sequence after them) scores the cascade's whole feature matrix.
+        """
         if self.booster_ is None:
             raise RuntimeError("model is not fitted")
+        n = self.booster_.num_features()
+        if X.ndim != 2 or X.shape[1] < n:
+            raise ValueError(f"X: expected (rows, >= {n}) columns in feature order, got shape {X.shape}")
+        return X if X.shape[1] == n else X[:, :n]
+
+    def raw_score(self, X: np.ndarray) -> np.ndarray:
+        """Uncalibrated model probability per row (whole batch in one call of the tree walker, or of
+        ``inplace_predict`` from :data:`WALKER_MAX_ROWS` rows; the same values either way).  Reads the leading
+        columns of ``X`` the model was fitted on."""
+        X = self._inputs(X)
         if X.shape[0] == 0:
             return np.zeros(0, dtype=np.float64)
         walker = self._walker_for(X.shape[0])
@@ -289,8 +302,7 @@ class BoostedTreeModel:
         of exact TreeSHAP; an order of magnitude cheaper, and the same sum (the margin).  Approximate ones come
         from the tree walker below :data:`WALKER_MAX_ROWS` rows (the same values).
         """
-        if self.booster_ is None:
-            raise RuntimeError("model is not fitted")
+        X = self._inputs(X)
         if X.shape[0] == 0:
             return np.zeros((0, X.shape[1]), dtype=np.float64)
         walker = self._walker_for(X.shape[0]) if approximate else None

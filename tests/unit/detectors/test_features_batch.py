@@ -11,6 +11,7 @@ from fraudstream.detectors.features.definition import (
     AMOUNT_ZSCORE_MIN_STD,
     DAY_S,
     HOUR_BAND_H,
+    SEQUENCE_HIGH_AMOUNT_RATIO,
     FeatureConfig,
 )
 from fraudstream.detectors.schema import (
@@ -94,6 +95,22 @@ def reference_features(frame, config, known_at=None):
         gap = np.abs(hours[earlier] - hours[i])
         row["CUSTOMER_HOUR_SHARE"] = (np.minimum(gap, 24 - gap) <= HOUR_BAND_H).mean() if earlier.any() else 1.0
         row["CUSTOMER_NB_SAME_AMOUNT"] = (earlier_amounts == amount[i]).sum()
+        latest_first = np.flatnonzero(earlier)[np.lexsort((ids[earlier], t_all[earlier]))][::-1]
+        ratios = []
+        for k in range(1, config.sequence_length + 1):
+            if k > latest_first.size:
+                row.update({f"CUSTOMER_PREV{k}_AMOUNT_RATIO": 0.0, f"CUSTOMER_PREV{k}_GAP_S": history,
+                            f"CUSTOMER_PREV{k}_SAME_TERMINAL": 0.0, f"CUSTOMER_PREV{k}_HOUR_GAP": -1.0})
+                continue
+            j = latest_first[k - 1]
+            ratios.append(amount[j] / max(earlier_amounts.mean(), AMOUNT_RATIO_MIN_MEAN))
+            hour_gap = abs(hours[j] - hours[i])
+            row.update({f"CUSTOMER_PREV{k}_AMOUNT_RATIO": ratios[-1], f"CUSTOMER_PREV{k}_GAP_S": t - t_all[j],
+                        f"CUSTOMER_PREV{k}_SAME_TERMINAL": float(term[j] == term[i]),
+                        f"CUSTOMER_PREV{k}_HOUR_GAP": min(hour_gap, 24 - hour_gap)})
+        if config.sequence_length:
+            row["CUSTOMER_PREV_MAX_AMOUNT_RATIO"] = max(ratios, default=0.0)
+            row["CUSTOMER_PREV_NB_HIGH_AMOUNT"] = sum(r > SEQUENCE_HIGH_AMOUNT_RATIO for r in ratios)
         for w in config.fresh_label_windows_days:
             row[f"TERMINAL_NB_FRAUDS_KNOWN_{w}DAY"] = ((term == term[i]) & (fraud == 1) & (t_all <= t)
                                                       & (t_all > t - config.terminal_retention_s)
@@ -116,9 +133,10 @@ def random_frame(seed, n=400, days=40):
 CONFIGS = {
     "default": FeatureConfig(),
     "short_no_delay": FeatureConfig(customer_windows_days=(1, 2), terminal_windows_days=(1, 3), label_delay_days=0,
-                                    burst_window_s=900.0, terminal_burst_lag_s=0.0, history_days=3, recent_days=1),
+                                    burst_window_s=900.0, terminal_burst_lag_s=0.0, history_days=3, recent_days=1,
+                                    sequence_length=2),
     "no_recent_days": FeatureConfig(terminal_windows_days=(1, 5), label_delay_days=2, history_days=10,
-                                    recent_days=0),
+                                    recent_days=0, sequence_length=0),
 }
 
 
@@ -181,6 +199,25 @@ def test_card_novelty_against_its_own_history():
     assert std > AMOUNT_ZSCORE_MIN_STD
     assert features["CUSTOMER_HOUR_SHARE"].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.0, 0.75])
     assert features["CUSTOMER_NB_SAME_AMOUNT"].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_card_sequence_lists_the_latest_earlier_transactions_latest_first():
+    # card 0: 10 at noon (terminal 1), 20 a day later (terminal 2), 200 the next day at 15:00 (terminal 1), then
+    # a charge at terminal 1 at 13:00 on day 3: its sequence is 200, 20, 10 against their mean of 76.67
+    rows = [(1, 0.0, 0, 1, 10.0, 0), (2, DAY_S, 0, 2, 20.0, 0), (3, 2 * DAY_S + 3 * 3_600.0, 0, 1, 200.0, 0),
+            (4, 3 * DAY_S + 3_600.0, 0, 1, 5.0, 0)]
+    config = FeatureConfig(sequence_length=4)
+    last = compute_features(make_frame(rows), config).iloc[3]
+    mean = (10.0 + 20.0 + 200.0) / 3
+    assert [last[f"CUSTOMER_PREV{k}_AMOUNT_RATIO"] for k in (1, 2, 3, 4)] == pytest.approx(
+        [200.0 / mean, 20.0 / mean, 10.0 / mean, 0.0])
+    assert [last[f"CUSTOMER_PREV{k}_GAP_S"] for k in (1, 2, 3, 4)] == pytest.approx(
+        [DAY_S - 2 * 3_600.0, 2 * DAY_S + 3_600.0, 3 * DAY_S + 3_600.0, config.history_days * DAY_S])
+    assert [last[f"CUSTOMER_PREV{k}_SAME_TERMINAL"] for k in (1, 2, 3, 4)] == [1.0, 0.0, 1.0, 0.0]
+    assert [last[f"CUSTOMER_PREV{k}_HOUR_GAP"] for k in (1, 2, 3, 4)] == [2.0, 1.0, 1.0, -1.0]
+    assert last["CUSTOMER_PREV_MAX_AMOUNT_RATIO"] == pytest.approx(200.0 / mean)
+    assert last["CUSTOMER_PREV_NB_HIGH_AMOUNT"] == 0.0  # 2.6 times the mean: not above 3
+    assert compute_features(make_frame(rows[:1]), config).iloc[0]["CUSTOMER_PREV_MAX_AMOUNT_RATIO"] == 0.0
 
 
 def test_terminal_burst_counts_the_last_window_without_delay():

@@ -121,3 +121,17 @@ def test_approximate_contributions_sum_to_the_margin_and_name_the_same_leading_f
     np.testing.assert_allclose(approx.sum(axis=1), exact.sum(axis=1), rtol=0, atol=1e-4)  # same margin
     exact_top2 = np.argsort(-exact, axis=1)[:, :2]
     assert (exact_top2 == np.argmax(approx, axis=1)[:, None]).any(axis=1).mean() >= 0.95
+
+
+def test_a_model_fitted_on_leading_columns_reads_only_those_of_a_wider_matrix():
+    # the light model is fitted on the screening features and scores the cascade's matrix, sequence included
+    X, y = data()
+    model = LightModel(n_estimators=20, max_depth=3, seed=0).fit(X[:, :4], y, NAMES[:4])
+    wider = np.column_stack([X, np.full(len(X), np.nan)])  # anything after the leading four is ignored
+    for rows in (X[:50], X):  # the tree walker's batches and XGBoost's
+        np.testing.assert_array_equal(model.raw_score(np.column_stack([rows, rows[:, :1] * 9])),
+                                      model.raw_score(rows[:, :4]))
+    np.testing.assert_array_equal(model.contributions(wider[:20], approximate=True),
+                                  model.contributions(X[:20, :4], approximate=True))
+    with pytest.raises(ValueError, match=">= 4"):
+        model.raw_score(X[:, :3])
