@@ -113,6 +113,9 @@ class ModelRecipe:
     anomaly_method: str = "IForest"
     imbalance: str = "none"  # one treatment and one calibration: the bench needs the model's shape, not its best
     calibration: str = "isotonic"
+    #: Analyst capacity (cards a day) of its calibration: 100 a day for the default data's 5,000 customers, scaled
+    #: to this population, so that the bench model flags a share of traffic like a production one (about 1-3%).
+    review_capacity: float = 10.0
     seed: int = 3
 
     def key(self) -> str:
@@ -139,7 +142,8 @@ def prepare_model(model_dir: str | None, recipe: ModelRecipe, log: Any = print) 
                                       nb_days=recipe.nb_days, seed=recipe.seed))
     result = train_from_frame(frame, TrainSettings(light_trees=recipe.light_trees, heavy_trees=recipe.heavy_trees,
                                                    anomaly_methods=(recipe.anomaly_method,),
-                                                   imbalance=recipe.imbalance, calibration=recipe.calibration))
+                                                   imbalance=recipe.imbalance, calibration=recipe.calibration,
+                                                   review_capacity=recipe.review_capacity))
     save_bundle(result.cascade, root, result.manifest_extras)
     return root
 

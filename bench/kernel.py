@@ -104,10 +104,12 @@ def naive_per_row(data: KernelData) -> dict[str, float]:
     stop = data.warm_end + NAIVE_ROWS
     features = compute_features(_frame_rows(data, stop), data.cascade.feature_config)
     X = np.asarray(features[data.cascade.feature_names].tail(NAIVE_ROWS), dtype=np.float64)
-    booster = data.cascade.light.booster_
+    light = data.cascade.light
+    booster = light.booster_
+    light_columns = X[:, :booster.num_features()]  # the screening features it was fitted on
     t0 = time.perf_counter()
-    for row in X:
-        booster.predict(xgb.DMatrix(row[None, :], feature_names=data.cascade.light.feature_names_))
+    for row in light_columns:
+        booster.predict(xgb.DMatrix(row[None, :], feature_names=light.feature_names_))
     xgb_us = (time.perf_counter() - t0) / X.shape[0] * US_PER_S
     anomaly = data.cascade.anomaly
     columns = X[:NAIVE_ROWS_PYOD][:, list(anomaly.columns)] if getattr(anomaly, "columns", None) is not None \
