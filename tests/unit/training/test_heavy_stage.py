@@ -91,3 +91,27 @@ def test_the_heavy_model_is_calibrated_with_platt_whatever_the_light_models_cali
     assert chosen.metrics["heavy_calibration"] == min(table, key=table.get)
     with pytest.raises(ValueError, match="heavy_calibration"):
         TrainSettings(heavy_calibration="sigmoid")
+
+
+def test_only_the_heavy_model_reads_the_cards_recent_sequence():
+    sequence = DEFAULT_CONFIG.sequence_feature_names()
+    screening = DEFAULT_CONFIG.screening_feature_names()
+    assert sequence and NAMES == screening + sequence
+
+    def with_sequence_signal(frame, seed):
+        # the hidden frauds show in the card's recent large charges, which the screening features do not carry
+        rng = np.random.default_rng(seed)
+        hidden = (frame["TX_FRAUD"] == 1) & (frame[NAMES[1]] > frame[NAMES[1]].median())
+        frame["CUSTOMER_PREV_MAX_AMOUNT_RATIO"] = rng.gamma(2.0, 0.5, len(frame)) + hidden * 4.0
+        return frame
+
+    cascade = fit_cascade(with_sequence_signal(featured_frame(10, "2020-01-01", 0), 0),
+                          with_sequence_signal(featured_frame(4, "2020-01-18", 1), 1), SMALL)
+    assert cascade.light.feature_names_ == screening
+    assert cascade.heavy.feature_names_[:len(NAMES)] == NAMES
+    assert cascade.light.booster_.num_features() == len(screening)
+    gain = cascade.heavy.booster_.get_score(importance_type="total_gain")
+    top = sorted(gain, key=gain.__getitem__, reverse=True)[:3]
+    assert "CUSTOMER_PREV_MAX_AMOUNT_RATIO" in top  # among the heavy model's strongest inputs
+    result = decide(cascade, featured_frame(2, "2020-01-25", 2))  # scores the whole feature matrix
+    assert result.decision.shape == (800,)
