@@ -22,14 +22,16 @@ SIMULATION = SimulationConfig(n_customers=120, n_terminals=200, nb_days=50, seed
 CASES = {
     # handbook windows and delay, times to the second
     "default": (FeatureConfig(), None),
-    # short windows (state trimmed often), no label delay, times floored to 15 min: many ties at one time
+    # short windows (state trimmed often), no label delay, times floored to 15 min: many ties at one time (the
+    # card's sequence holds strictly earlier times only); a shorter sequence
     "short_ties_no_delay": (FeatureConfig(customer_windows_days=(1, 3), terminal_windows_days=(1, 2),
                                           label_delay_days=0, burst_window_s=1800.0, terminal_burst_lag_s=0.0,
-                                          history_days=5, recent_days=2), "15min"),
+                                          history_days=5, recent_days=2, sequence_length=3), "15min"),
     # windows ending at t - 1 day (and the terminal burst at t - 1 h) fall on the 15-min grid (ties at the edges);
-    # the baseline ends at t
+    # the baseline ends at t; no sequence
     "ties_at_window_ends_no_recent": (FeatureConfig(customer_windows_days=(1, 3), terminal_windows_days=(1, 4),
-                                                    label_delay_days=1, history_days=6, recent_days=0), "15min"),
+                                                    label_delay_days=1, history_days=6, recent_days=0,
+                                                    sequence_length=0), "15min"),
 }
 
 
