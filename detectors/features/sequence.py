@@ -13,8 +13,15 @@ from __future__ import annotations
 
 from numba import njit
 
-from fraudstream.detectors.features.definition import AMOUNT_RATIO_MIN_MEAN, SEQUENCE_HIGH_AMOUNT_RATIO
+from fraudstream.detectors.features.definition import (
+    AMOUNT_RATIO_MIN_MEAN,
+    SEQUENCE_HIGH_AMOUNT_RATIO,
+    SEQUENCE_PARTS,
+)
 from fraudstream.detectors.features.novelty import hour_of_day
+
+#: Values written per earlier transaction, in ``SEQUENCE_PARTS`` order (amount ratio, gap, same terminal, hour gap).
+PARTS = len(SEQUENCE_PARTS)
 
 
 @njit(cache=True, nogil=True)
@@ -23,8 +30,8 @@ def card_sequence(times, amounts, terminals, lo, hi, t, terminal, history_s, len
     """Write the sequence features of one event into ``out[row, column:]``.
 
     ``times[lo:hi]``, ``amounts[lo:hi]`` and ``terminals[lo:hi]`` are the card's earlier transactions of the
-    history window, oldest first; ``length`` is how many of the latest ones are described (4 values each, latest
-    first), followed by the largest of their amount ratios and how many of them exceed
+    history window, oldest first; ``length`` is how many of the latest ones are described (:data:`PARTS` values
+    each, latest first), followed by the largest of their amount ratios and how many of them exceed
     ``SEQUENCE_HIGH_AMOUNT_RATIO``.
     """
     n = hi - lo
@@ -38,7 +45,7 @@ def card_sequence(times, amounts, terminals, lo, hi, t, terminal, history_s, len
     largest = 0.0
     high = 0
     for j in range(length):
-        base = column + 4 * j
+        base = column + PARTS * j
         k = hi - 1 - j
         if k < lo:
             out[row, base] = 0.0
@@ -55,8 +62,8 @@ def card_sequence(times, amounts, terminals, lo, hi, t, terminal, history_s, len
         largest = max(largest, ratio)
         if ratio > SEQUENCE_HIGH_AMOUNT_RATIO:
             high += 1
-    out[row, column + 4 * length] = largest
-    out[row, column + 4 * length + 1] = high
+    out[row, column + PARTS * length] = largest
+    out[row, column + PARTS * length + 1] = high
 
 
 @njit(cache=True, nogil=True)
