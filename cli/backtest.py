@@ -52,6 +52,9 @@ def _side_path(out: Path, name: str) -> Path:
 @click.option("--analyst-delay", default="1h", show_default=True, help="verdict time after a case opens")
 @click.option("--review-capacity", type=click.IntRange(min=0), default=100, show_default=True,
               help="cases (cards) the analysts work per day")
+@click.option("--review-budget", type=click.IntRange(min=0), default=0, show_default=True,
+              help="the worker's review budget (cards a day that may open a case; past it REVIEW becomes ALLOW; "
+                   "0 = none, as the worker's default)")
 @click.option("--no-analysts", is_flag=True, help="no analysts: labels come from chargebacks only")
 @click.option("--versus-no-analysts", is_flag=True,
               help="also run the champion without analysts and compare with it (the first column)")
@@ -79,7 +82,8 @@ def _side_path(out: Path, name: str) -> Path:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the figures as JSON")
 def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, end: str, out: Path,
-            labels_out: Path | None, labels_delay: str, analyst_delay: str, review_capacity: int, no_analysts: bool,
+            labels_out: Path | None, labels_delay: str, analyst_delay: str, review_capacity: int, review_budget: int,
+            no_analysts: bool,
             versus_no_analysts: bool, versus_no_anomaly: bool, analyst_error: float, case_expiry: str,
             warmup_days: int | None, block_mode: str, block_days: float, chargeback_blocks: bool, step: str,
             bootstrap: int, seed: int, json_path: Path | None) -> None:
@@ -110,7 +114,7 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
         settings = BacktestSettings(_day(start, "--from"), _day(end, "--to"), warmup_days=warmup_days,
                                     labels_delay=delay, analysts=analysts, step_s=_duration_s(step, "--step"),
                                     block_mode=block_mode, block_days=block_days,
-                                    block_on_chargeback=chargeback_blocks, seed=seed)
+                                    block_on_chargeback=chargeback_blocks, review_budget=review_budget, seed=seed)
     except (BacktestError, ValueError) as exc:
         if isinstance(exc, click.ClickException):
             raise

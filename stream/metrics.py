@@ -115,6 +115,9 @@ class WorkerMetrics:
         self.model_reloads = Counter(f"{PREFIX}model_reloads_total", "Model reload attempts, by outcome",
                                      ["outcome"], registry=r)
         self.review_items = Counter(f"{PREFIX}review_items_total", "Items written to the review queue", registry=r)
+        self.reviews_over_budget = Counter(f"{PREFIX}reviews_over_budget_total",
+                                           "REVIEW decisions allowed because the day's review budget was spent",
+                                           registry=r)
         self.consumer_lag = Gauge(f"{PREFIX}consumer_lag_messages", "Messages not yet processed, per partition",
                                   ["topic", "partition"], registry=r)
         self.model_info = Gauge(f"{PREFIX}model_info", "The model version in use (value 1)", ["version"],
@@ -191,6 +194,8 @@ class WorkerMetrics:
             self.duplicate_labels.inc(outcome.duplicate_labels)
         if outcome.review_items:
             self.review_items.inc(outcome.review_items)
+        if outcome.reviews_over_budget:
+            self.reviews_over_budget.inc(outcome.reviews_over_budget)
         truth = outcome.label_truth
         if truth is not None:
             for version, decision, label, n in truth.counts():

@@ -108,7 +108,8 @@ class WorkerRuntime(Service):
         self._pipeline = BatchPipeline(store, lambda: self.watcher.current, s.transactions_topic, s.labels_topic,
                                        on_conflict=self.metrics.state_conflicts.inc,
                                        time_range=s.event_time_range(),
-                                       chunk_size=s.batch_size * CHUNK_BATCHES)
+                                       chunk_size=s.batch_size * CHUNK_BATCHES,
+                                       review_cases_per_day=s.review_cases_per_day)
         self.labels = LabelFeed(lambda: kafka.standalone_consumer("labels"), s.labels_topic, store.label_offsets)
         await self.labels.start()
         self.metrics.last_batch_timestamp.set(time.time())  # a worker that never delivers a batch shows as stale

@@ -120,6 +120,8 @@ class BacktestSettings:
         first step boundary after it ran out).
     block_on_chargeback : a chargeback also puts its card on the list (from the first step after it is known),
         not only an analyst's fraud verdict.
+    review_budget : the worker's review budget, cards a UTC day of event time that may open a review case (0 =
+        none, the worker's default; :mod:`~fraudstream.detectors.cascade.review_budget`).
     seed : seed of the label model (chargeback delays).
     """
 
@@ -132,6 +134,7 @@ class BacktestSettings:
     block_mode: str = "reissue"
     block_days: float = DEFAULT_BLOCK_DAYS
     block_on_chargeback: bool = True
+    review_budget: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -145,6 +148,8 @@ class BacktestSettings:
             raise BacktestError(f"block mode must be one of {', '.join(BLOCK_MODES)}, got {self.block_mode!r}")
         if self.block_days < 0:
             raise BacktestError(f"block days must be >= 0, got {self.block_days}")
+        if self.review_budget < 0:
+            raise BacktestError(f"review budget must be >= 0 cards a day, got {self.review_budget}")
 
 
 @dataclass
@@ -294,7 +299,7 @@ class _Loop:
         self.model = _Model(_Bundle(cascade), IncrementalFeatures(cascade.feature_config))
         self.now_s = 0.0
         self.pipeline = BatchPipeline(self.store, lambda: self.model, TRANSACTIONS_TOPIC, LABELS_TOPIC,  # type: ignore[arg-type, return-value]
-                                      clock=lambda: self.now_s)
+                                      clock=lambda: self.now_s, review_cases_per_day=settings.review_budget)
         self.feed = LabelFeed()
         self.labels_sent: list[LabelEvent] = []
         self.analysts = SimulatedAnalysts(settings.analysts) if settings.analysts is not None else None

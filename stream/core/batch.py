@@ -33,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fraudstream.detectors.cascade.review_budget import apply_review_budget
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.drift import watched_signals
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, TransactionBatch
@@ -74,6 +75,10 @@ class ScoredBatch:
     encoded: list[bytes]
     #: the values drift is watched on (light and anomaly scores, key features), by signal name.
     drift_signals: dict[str, np.ndarray] = field(default_factory=dict)
+    #: REVIEWs turned into ALLOW because their day's review budget was spent.
+    over_budget: int = 0
+    #: UTC event day -> cards that opened a review case in this batch (review budget).
+    opened_cases: dict[int, list[int]] = field(default_factory=dict)
 
     @classmethod
     def concat(cls, parts: Sequence[ScoredBatch]) -> ScoredBatch:
@@ -84,11 +89,16 @@ class ScoredBatch:
         def joined(arrays: Sequence[np.ndarray]) -> np.ndarray:
             return np.concatenate(arrays)
 
+        opened: dict[int, list[int]] = {}
+        for p in parts:
+            for day, cards in p.opened_cases.items():
+                opened.setdefault(day, []).extend(cards)
         return cls(TransactionBatch.concat([p.batch for p in parts]), joined([p.decision for p in parts]),
                    joined([p.stage for p in parts]), joined([p.risk for p in parts]),
                    {k: joined([p.scores[k] for p in parts]) for k in parts[0].scores},
                    [raw for p in parts for raw in p.encoded],
-                   {k: joined([p.drift_signals[k] for p in parts]) for k in parts[0].drift_signals})
+                   {k: joined([p.drift_signals[k] for p in parts]) for k in parts[0].drift_signals},
+                   sum(p.over_budget for p in parts), opened)
 
 
 @dataclass
@@ -115,6 +125,8 @@ class BatchOutcome:
     scored: ScoredBatch | None = None
     #: the new labels joined to the stored decisions of their transactions, for metrics.
     label_truth: LabelTruth | None = None
+    #: REVIEWs turned into ALLOW because their day's review budget was spent.
+    reviews_over_budget: int = 0
 
 
 def merge_outcomes(parts: Sequence[BatchOutcome]) -> BatchOutcome:
@@ -131,6 +143,7 @@ def merge_outcomes(parts: Sequence[BatchOutcome]) -> BatchOutcome:
         duplicate_labels=sum(p.duplicate_labels for p in parts),
         scored=ScoredBatch.concat(scored) if scored else None,
         label_truth=parts[0].label_truth,  # labels go with the first chunk
+        reviews_over_budget=sum(p.reviews_over_budget for p in parts),
     )
 
 
@@ -142,8 +155,8 @@ class BatchResult:
     outcome: BatchOutcome
 
 
-def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | None, decided_at: float
-                 ) -> BatchResult:
+def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | None, decided_at: float,
+                 review_cases_per_day: int = 0) -> BatchResult:
     """The batch's changes and messages, given its state (mutates the histories in ``state``).
 
     Parameters
@@ -152,6 +165,8 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
     state : what the store held for it (:func:`~fraudstream.stream.core.plan.batch_reads`).
     model : the model to score with (needed when there are new transactions or labels).
     decided_at : wall-clock time of the decisions (epoch s).
+    review_cases_per_day : review budget, cards a UTC day of event time (0: none;
+        :mod:`~fraudstream.detectors.cascade.review_budget`); ``state.review_cases`` must hold the batch's days.
     """
     plan = plan_batch(parsed, state.decisions, state.label_offsets)
     new_batch, plan.new_index = _in_event_time_order(parsed, plan.new_index)
@@ -164,7 +179,7 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
     if plan.new_index and model is not None:
         new_ts = np.asarray(parsed.tx_broker_ts_s, dtype=np.float64)[plan.new_index]
         scored = score_transactions(model, new_batch, new_ts, customers, terminals, decided_at,
-                                    state.blocked_customers)
+                                    state.blocked_customers, state.review_cases, review_cases_per_day)
 
     touched_customers = set(new_batch.account.tolist())
     touched_terminals = set(new_batch.terminal_id.tolist()) | {lab.terminal_id for lab in plan.new_labels}
@@ -177,6 +192,7 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
         changes.decisions = list(zip(scored.batch.transaction_id.tolist(), scored.encoded))
         review_rows = np.flatnonzero(scored.decision == Decision.REVIEW).tolist()
         changes.review_items = [DecisionRecord.from_json(scored.encoded[i]) for i in review_rows]
+        changes.review_cases = scored.opened_cases
     outcome = _outcome(parsed, plan, scored, len(changes.review_items))
     outcome.label_truth = join_labels(plan.new_labels, state.decisions)
     return BatchResult(changes, outcome)
@@ -184,17 +200,24 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
 
 def score_transactions(model: ActiveModel, batch: TransactionBatch, broker_ts_s: np.ndarray,
                        customers: dict[int, bytes], terminals: dict[int, bytes], decided_at: float,
-                       blocked_customers: frozenset[int] = frozenset()) -> ScoredBatch:
+                       blocked_customers: frozenset[int] = frozenset(),
+                       review_cases: Mapping[int, Set[int]] | None = None, review_cases_per_day: int = 0
+                       ) -> ScoredBatch:
     """Features (incremental, updating the stored histories: :mod:`~fraudstream.stream.core.histories`) and one
     vectorized cascade call for new transactions (in event-time order); cards on the live block list are then
-    blocked by rule (:mod:`~fraudstream.stream.core.block_list`)."""
+    blocked by rule (:mod:`~fraudstream.stream.core.block_list`), and REVIEWs past the day's review budget
+    allowed (:mod:`~fraudstream.detectors.cascade.review_budget`; ``review_cases``: UTC day -> cards with a
+    case)."""
     features = transform_stored(model.features, batch, customers, terminals)
     result = apply_block_list(model.bundle.cascade.score(features, batch), batch, blocked_customers)
+    result, opened, over_budget = apply_review_budget(result, batch.timestamp, batch.customer_id,
+                                                      review_cases or {}, review_cases_per_day)
     encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
     light, anomaly = np.asarray(result.light_score), np.asarray(result.anomaly_score)
     return ScoredBatch(batch, np.asarray(result.decision), np.asarray(result.stage), np.asarray(result.risk),
                        dict(result.scores), encoded,
-                       watched_signals(light, anomaly, features, model.bundle.cascade.feature_names))
+                       watched_signals(light, anomaly, features, model.bundle.cascade.feature_names),
+                       over_budget, opened)
 
 
 def _in_event_time_order(parsed: ParsedBatch, new_index: list[int]) -> tuple[TransactionBatch, list[int]]:
@@ -246,6 +269,7 @@ def _outcome(parsed: ParsedBatch, plan: BatchPlan, scored: ScoredBatch | None, r
         labels_learned=len(plan.new_labels), review_items=review_items,
         dlq_reasons=[parsed.dlq_reasons[j] for j in plan.dlq_index] + [REASON_CONFLICT] * len(conflict_letters),
         duplicate_labels=len(parsed.labels) - len(plan.new_labels), scored=scored,
+        reviews_over_budget=scored.over_budget if scored is not None else 0,
     )
 
 
@@ -260,12 +284,16 @@ class BatchPipeline:
     clock : wall clock, epoch s.
     on_conflict : called each time a batch is recomputed because its shared state changed (metrics).
     time_range : sane range of transaction timestamps (outside: invalid event).
+    chunk_size : largest chunk a batch is decided in (None: the whole batch at once).
+    review_cases_per_day : review budget, cards a UTC day of event time (0: none;
+        :mod:`~fraudstream.detectors.cascade.review_budget`).
     """
 
     def __init__(self, store: StateStore, model: Callable[[], ActiveModel | None], transactions_topic: str,
                  labels_topic: str, clock: Callable[[], float] = time.time,
                  on_conflict: Callable[[], None] | None = None,
-                 time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE, chunk_size: int | None = None) -> None:
+                 time_range: EventTimeRange = DEFAULT_EVENT_TIME_RANGE, chunk_size: int | None = None,
+                 review_cases_per_day: int = 0) -> None:
         self.store = store
         self.model = model
         self.transactions_topic = transactions_topic
@@ -276,6 +304,9 @@ class BatchPipeline:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
         self.chunk_size = chunk_size
+        if review_cases_per_day < 0:
+            raise ValueError(f"review_cases_per_day: expected >= 0, got {review_cases_per_day}")
+        self.review_cases_per_day = review_cases_per_day
 
     async def process(self, events: Sequence[RawEvent], while_writing: Callable[[], Awaitable[None]] | None = None
                       ) -> BatchOutcome:
@@ -309,10 +340,10 @@ class BatchPipeline:
     async def _decide_and_write(self, parsed: ParsedBatch, model: ActiveModel | None,
                                 while_writing: Callable[[], Awaitable[None]] | None) -> BatchOutcome:
         """Read, decide, write; read and decide again while the write is refused (shared state changed)."""
-        reads = batch_reads(parsed)
+        reads = batch_reads(parsed, self.review_cases_per_day > 0)
         for attempt in range(MAX_STATE_CONFLICT_RETRIES):
             state = await self.store.read_batch(reads)
-            result = decide_batch(parsed, state, model, self.clock())
+            result = decide_batch(parsed, state, model, self.clock(), self.review_cases_per_day)
             writing = await self.store.start_commit(state, result.changes)
             if while_writing is not None:
                 try:
@@ -336,13 +367,14 @@ class BatchPipeline:
         sent only once the one before was accepted.  Returns the outcomes of the chunks written, in order (a
         refused write stops it: the caller does the rest one by one).
         """
-        state = await self.store.read_batch(merge_reads([batch_reads(chunk) for chunk in chunks]))
+        with_days = self.review_cases_per_day > 0
+        state = await self.store.read_batch(merge_reads([batch_reads(chunk, with_days) for chunk in chunks]))
         outcomes: list[BatchOutcome] = []
         writing: Awaitable[bool] | None = None
         previous: BatchOutcome | None = None
         try:
             for chunk in chunks:
-                result = decide_batch(chunk, state, model, self.clock())
+                result = decide_batch(chunk, state, model, self.clock(), self.review_cases_per_day)
                 if writing is not None:
                     written, writing = await writing, None
                     if not written:
@@ -399,6 +431,9 @@ def split_in_event_time(parsed: ParsedBatch, size: int) -> list[ParsedBatch]:
 
 def see_own_changes(state: BatchState, changes: BatchChanges) -> None:
     """What a chunk decided, in the state the next chunks are decided on (its histories are there already: the
-    features write them back): its decisions (a later duplicate is answered with them) and label offsets."""
+    features write them back): its decisions (a later duplicate is answered with them), label offsets and the
+    review cases it opened."""
     state.decisions.update(changes.decisions)
     state.label_offsets.update(changes.label_offsets)
+    for day, cards in changes.review_cases.items():
+        state.review_cases.setdefault(day, set()).update(cards)

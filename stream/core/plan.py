@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from fraudstream.detectors.features.definition import DAY_S
 from fraudstream.detectors.schema import LabelEvent, Transaction
 from fraudstream.stream.core.parse import ParsedBatch
 from fraudstream.stream.state.base import BatchReads
 
 
-def batch_reads(parsed: ParsedBatch) -> BatchReads:
+def batch_reads(parsed: ParsedBatch, review_days: bool = False) -> BatchReads:
     """The state a batch needs: the ids of its transactions and of its labels' transactions (their stored
     decisions: duplicates, and the truth the labels tell about them), customers (the accounts whose histories
     the features read), cards (their block-list entries), terminals (of transactions and labels), label
-    partitions; each in first-seen order (partitions sorted)."""
+    partitions; each in first-seen order (partitions sorted); with ``review_days`` (a review budget) the UTC
+    event days of its transactions, sorted."""
     txs = parsed.transactions
     return BatchReads(
         transaction_ids=list(dict.fromkeys([t.transaction_id for t in txs]
@@ -31,6 +33,7 @@ def batch_reads(parsed: ParsedBatch) -> BatchReads:
         card_ids=list(dict.fromkeys(t.customer_id for t in txs)),
         terminal_ids=list(dict.fromkeys([t.terminal_id for t in txs] + [lab.terminal_id for lab in parsed.labels])),
         label_partitions=parsed.label_partitions,
+        review_days=sorted({int(t.timestamp // DAY_S) for t in txs}) if review_days else [],
     )
 
 
@@ -46,6 +49,7 @@ def merge_reads(reads: Sequence[BatchReads]) -> BatchReads:
         transaction_ids=union(r.transaction_ids for r in reads), customer_ids=union(r.customer_ids for r in reads),
         card_ids=union(r.cards for r in reads), terminal_ids=union(r.terminal_ids for r in reads),
         label_partitions=sorted(set(union(r.label_partitions for r in reads))),
+        review_days=sorted(set(union(r.review_days for r in reads))),
     )
 
 

@@ -32,6 +32,7 @@ class BatchReads:
     terminal_ids: list[int]
     label_partitions: list[int]
     card_ids: list[int] | None = None  # cards: keys of the block list (None: the same as customer_ids)
+    review_days: list[int] = field(default_factory=list)  # UTC event days whose review cases are read (budget)
 
     @property
     def cards(self) -> list[int]:
@@ -49,6 +50,8 @@ class BatchState:
     label_offsets : label partition -> applied offset (0 when none).
     snapshot : what the store needs to check, at commit, that the state is unchanged (implementation's own).
     blocked_customers : the batch's cards on the live block list (confirmed fraud; the rules stage blocks them).
+    review_cases : UTC event day -> cards given a review case that day (the days in ``reads.review_days``;
+        :mod:`~fraudstream.detectors.cascade.review_budget`).
     """
 
     reads: BatchReads
@@ -58,6 +61,7 @@ class BatchState:
     label_offsets: dict[int, int]
     snapshot: object = None
     blocked_customers: frozenset[int] = frozenset()
+    review_cases: dict[int, set[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +75,8 @@ class BatchChanges:
     review_items : the REVIEW decisions among them (an item each in the review queue).
     settled_reviews : (transaction id, fraud) of the batch's new chargeback labels; a pending review item among
         them is resolved (source chargeback), so no analyst works a settled case.  Idempotent.
+    review_cases : UTC event day -> cards that opened a review case that day in this batch (added, not checked:
+        two workers deciding at the same time may together pass the day's budget by what one batch opens).
     """
 
     customers: dict[int, bytes] = field(default_factory=dict)
@@ -79,6 +85,7 @@ class BatchChanges:
     decisions: list[tuple[int, bytes]] = field(default_factory=list)
     review_items: list[DecisionRecord] = field(default_factory=list)
     settled_reviews: list[tuple[int, bool]] = field(default_factory=list)
+    review_cases: dict[int, list[int]] = field(default_factory=dict)
 
 
 class StateStore(Protocol):

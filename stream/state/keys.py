@@ -39,6 +39,13 @@ Review queue (no expiry):
     the fields of ``stream.types.review_item_fields``; a verdict sets ``status``, ``verdict``, ``analyst``,
     ``resolved_at``.
 
+Review budget (TTL ``REVIEW_CASES_TTL_S``, 3 days; only with a budget, ``review_cases_per_day`` of the worker):
+
+``<p>:review:cases-day:<UTC day number>`` (string)
+    the cards given a review case on that UTC day of event time, each a little-endian int64, appended by the
+    batch that opened the case (:mod:`fraudstream.detectors.cascade.review_budget`); a card may appear twice when
+    two workers opened its case at the same moment.
+
 Live block list (TTL ``block_ttl_s`` of the review service, 365 days):
 
 ``<p>:blocklist:<customer_id>`` (string, JSON ``{"since": epoch s, "by": analyst, "case": card}``)
@@ -78,6 +85,9 @@ A batch's decisions, histories, label offsets and review items are written in on
 """
 
 from __future__ import annotations
+
+#: Expiry of a day's review-case list (s): the day itself and the late events of two more.
+REVIEW_CASES_TTL_S = 3 * 86_400
 
 
 class Keyspace:
@@ -120,6 +130,10 @@ class Keyspace:
 
     def block(self, customer_id: int | str) -> str:
         return f"{self.prefix}:blocklist:{customer_id}"
+
+    def review_cases_day(self, day: int) -> str:
+        """The cards given a review case on UTC day ``day`` (days since the epoch) of event time."""
+        return f"{self.prefix}:review:cases-day:{int(day)}"
 
 
 #: Sorts of the queue page, each backed by an index sorted set.

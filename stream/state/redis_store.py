@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import cast
 
+import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -19,7 +20,7 @@ from fraudstream.stream.state import review_scripts
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, StateStoreError
 from fraudstream.stream.state.compare_and_write import ABSENT_DIGEST, BatchCommit, BatchWrite, digest
 from fraudstream.stream.state.epoch import StateLostError, lost_message, read_epoch
-from fraudstream.stream.state.keys import Keyspace
+from fraudstream.stream.state.keys import REVIEW_CASES_TTL_S, Keyspace
 from fraudstream.stream.state.write_stamp import new_stamp, stamped, unstamped
 from fraudstream.stream.types import review_item_fields
 
@@ -30,6 +31,16 @@ REBUILT_WRITE_CHUNK = 1000
 def decode_offset(raw: bytes | None) -> int:
     """Stored applied label offset (0 when absent: nothing applied yet)."""
     return 0 if raw is None else int(raw)
+
+
+def encode_cards(cards: Sequence[int]) -> bytes:
+    """Card ids as the review-case list stores them: little-endian int64 each."""
+    return np.asarray(cards, dtype="<i8").tobytes()
+
+
+def decode_cards(raw: bytes | None) -> set[int]:
+    """The cards of a stored review-case list (empty when absent)."""
+    return set() if raw is None else set(np.frombuffer(raw, dtype="<i8").tolist())
 
 
 def _histories(ids: Sequence[int], keys: Sequence[str], raws: Sequence[bytes | None], expected: dict[str, str | bytes]
@@ -99,13 +110,15 @@ class RedisStateStore:
         block_keys = [k.block(c) for c in reads.cards]
         keys = [k.decision(t) for t in reads.transaction_ids] + customer_keys + terminal_keys + offset_keys
         keys += block_keys
+        keys += [k.review_cases_day(day) for day in reads.review_days]
         raws = cast(list[bytes | None], await self.redis.mget(keys)) if keys else []
         n_tx, n_cust, n_term = len(reads.transaction_ids), len(reads.customer_ids), len(reads.terminal_ids)
-        n_off = len(reads.label_partitions)
+        n_off, n_block = len(reads.label_partitions), len(block_keys)
         customer_raws = raws[n_tx:n_tx + n_cust]
         terminal_raws = raws[n_tx + n_cust:n_tx + n_cust + n_term]
         offset_raws = raws[n_tx + n_cust + n_term:n_tx + n_cust + n_term + n_off]
-        block_raws = raws[n_tx + n_cust + n_term + n_off:]
+        block_raws = raws[n_tx + n_cust + n_term + n_off:n_tx + n_cust + n_term + n_off + n_block]
+        case_raws = raws[n_tx + n_cust + n_term + n_off + n_block:]
         expected: dict[str, str | bytes] = {key: digest(raw) for key, raw in zip(offset_keys, offset_raws)}
         customers = _histories(reads.customer_ids, customer_keys, customer_raws, expected)
         terminals = _histories(reads.terminal_ids, terminal_keys, terminal_raws, expected)
@@ -117,6 +130,7 @@ class RedisStateStore:
             label_offsets={p: decode_offset(raw) for p, raw in zip(reads.label_partitions, offset_raws)},
             snapshot=expected,
             blocked_customers=frozenset(c for c, raw in zip(reads.cards, block_raws) if raw is not None),
+            review_cases={day: decode_cards(raw) for day, raw in zip(reads.review_days, case_raws)},
         )
 
     async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
@@ -150,6 +164,8 @@ class RedisStateStore:
         if members:
             write.zset_key = k.review_pending
             write.members.extend((score, member) for member, score in members.items())
+        for day, cards in changes.review_cases.items():
+            write.appends.append((k.review_cases_day(day), encode_cards(cards), REVIEW_CASES_TTL_S))
         if changes.settled_reviews:  # idempotent, so done before the write that may be refused and recomputed
             await self.check_epoch()
             await self.settle_reviews(changes.settled_reviews)

@@ -1,0 +1,88 @@
+"""The review budget in the worker core, on each state store (a real Redis: embedded redis-server; in memory): per
+UTC event day only the first ``cases_per_day`` cards sent to REVIEW keep it, across batches and chunks; the rest
+is ALLOW with the budget's reason; the cases are stored once, and a re-delivered batch opens none."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from fraudstream.detectors.cascade.review_budget import REASON_REVIEW_BUDGET, event_days
+from fraudstream.detectors.cascade.types import Decision
+from fraudstream.detectors.schema import datetime_to_epoch_seconds
+from fraudstream.stream.core.batch import BatchPipeline
+from fraudstream.stream.model_watch import ActiveModel
+from fraudstream.stream.state.base import BatchReads
+from fraudstream.stream.state.memory import InMemoryStateStore
+from fraudstream.stream.types import DecisionRecord
+from tests.unit.stream.test_pipeline_batches import LABEL_TOPIC, TX_TOPIC, events_of, expected_decisions
+from tests.unit.stream.test_pipeline_chunks import decided, rows_of, store_of
+
+BUDGET = 10
+BATCH = 400
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    from fraudstream.stream.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        yield server
+
+
+def first_cards_per_day(rows, unbudgeted, budget):
+    """(day, card) pairs that keep their REVIEW: per day, the first ``budget`` distinct cards sent to REVIEW
+    without a budget, in event-time order."""
+    review = rows[[unbudgeted[int(t)][0] == Decision.REVIEW for t in rows["TRANSACTION_ID"]]].copy()
+    review["day"] = event_days(datetime_to_epoch_seconds(review["TX_DATETIME"]))
+    first = review.drop_duplicates(["day", "CUSTOMER_ID"])
+    kept = first[first.groupby("day").cumcount() < budget]
+    return set(zip(kept["day"].tolist(), kept["CUSTOMER_ID"].tolist()))
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(tiny_bundle, redis_server, kind):
+    model = ActiveModel.load(tiny_bundle.root)
+    rows = rows_of(tiny_bundle)
+    events = events_of(rows, with_labels=True, delay_s=model.bundle.feature_config.label_delay_s)
+    unbudgeted = expected_decisions(model, rows)
+    kept = first_cards_per_day(rows, unbudgeted, BUDGET)
+    days = sorted({day for day, _ in kept})
+
+    async def scenario():
+        store = store_of(kind, redis_server)
+        pipeline = BatchPipeline(store, lambda: model, TX_TOPIC, LABEL_TOPIC, clock=lambda: 1.7e9, chunk_size=150,
+                                 review_cases_per_day=BUDGET)
+        outcomes = [await pipeline.process(events[s:s + BATCH]) for s in range(0, len(events), BATCH)]
+        again = await pipeline.process(events[:BATCH])  # re-delivered: answered from the store
+        state = await store.read_batch(BatchReads([], [], [], [], review_days=days))
+        stored_lengths = ({day: len(cards) for day, cards in store.review_cases.items()}
+                          if isinstance(store, InMemoryStateStore) else
+                          {day: len(await store.redis.get(store.keys.review_cases_day(day)) or b"") // 8
+                           for day in days})
+        if not isinstance(store, InMemoryStateStore):
+            await store.close()
+        return outcomes, again, state.review_cases, stored_lengths
+
+    outcomes, again, stored, stored_lengths = asyncio.run(scenario())
+    records = [DecisionRecord.from_json(raw) for raw in decided(outcomes).values()]
+    assert len(records) == len(rows)
+    over = 0
+    for record in records:
+        before = Decision(unbudgeted[record.transaction_id][0])
+        day = int(event_days(np.array([record.event_timestamp]))[0])
+        if before == Decision.REVIEW and (day, record.customer_id) not in kept:
+            assert record.decision == "ALLOW" and record.reasons[0] == REASON_REVIEW_BUDGET, record
+            over += 1
+        else:
+            assert record.decision == before.name and REASON_REVIEW_BUDGET not in record.reasons, record
+    assert over > 0, "the budget never bit: the test data sends too few cards to review"
+    assert sum(o.reviews_over_budget for o in outcomes) == over
+    assert sum(o.review_items for o in outcomes) == sum(r.decision == "REVIEW" for r in records)
+    assert again.new_decisions == [] and again.reviews_over_budget == 0
+    by_day: dict[int, set[int]] = {}
+    for day, card in kept:
+        by_day.setdefault(day, set()).add(card)
+    assert stored == by_day
+    assert all(len(cards) <= BUDGET for cards in stored.values())
+    assert stored_lengths == {day: len(cards) for day, cards in by_day.items()}  # each case stored once
