@@ -37,6 +37,7 @@ import orjson
 import pandas as pd
 
 from fraudstream.detectors.cascade.cascade import Cascade
+from fraudstream.detectors.cascade.review_budget import REASON_REVIEW_BUDGET
 from fraudstream.detectors.features.definition import DAY_S
 from fraudstream.detectors.features.online import IncrementalFeatures
 from fraudstream.detectors.schema import (
@@ -413,6 +414,13 @@ class _Loop:
 def blocked_by_list(decisions: pd.DataFrame) -> np.ndarray:
     """Per row of :attr:`BacktestRun.decisions`, whether the live block list blocked it (its reasons name it)."""
     return np.fromiter((REASON_BLOCKED_CARD in reasons for reasons in decisions["REASONS"]), dtype=bool,
+                       count=len(decisions))
+
+
+def allowed_over_budget(decisions: pd.DataFrame) -> np.ndarray:
+    """Per row of :attr:`BacktestRun.decisions`, whether its REVIEW became ALLOW because the day's review budget
+    was spent (its reasons say so)."""
+    return np.fromiter((REASON_REVIEW_BUDGET in reasons for reasons in decisions["REASONS"]), dtype=bool,
                        count=len(decisions))
 
 

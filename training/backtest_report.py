@@ -17,7 +17,7 @@ import numpy as np
 
 from fraudstream.detectors.features.definition import DAY_S, HOUR_S
 from fraudstream.detectors.schema import CUSTOMER_ID, TX_AMOUNT, TX_DATETIME, TX_FRAUD, datetime_to_epoch_seconds
-from fraudstream.training.backtest import CARD_ID, HANDBOOK_TEST, BacktestRun, blocked_by_list
+from fraudstream.training.backtest import CARD_ID, HANDBOOK_TEST, BacktestRun, allowed_over_budget, blocked_by_list
 from fraudstream.training.metrics import DEFAULT_TOP_K, card_precision_at_k
 
 #: Figures in report order: (key, label, format).
@@ -30,6 +30,7 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("fraud_amount_stopped_share", "fraud amount stopped (share)", "{:.3f}"),
     ("fraud_amount_stopped_per_day", "fraud amount stopped per day", "{:,.0f}"),
     ("review_cases_per_day", "review cases per day", "{:.1f}"),
+    ("over_budget_per_day", "REVIEWs allowed over the review budget per day", "{:.1f}"),
     ("queue_age_mean_h", "queue age of worked cases, mean (h)", "{:.2f}"),
     ("cases_expired_per_day", "cases expired per day", "{:.2f}"),
     ("block_precision", "block precision", "{:.3f}"),
@@ -93,6 +94,7 @@ def _prepare(run: BacktestRun, first_day: int, n_days: int) -> _RunDays:
         "fraud_amount": per_day(np.where(y, amount, 0.0)),
         "fraud_amount_stopped": per_day(np.where(y & stopped, amount, 0.0)),
         "blocked": per_day(blocked), "blocked_fraud": per_day(blocked & y), "by_list": per_day(by_list),
+        "over_budget": per_day(allowed_over_budget(d)),
         "legit_blocked": per_day(blocked & ~y), "legit_reviewed": per_day(reviewed & ~y),
     }
     analysts = run.analysts
@@ -150,6 +152,7 @@ def _figures(r: _RunDays, w: np.ndarray) -> dict[str, float]:
         "fraud_amount_stopped_share": _ratio(s["fraud_amount_stopped"], s["fraud_amount"]),
         "fraud_amount_stopped_per_day": s["fraud_amount_stopped"] / days,
         "review_cases_per_day": s["cases"] / days,
+        "over_budget_per_day": s["over_budget"] / days,
         "queue_age_mean_h": _ratio(float(np.dot(age_w, r.queue_age_h)), float(age_w.sum())),
         "cases_expired_per_day": expired,
         "block_precision": _ratio(s["blocked_fraud"], s["blocked"]),

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraudstream.detectors.bundle import save_bundle
+from fraudstream.detectors.cascade.review_budget import REASON_REVIEW_BUDGET
 from fraudstream.detectors.schema import (
     CUSTOMER_ID,
     TRANSACTION_ID,
@@ -140,6 +141,28 @@ def test_the_report_compares_the_same_model_with_and_without_analysts(trained):
     text = format_comparison(comparison, [no_analysts_run, run])
     assert "analysts - chargebacks [95% CI]" in text and "AP (handbook test set)" in text
     assert "no analysts" in text and "50 cards/day" in text
+
+
+def test_a_review_budget_bounds_the_cases_opened_a_day_and_the_report_counts_what_it_allowed(trained):
+    frame, result = trained
+    analysts = AnalystSettings(capacity_cards_per_day=50, delay_s=3600)
+    free = run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=analysts))
+    budget = max(1, min(_review_cards_per_day(free.decisions)) - 1)  # below every day's load without a budget
+    run = run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=analysts, review_budget=budget))
+    d = run.decisions
+    assert max(_review_cards_per_day(d)) == budget
+    over = d[[REASON_REVIEW_BUDGET in r for r in d["REASONS"]]]
+    assert len(over) > 0 and (over["DECISION"] == "ALLOW").all()
+    figures = compare([free, run], ["free", "budget"], n_bootstrap=20).figures
+    assert figures[0]["over_budget_per_day"] == 0
+    assert figures[1]["over_budget_per_day"] == pytest.approx(len(over) / (END - START).days)
+    # the analysts count a card again when it comes back after its case was worked: more cases than cards
+    assert figures[1]["review_cases_per_day"] < figures[0]["review_cases_per_day"]
+
+
+def _review_cards_per_day(decisions):
+    reviewed = decisions[decisions["DECISION"] == "REVIEW"]
+    return reviewed.groupby(reviewed[TX_DATETIME].dt.floor("D"))[CARD_ID].nunique().tolist()
 
 
 def test_weighted_rank_metrics_match_scikit_learn_with_ties_and_weights():
