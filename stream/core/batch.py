@@ -33,16 +33,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 
-from fraudstream.detectors.cascade.review_budget import apply_review_budget
+from fraudstream.detectors.cascade.review_budget import DayCases, apply_review_budget, close_cases, event_day
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.drift import watched_signals
-from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, TransactionBatch
+from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, LabelEvent, TransactionBatch
 from fraudstream.stream.core.block_list import apply_block_list
 from fraudstream.stream.core.encode import encode_decisions
 from fraudstream.stream.core.histories import learn_labels_stored, transform_stored
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 #: Label source of analysts' verdicts; every other label (chargebacks) settles a pending review item.
 ANALYST_SOURCE = "analyst"
+#: How a stored decision JSON says REVIEW (the encoder writes no spaces).
+_REVIEW_JSON = b'"decision":"REVIEW"'
 #: Recomputations of one batch after concurrent changes of its shared state before giving up (the caller retries).
 MAX_STATE_CONFLICT_RETRIES = 20
 
@@ -77,8 +80,8 @@ class ScoredBatch:
     drift_signals: dict[str, np.ndarray] = field(default_factory=dict)
     #: REVIEWs turned into ALLOW because their day's review budget was spent.
     over_budget: int = 0
-    #: UTC event day -> cards that opened a review case in this batch (review budget).
-    opened_cases: dict[int, list[int]] = field(default_factory=dict)
+    #: UTC event day -> the review-case log entries of the cases these rows opened (review budget).
+    case_log: dict[int, list[int]] = field(default_factory=dict)
 
     @classmethod
     def concat(cls, parts: Sequence[ScoredBatch]) -> ScoredBatch:
@@ -89,16 +92,16 @@ class ScoredBatch:
         def joined(arrays: Sequence[np.ndarray]) -> np.ndarray:
             return np.concatenate(arrays)
 
-        opened: dict[int, list[int]] = {}
+        case_log: dict[int, list[int]] = {}
         for p in parts:
-            for day, cards in p.opened_cases.items():
-                opened.setdefault(day, []).extend(cards)
+            for day, entries in p.case_log.items():
+                case_log.setdefault(day, []).extend(entries)
         return cls(TransactionBatch.concat([p.batch for p in parts]), joined([p.decision for p in parts]),
                    joined([p.stage for p in parts]), joined([p.risk for p in parts]),
                    {k: joined([p.scores[k] for p in parts]) for k in parts[0].scores},
                    [raw for p in parts for raw in p.encoded],
                    {k: joined([p.drift_signals[k] for p in parts]) for k in parts[0].drift_signals},
-                   sum(p.over_budget for p in parts), opened)
+                   sum(p.over_budget for p in parts), case_log)
 
 
 @dataclass
@@ -165,8 +168,9 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
     state : what the store held for it (:func:`~fraudstream.stream.core.plan.batch_reads`).
     model : the model to score with (needed when there are new transactions or labels).
     decided_at : wall-clock time of the decisions (epoch s).
-    review_cases_per_day : review budget, cards a UTC day of event time (0: none;
-        :mod:`~fraudstream.detectors.cascade.review_budget`); ``state.review_cases`` must hold the batch's days.
+    review_cases_per_day : review budget, cases a UTC day of event time (0: none;
+        :mod:`~fraudstream.detectors.cascade.review_budget`); ``state.review_cases`` must hold the batch's days
+        (and is updated in place: the labels' closed cases, the transactions' opened ones).
     """
     plan = plan_batch(parsed, state.decisions, state.label_offsets)
     new_batch, plan.new_index = _in_event_time_order(parsed, plan.new_index)
@@ -176,6 +180,8 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
         raise RuntimeError("no model loaded")
     if plan.new_labels and model is not None:
         learn_labels_stored(model.features, plan.new_labels, terminals)
+    case_log = close_cases(state.review_cases, reviewed_cards(plan.new_labels, state.decisions)) \
+        if review_cases_per_day > 0 and plan.new_labels else {}
     if plan.new_index and model is not None:
         new_ts = np.asarray(parsed.tx_broker_ts_s, dtype=np.float64)[plan.new_index]
         scored = score_transactions(model, new_batch, new_ts, customers, terminals, decided_at,
@@ -192,7 +198,9 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
         changes.decisions = list(zip(scored.batch.transaction_id.tolist(), scored.encoded))
         review_rows = np.flatnonzero(scored.decision == Decision.REVIEW).tolist()
         changes.review_items = [DecisionRecord.from_json(scored.encoded[i]) for i in review_rows]
-        changes.review_cases = scored.opened_cases
+        for day, entries in scored.case_log.items():
+            case_log.setdefault(day, []).extend(entries)
+    changes.review_cases = case_log
     outcome = _outcome(parsed, plan, scored, len(changes.review_items))
     outcome.label_truth = join_labels(plan.new_labels, state.decisions)
     return BatchResult(changes, outcome)
@@ -201,23 +209,37 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
 def score_transactions(model: ActiveModel, batch: TransactionBatch, broker_ts_s: np.ndarray,
                        customers: dict[int, bytes], terminals: dict[int, bytes], decided_at: float,
                        blocked_customers: frozenset[int] = frozenset(),
-                       review_cases: Mapping[int, Set[int]] | None = None, review_cases_per_day: int = 0
+                       review_cases: MutableMapping[int, DayCases] | None = None, review_cases_per_day: int = 0
                        ) -> ScoredBatch:
     """Features (incremental, updating the stored histories: :mod:`~fraudstream.stream.core.histories`) and one
     vectorized cascade call for new transactions (in event-time order); cards on the live block list are then
     blocked by rule (:mod:`~fraudstream.stream.core.block_list`), and REVIEWs past the day's review budget
-    allowed (:mod:`~fraudstream.detectors.cascade.review_budget`; ``review_cases``: UTC day -> cards with a
-    case)."""
+    allowed (:mod:`~fraudstream.detectors.cascade.review_budget`; ``review_cases``: UTC day -> its cases, updated
+    in place)."""
     features = transform_stored(model.features, batch, customers, terminals)
     result = apply_block_list(model.bundle.cascade.score(features, batch), batch, blocked_customers)
-    result, opened, over_budget = apply_review_budget(result, batch.timestamp, batch.customer_id,
-                                                      review_cases or {}, review_cases_per_day)
+    result, case_log, over_budget = apply_review_budget(result, batch.timestamp, batch.customer_id,
+                                                        review_cases if review_cases is not None else {},
+                                                        review_cases_per_day)
     encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
     light, anomaly = np.asarray(result.light_score), np.asarray(result.anomaly_score)
     return ScoredBatch(batch, np.asarray(result.decision), np.asarray(result.stage), np.asarray(result.risk),
                        dict(result.scores), encoded,
                        watched_signals(light, anomaly, features, model.bundle.cascade.feature_names),
-                       over_budget, opened)
+                       over_budget, case_log)
+
+
+def reviewed_cards(labels: Sequence[LabelEvent], stored: Mapping[int, bytes]) -> list[tuple[int, int]]:
+    """(UTC event day, card) of each label's transaction whose stored decision is REVIEW: its case is settled."""
+    out: list[tuple[int, int]] = []
+    for label in labels:
+        raw = stored.get(label.transaction_id)
+        if raw is not None and _REVIEW_JSON in raw:  # a quick look before decoding
+            record = orjson.loads(raw)
+            if record.get("decision") != "REVIEW":
+                continue
+            out.append((event_day(float(record["event_timestamp"])), int(record["customer_id"])))
+    return out
 
 
 def _in_event_time_order(parsed: ParsedBatch, new_index: list[int]) -> tuple[TransactionBatch, list[int]]:
@@ -285,7 +307,7 @@ class BatchPipeline:
     on_conflict : called each time a batch is recomputed because its shared state changed (metrics).
     time_range : sane range of transaction timestamps (outside: invalid event).
     chunk_size : largest chunk a batch is decided in (None: the whole batch at once).
-    review_cases_per_day : review budget, cards a UTC day of event time (0: none;
+    review_cases_per_day : review budget, cases a UTC day of event time (0: none;
         :mod:`~fraudstream.detectors.cascade.review_budget`).
     """
 
@@ -431,9 +453,7 @@ def split_in_event_time(parsed: ParsedBatch, size: int) -> list[ParsedBatch]:
 
 def see_own_changes(state: BatchState, changes: BatchChanges) -> None:
     """What a chunk decided, in the state the next chunks are decided on (its histories are there already: the
-    features write them back): its decisions (a later duplicate is answered with them), label offsets and the
-    review cases it opened."""
+    features write them back, as :func:`decide_batch` does the review cases): its decisions (a later duplicate is
+    answered with them) and label offsets."""
     state.decisions.update(changes.decisions)
     state.label_offsets.update(changes.label_offsets)
-    for day, cards in changes.review_cases.items():
-        state.review_cases.setdefault(day, set()).update(cards)

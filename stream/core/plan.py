@@ -24,7 +24,7 @@ def batch_reads(parsed: ParsedBatch, review_days: bool = False) -> BatchReads:
     decisions: duplicates, and the truth the labels tell about them), customers (the accounts whose histories
     the features read), cards (their block-list entries), terminals (of transactions and labels), label
     partitions; each in first-seen order (partitions sorted); with ``review_days`` (a review budget) the UTC
-    event days of its transactions, sorted."""
+    event days of its transactions and of its labels' transactions, sorted."""
     txs = parsed.transactions
     return BatchReads(
         transaction_ids=list(dict.fromkeys([t.transaction_id for t in txs]
@@ -33,7 +33,8 @@ def batch_reads(parsed: ParsedBatch, review_days: bool = False) -> BatchReads:
         card_ids=list(dict.fromkeys(t.customer_id for t in txs)),
         terminal_ids=list(dict.fromkeys([t.terminal_id for t in txs] + [lab.terminal_id for lab in parsed.labels])),
         label_partitions=parsed.label_partitions,
-        review_days=sorted({int(t.timestamp // DAY_S) for t in txs}) if review_days else [],
+        review_days=sorted({int(t.timestamp // DAY_S) for t in txs}
+                           | {int(lab.tx_timestamp // DAY_S) for lab in parsed.labels}) if review_days else [],
     )
 
 

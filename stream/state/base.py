@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from fraudstream.detectors.cascade.review_budget import DayCases
 from fraudstream.stream.types import DecisionRecord
 
 
@@ -50,7 +51,7 @@ class BatchState:
     label_offsets : label partition -> applied offset (0 when none).
     snapshot : what the store needs to check, at commit, that the state is unchanged (implementation's own).
     blocked_customers : the batch's cards on the live block list (confirmed fraud; the rules stage blocks them).
-    review_cases : UTC event day -> cards given a review case that day (the days in ``reads.review_days``;
+    review_cases : UTC event day -> that day's review cases (the days in ``reads.review_days``;
         :mod:`~fraudstream.detectors.cascade.review_budget`).
     """
 
@@ -61,7 +62,7 @@ class BatchState:
     label_offsets: dict[int, int]
     snapshot: object = None
     blocked_customers: frozenset[int] = frozenset()
-    review_cases: dict[int, set[int]] = field(default_factory=dict)
+    review_cases: dict[int, DayCases] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,8 +76,9 @@ class BatchChanges:
     review_items : the REVIEW decisions among them (an item each in the review queue).
     settled_reviews : (transaction id, fraud) of the batch's new chargeback labels; a pending review item among
         them is resolved (source chargeback), so no analyst works a settled case.  Idempotent.
-    review_cases : UTC event day -> cards that opened a review case that day in this batch (added, not checked:
-        two workers deciding at the same time may together pass the day's budget by what one batch opens).
+    review_cases : UTC event day -> the review-case log entries this batch adds to that day (cases opened and
+        closed; appended, not checked: two workers deciding at the same time may together pass the day's budget
+        by what one batch opens).
     """
 
     customers: dict[int, bytes] = field(default_factory=dict)

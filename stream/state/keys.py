@@ -42,9 +42,9 @@ Review queue (no expiry):
 Review budget (TTL ``REVIEW_CASES_TTL_S``, 3 days; only with a budget, ``review_cases_per_day`` of the worker):
 
 ``<p>:review:cases-day:<UTC day number>`` (string)
-    the cards given a review case on that UTC day of event time, each a little-endian int64, appended by the
-    batch that opened the case (:mod:`fraudstream.detectors.cascade.review_budget`); a card may appear twice when
-    two workers opened its case at the same moment.
+    that UTC day's review-case log, each entry a little-endian int64 appended by the batch that opened a case
+    (the card id) or closed one (``-card - 1``: a label on a transaction that went to REVIEW)
+    (:mod:`fraudstream.detectors.cascade.review_budget`).
 
 Live block list (TTL ``block_ttl_s`` of the review service, 365 days):
 
@@ -132,7 +132,7 @@ class Keyspace:
         return f"{self.prefix}:blocklist:{customer_id}"
 
     def review_cases_day(self, day: int) -> str:
-        """The cards given a review case on UTC day ``day`` (days since the epoch) of event time."""
+        """The review-case log of UTC day ``day`` (days since the epoch) of event time."""
         return f"{self.prefix}:review:cases-day:{int(day)}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping, Sequence
 
+from fraudstream.detectors.cascade.review_budget import DayCases
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState
 from fraudstream.stream.types import review_item_fields
 
@@ -29,7 +30,7 @@ class InMemoryStateStore:
         self.review_pending: dict[int, float] = {}
         #: customers on the live block list.
         self.blocked: set[int] = set()
-        #: UTC event day -> cards given a review case that day (review budget).
+        #: UTC event day -> that day's review-case log (review budget).
         self.review_cases: dict[int, list[int]] = {}
         #: commits refused because a checked entry changed (for tests).
         self.conflicts = 0
@@ -50,7 +51,7 @@ class InMemoryStateStore:
             label_offsets={p: self.offsets.get(p, 0) for p in reads.label_partitions},
             snapshot=snapshot,
             blocked_customers=frozenset(c for c in reads.cards if c in self.blocked),
-            review_cases={day: set(self.review_cases.get(day, ())) for day in reads.review_days},
+            review_cases={day: DayCases.from_log(self.review_cases.get(day, ())) for day in reads.review_days},
         )
 
     def _current(self, key: _Key) -> bytes | int | None:
@@ -84,8 +85,8 @@ class InMemoryStateStore:
         for record in changes.review_items:
             self.review_items[record.transaction_id] = review_item_fields(record)
             self.review_pending[record.transaction_id] = float(record.risk)
-        for day, cards in changes.review_cases.items():
-            self.review_cases.setdefault(day, []).extend(cards)
+        for day, entries in changes.review_cases.items():
+            self.review_cases.setdefault(day, []).extend(entries)
         snapshot.update({key: self._current(key) for key in checked})  # for a write that follows on this state
         return True
 

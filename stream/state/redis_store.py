@@ -15,6 +15,7 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from fraudstream.detectors.cascade.review_budget import DayCases
 from fraudstream.detectors.units import MS_PER_S
 from fraudstream.stream.state import review_scripts
 from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, StateStoreError
@@ -33,14 +34,14 @@ def decode_offset(raw: bytes | None) -> int:
     return 0 if raw is None else int(raw)
 
 
-def encode_cards(cards: Sequence[int]) -> bytes:
-    """Card ids as the review-case list stores them: little-endian int64 each."""
-    return np.asarray(cards, dtype="<i8").tobytes()
+def encode_case_log(entries: Sequence[int]) -> bytes:
+    """Review-case log entries as a day's key stores them: little-endian int64 each."""
+    return np.asarray(entries, dtype="<i8").tobytes()
 
 
-def decode_cards(raw: bytes | None) -> set[int]:
-    """The cards of a stored review-case list (empty when absent)."""
-    return set() if raw is None else set(np.frombuffer(raw, dtype="<i8").tolist())
+def decode_case_log(raw: bytes | None) -> DayCases:
+    """A day's review cases from its stored log (none when absent)."""
+    return DayCases() if raw is None else DayCases.from_log(np.frombuffer(raw, dtype="<i8").tolist())
 
 
 def _histories(ids: Sequence[int], keys: Sequence[str], raws: Sequence[bytes | None], expected: dict[str, str | bytes]
@@ -130,7 +131,7 @@ class RedisStateStore:
             label_offsets={p: decode_offset(raw) for p, raw in zip(reads.label_partitions, offset_raws)},
             snapshot=expected,
             blocked_customers=frozenset(c for c, raw in zip(reads.cards, block_raws) if raw is not None),
-            review_cases={day: decode_cards(raw) for day, raw in zip(reads.review_days, case_raws)},
+            review_cases={day: decode_case_log(raw) for day, raw in zip(reads.review_days, case_raws)},
         )
 
     async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
@@ -164,8 +165,8 @@ class RedisStateStore:
         if members:
             write.zset_key = k.review_pending
             write.members.extend((score, member) for member, score in members.items())
-        for day, cards in changes.review_cases.items():
-            write.appends.append((k.review_cases_day(day), encode_cards(cards), REVIEW_CASES_TTL_S))
+        for day, entries in changes.review_cases.items():
+            write.appends.append((k.review_cases_day(day), encode_case_log(entries), REVIEW_CASES_TTL_S))
         if changes.settled_reviews:  # idempotent, so done before the write that may be refused and recomputed
             await self.check_epoch()
             await self.settle_reviews(changes.settled_reviews)

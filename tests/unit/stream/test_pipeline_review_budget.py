@@ -1,6 +1,7 @@
 """The review budget in the worker core, on each state store (a real Redis: embedded redis-server; in memory): per
 UTC event day only the first ``cases_per_day`` cards sent to REVIEW keep it, across batches and chunks; the rest
-is ALLOW with the budget's reason; the cases are stored once, and a re-delivered batch opens none."""
+is ALLOW with the budget's reason; the cases are stored once, the labels of reviewed transactions (7 days later)
+close them, and a re-delivered batch opens none."""
 
 import asyncio
 
@@ -56,15 +57,15 @@ def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(t
         outcomes = [await pipeline.process(events[s:s + BATCH]) for s in range(0, len(events), BATCH)]
         again = await pipeline.process(events[:BATCH])  # re-delivered: answered from the store
         state = await store.read_batch(BatchReads([], [], [], [], review_days=days))
-        stored_lengths = ({day: len(cards) for day, cards in store.review_cases.items()}
-                          if isinstance(store, InMemoryStateStore) else
-                          {day: len(await store.redis.get(store.keys.review_cases_day(day)) or b"") // 8
-                           for day in days})
+        logs = ({day: list(entries) for day, entries in store.review_cases.items()}
+                if isinstance(store, InMemoryStateStore) else
+                {day: np.frombuffer(await store.redis.get(store.keys.review_cases_day(day)) or b"", "<i8").tolist()
+                 for day in days})
         if not isinstance(store, InMemoryStateStore):
             await store.close()
-        return outcomes, again, state.review_cases, stored_lengths
+        return outcomes, again, state.review_cases, logs
 
-    outcomes, again, stored, stored_lengths = asyncio.run(scenario())
+    outcomes, again, stored, logs = asyncio.run(scenario())
     records = [DecisionRecord.from_json(raw) for raw in decided(outcomes).values()]
     assert len(records) == len(rows)
     over = 0
@@ -83,6 +84,10 @@ def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(t
     by_day: dict[int, set[int]] = {}
     for day, card in kept:
         by_day.setdefault(day, set()).add(card)
-    assert stored == by_day
-    assert all(len(cards) <= BUDGET for cards in stored.values())
-    assert stored_lengths == {day: len(cards) for day, cards in by_day.items()}  # each case stored once
+    assert {day: cases.opened for day, cases in stored.items()} == {day: len(c) for day, c in by_day.items()}
+    assert all(cases.opened <= BUDGET for cases in stored.values())
+    opened = {day: sorted(e for e in log if e >= 0) for day, log in logs.items()}
+    assert opened == {day: sorted(cards) for day, cards in by_day.items()}  # each case stored once
+    # the first days' labels came in (7 days on): their reviewed cards' cases are closed
+    first = days[0]
+    assert stored[first].open == set() and sorted(-e - 1 for e in logs[first] if e < 0) == sorted(by_day[first])

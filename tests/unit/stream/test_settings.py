@@ -64,3 +64,10 @@ def test_unknown_field_and_out_of_range_value_are_refused():
         StreamSettings.from_env({"FRAUDSTREAM_WORKER_PARTITIONS": "0"})
     with pytest.raises(ValueError, match="partitons"):
         StreamSettings(partitons=3)
+
+
+def test_the_review_budget_is_off_by_default_and_refuses_a_negative_budget():
+    assert StreamSettings.from_env({}).review_cases_per_day == 0
+    assert StreamSettings.from_env({"FRAUDSTREAM_WORKER_REVIEW_CASES_PER_DAY": "100"}).review_cases_per_day == 100
+    with pytest.raises(ValueError, match="FRAUDSTREAM_WORKER_REVIEW_CASES_PER_DAY"):
+        StreamSettings.from_env({"FRAUDSTREAM_WORKER_REVIEW_CASES_PER_DAY": "-1"})
