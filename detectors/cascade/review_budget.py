@@ -9,17 +9,20 @@ transactions' event time, counting cases as the analysts do (one open case per c
 - a REVIEW of another card opens a case while the day has opened fewer than ``cases_per_day``;
 - past that it becomes ALLOW, its stage, risk and scores kept, with :data:`REASON_REVIEW_BUDGET` first among its
   reasons (the record says the queue was full);
-- a label on a transaction that went to REVIEW (a verdict, or a chargeback that settles it) closes its card's
-  case, so a later REVIEW of the card opens a new one.
+- an analyst's verdict on one of the card's transactions of that day closes the case from the verdict's
+  ``known_at`` on, so a later REVIEW of the card opens a new one.
 
-First come, first served in event-time order: the rows must come in that order (the worker's batches do).  BLOCK
-and ALLOW decisions are never touched.  A day's cases are kept as a log of entries (:func:`opened_entry`,
-:func:`closed_entry`) that :meth:`DayCases.from_log` reads back; each call returns the entries it adds.
+A case is open at event time ``t`` when the card opened one (the latest at ``o``) and no verdict was known in
+``(o, t]``: the answer does not depend on whether the verdict or the transaction reached the worker first.  First
+come, first served in event-time order: the rows must come in that order (the worker's batches do).  BLOCK and
+ALLOW decisions are never touched.  A day's cases are kept as a log of (code, time) entries
+(:func:`opened_entry`, :func:`closed_entry`) that :meth:`DayCases.from_log` reads back; each call returns the
+entries it adds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -31,36 +34,52 @@ from fraudstream.detectors.features.definition import DAY_S
 #: First reason of a REVIEW that became ALLOW because the day's budget of cases was spent.
 REASON_REVIEW_BUDGET = "review_budget:spent"
 
+#: A log entry: (card id >= 0 for a case opened, ``-card - 1`` for a verdict; event time or ``known_at``, epoch s).
+LogEntry = tuple[int, float]
+
 
 @dataclass
 class DayCases:
-    """One UTC day's review cases: the cards whose case is open, and how many cases the day has opened."""
+    """One UTC day's review cases: how many the day opened, when each card's latest one opened, and when the
+    verdicts on the card's transactions of the day became known (epoch s)."""
 
-    open: set[int] = field(default_factory=set)
     opened: int = 0
+    last_open: dict[int, float] = field(default_factory=dict)
+    verdicts: dict[int, list[float]] = field(default_factory=dict)
+
+    def is_open(self, card: int, t: float) -> bool:
+        """Whether ``card`` has a case open at event time ``t`` (epoch s)."""
+        o = self.last_open.get(card)
+        return o is not None and not any(o < k <= t for k in self.verdicts.get(card, ()))
+
+    def open(self, card: int, t: float) -> None:
+        self.opened += 1
+        self.last_open[card] = t
+
+    def close(self, card: int, known_at: float) -> None:
+        self.verdicts.setdefault(card, []).append(known_at)
 
     @classmethod
-    def from_log(cls, entries: Iterable[int]) -> DayCases:
-        """The day's cases from its log entries, in order."""
+    def from_log(cls, entries: Iterable[LogEntry]) -> DayCases:
+        """The day's cases from its log entries, in order (a case opened twice at once, by two workers, counts
+        once)."""
         cases = cls()
-        for entry in entries:
-            if entry >= 0:
-                if entry not in cases.open:
-                    cases.open.add(entry)
-                    cases.opened += 1
-            else:
-                cases.open.discard(-entry - 1)
+        for code, t in entries:
+            if code < 0:
+                cases.close(-code - 1, t)
+            elif not cases.is_open(code, t):
+                cases.open(code, t)
         return cases
 
 
-def opened_entry(card: int) -> int:
-    """Log entry of a case opened for ``card`` (a card id >= 0)."""
-    return card
+def opened_entry(card: int, t: float) -> LogEntry:
+    """Log entry of a case opened for ``card`` (an id >= 0) by its transaction at event time ``t``."""
+    return card, t
 
 
-def closed_entry(card: int) -> int:
-    """Log entry of ``card``'s case closed."""
-    return -card - 1
+def closed_entry(card: int, known_at: float) -> LogEntry:
+    """Log entry of a verdict on ``card`` known from ``known_at``."""
+    return -card - 1, known_at
 
 
 class Budgeted(NamedTuple):
@@ -68,7 +87,7 @@ class Budgeted(NamedTuple):
     REVIEWs became ALLOW."""
 
     result: CascadeResult
-    entries: dict[int, list[int]]
+    entries: dict[int, list[LogEntry]]
     allowed: int
 
 
@@ -82,21 +101,25 @@ def event_day(timestamp_s: float) -> int:
     return int(timestamp_s // DAY_S)
 
 
-def close_cases(cases: MutableMapping[int, DayCases], reviewed: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
-    """Close the open cases of these (UTC day, card) pairs (labels on transactions that went to REVIEW; days not in
-    ``cases`` are left alone); updates ``cases`` and returns the log entries added, by day."""
-    entries: dict[int, list[int]] = {}
-    for day, card in reviewed:
+def record_verdicts(cases: MutableMapping[int, DayCases], verdicts: Iterable[tuple[float, int, int]]
+                    ) -> dict[int, list[LogEntry]]:
+    """Record analysts' verdicts, each (``known_at`` epoch s, UTC day of its transaction, card), in ``cases`` (a
+    day missing starts empty); returns the log entries added, by day."""
+    entries: dict[int, list[LogEntry]] = {}
+    for known_at, day, card in verdicts:
         day_cases = cases.get(day)
-        if day_cases is not None and card in day_cases.open:
-            day_cases.open.discard(card)
-            entries.setdefault(day, []).append(closed_entry(card))
+        if day_cases is None:
+            day_cases = cases[day] = DayCases()
+        day_cases.close(card, known_at)
+        entries.setdefault(day, []).append(closed_entry(card, known_at))
     return entries
 
 
 def apply_review_budget(result: CascadeResult, timestamps_s: np.ndarray, cards: np.ndarray,
-                        cases: MutableMapping[int, DayCases], cases_per_day: int) -> Budgeted:
-    """``result`` with the REVIEWs past the day's budget turned into ALLOW; ``cases`` updated with the cases opened.
+                        cases: MutableMapping[int, DayCases], cases_per_day: int,
+                        verdicts: Sequence[tuple[float, int, int]] = ()) -> Budgeted:
+    """``result`` with the REVIEWs past the day's budget turned into ALLOW; ``cases`` updated with the verdicts and
+    the cases opened.
 
     Parameters
     ----------
@@ -104,25 +127,24 @@ def apply_review_budget(result: CascadeResult, timestamps_s: np.ndarray, cards: 
     timestamps_s, cards : each row's event time (epoch s) and card (customer id).
     cases : UTC day -> that day's cases before these rows (a day missing starts empty).
     cases_per_day : the budget (cases a day); 0 or less: no budget, nothing changes.
+    verdicts : analysts' verdicts that came with these rows (see :func:`record_verdicts`).
     """
     if cases_per_day <= 0:
         return Budgeted(result, {}, 0)
+    entries = record_verdicts(cases, verdicts)
     review = np.flatnonzero(np.asarray(result.decision) == Decision.REVIEW)
-    if review.size == 0:
-        return Budgeted(result, {}, 0)
-    days = event_days(np.asarray(timestamps_s)[review]).tolist()
-    entries: dict[int, list[int]] = {}
     over: list[int] = []
-    for row, day, card in zip(review.tolist(), days, np.asarray(cards)[review].tolist()):
+    days = event_days(np.asarray(timestamps_s)[review]).tolist()
+    times = np.asarray(timestamps_s, dtype=np.float64)[review].tolist()
+    for row, t, day, card in zip(review.tolist(), times, days, np.asarray(cards)[review].tolist()):
         day_cases = cases.get(day)
         if day_cases is None:
             day_cases = cases[day] = DayCases()
-        if card in day_cases.open:
+        if day_cases.is_open(card, t):
             continue
         if day_cases.opened < cases_per_day:
-            day_cases.open.add(card)
-            day_cases.opened += 1
-            entries.setdefault(day, []).append(opened_entry(card))
+            day_cases.open(card, t)
+            entries.setdefault(day, []).append(opened_entry(card, t))
         else:
             over.append(row)
     if not over:

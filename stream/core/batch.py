@@ -33,14 +33,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import orjson
 
-from fraudstream.detectors.cascade.review_budget import DayCases, apply_review_budget, close_cases, event_day
+from fraudstream.detectors.cascade.review_budget import (
+    DayCases,
+    LogEntry,
+    apply_review_budget,
+    event_day,
+    record_verdicts,
+)
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.drift import watched_signals
 from fraudstream.detectors.schema import DEFAULT_EVENT_TIME_RANGE, EventTimeRange, LabelEvent, TransactionBatch
@@ -60,8 +65,6 @@ log = logging.getLogger(__name__)
 
 #: Label source of analysts' verdicts; every other label (chargebacks) settles a pending review item.
 ANALYST_SOURCE = "analyst"
-#: How a stored decision JSON says REVIEW (the encoder writes no spaces).
-_REVIEW_JSON = b'"decision":"REVIEW"'
 #: Recomputations of one batch after concurrent changes of its shared state before giving up (the caller retries).
 MAX_STATE_CONFLICT_RETRIES = 20
 
@@ -80,8 +83,8 @@ class ScoredBatch:
     drift_signals: dict[str, np.ndarray] = field(default_factory=dict)
     #: REVIEWs turned into ALLOW because their day's review budget was spent.
     over_budget: int = 0
-    #: UTC event day -> the review-case log entries of the cases these rows opened (review budget).
-    case_log: dict[int, list[int]] = field(default_factory=dict)
+    #: UTC event day -> the review-case log entries these rows added (review budget).
+    case_log: dict[int, list[LogEntry]] = field(default_factory=dict)
 
     @classmethod
     def concat(cls, parts: Sequence[ScoredBatch]) -> ScoredBatch:
@@ -92,7 +95,7 @@ class ScoredBatch:
         def joined(arrays: Sequence[np.ndarray]) -> np.ndarray:
             return np.concatenate(arrays)
 
-        case_log: dict[int, list[int]] = {}
+        case_log: dict[int, list[LogEntry]] = {}
         for p in parts:
             for day, entries in p.case_log.items():
                 case_log.setdefault(day, []).extend(entries)
@@ -170,7 +173,7 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
     decided_at : wall-clock time of the decisions (epoch s).
     review_cases_per_day : review budget, cases a UTC day of event time (0: none;
         :mod:`~fraudstream.detectors.cascade.review_budget`); ``state.review_cases`` must hold the batch's days
-        (and is updated in place: the labels' closed cases, the transactions' opened ones).
+        (and is updated in place: the analysts' verdicts, the cases opened).
     """
     plan = plan_batch(parsed, state.decisions, state.label_offsets)
     new_batch, plan.new_index = _in_event_time_order(parsed, plan.new_index)
@@ -180,12 +183,14 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
         raise RuntimeError("no model loaded")
     if plan.new_labels and model is not None:
         learn_labels_stored(model.features, plan.new_labels, terminals)
-    case_log = close_cases(state.review_cases, reviewed_cards(plan.new_labels, state.decisions)) \
-        if review_cases_per_day > 0 and plan.new_labels else {}
+    verdicts = analyst_verdicts(plan.new_labels) if review_cases_per_day > 0 else []
+    case_log: dict[int, list[LogEntry]] = {}
     if plan.new_index and model is not None:
         new_ts = np.asarray(parsed.tx_broker_ts_s, dtype=np.float64)[plan.new_index]
         scored = score_transactions(model, new_batch, new_ts, customers, terminals, decided_at,
-                                    state.blocked_customers, state.review_cases, review_cases_per_day)
+                                    state.blocked_customers, state.review_cases, review_cases_per_day, verdicts)
+    elif verdicts:
+        case_log = record_verdicts(state.review_cases, verdicts)
 
     touched_customers = set(new_batch.account.tolist())
     touched_terminals = set(new_batch.terminal_id.tolist()) | {lab.terminal_id for lab in plan.new_labels}
@@ -209,18 +214,18 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
 def score_transactions(model: ActiveModel, batch: TransactionBatch, broker_ts_s: np.ndarray,
                        customers: dict[int, bytes], terminals: dict[int, bytes], decided_at: float,
                        blocked_customers: frozenset[int] = frozenset(),
-                       review_cases: MutableMapping[int, DayCases] | None = None, review_cases_per_day: int = 0
-                       ) -> ScoredBatch:
+                       review_cases: MutableMapping[int, DayCases] | None = None, review_cases_per_day: int = 0,
+                       verdicts: Sequence[tuple[float, int, int]] = ()) -> ScoredBatch:
     """Features (incremental, updating the stored histories: :mod:`~fraudstream.stream.core.histories`) and one
     vectorized cascade call for new transactions (in event-time order); cards on the live block list are then
     blocked by rule (:mod:`~fraudstream.stream.core.block_list`), and REVIEWs past the day's review budget
     allowed (:mod:`~fraudstream.detectors.cascade.review_budget`; ``review_cases``: UTC day -> its cases, updated
-    in place)."""
+    in place; ``verdicts``: the batch's analysts' verdicts, which close cases)."""
     features = transform_stored(model.features, batch, customers, terminals)
     result = apply_block_list(model.bundle.cascade.score(features, batch), batch, blocked_customers)
     result, case_log, over_budget = apply_review_budget(result, batch.timestamp, batch.customer_id,
                                                         review_cases if review_cases is not None else {},
-                                                        review_cases_per_day)
+                                                        review_cases_per_day, verdicts)
     encoded = encode_decisions(result, batch, broker_ts_s, decided_at)
     light, anomaly = np.asarray(result.light_score), np.asarray(result.anomaly_score)
     return ScoredBatch(batch, np.asarray(result.decision), np.asarray(result.stage), np.asarray(result.risk),
@@ -229,17 +234,11 @@ def score_transactions(model: ActiveModel, batch: TransactionBatch, broker_ts_s:
                        over_budget, case_log)
 
 
-def reviewed_cards(labels: Sequence[LabelEvent], stored: Mapping[int, bytes]) -> list[tuple[int, int]]:
-    """(UTC event day, card) of each label's transaction whose stored decision is REVIEW: its case is settled."""
-    out: list[tuple[int, int]] = []
-    for label in labels:
-        raw = stored.get(label.transaction_id)
-        if raw is not None and _REVIEW_JSON in raw:  # a quick look before decoding
-            record = orjson.loads(raw)
-            if record.get("decision") != "REVIEW":
-                continue
-            out.append((event_day(float(record["event_timestamp"])), int(record["customer_id"])))
-    return out
+def analyst_verdicts(labels: Sequence[LabelEvent]) -> list[tuple[float, int, int]]:
+    """(``known_at`` epoch s, UTC event day of the transaction, card) of each analyst's label: it closes the card's
+    review case (:mod:`~fraudstream.detectors.cascade.review_budget`)."""
+    return [(lab.known_at, event_day(lab.tx_timestamp), lab.customer_id) for lab in labels
+            if lab.source == ANALYST_SOURCE]
 
 
 def _in_event_time_order(parsed: ParsedBatch, new_index: list[int]) -> tuple[TransactionBatch, list[int]]:

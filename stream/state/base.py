@@ -76,9 +76,9 @@ class BatchChanges:
     review_items : the REVIEW decisions among them (an item each in the review queue).
     settled_reviews : (transaction id, fraud) of the batch's new chargeback labels; a pending review item among
         them is resolved (source chargeback), so no analyst works a settled case.  Idempotent.
-    review_cases : UTC event day -> the review-case log entries this batch adds to that day (cases opened and
-        closed; appended, not checked: two workers deciding at the same time may together pass the day's budget
-        by what one batch opens).
+    review_cases : UTC event day -> the review-case log entries this batch adds to that day (cases opened,
+        analysts' verdicts; appended, not checked: two workers deciding at the same time may together pass the
+        day's budget by what one batch opens).
     """
 
     customers: dict[int, bytes] = field(default_factory=dict)
@@ -87,7 +87,7 @@ class BatchChanges:
     decisions: list[tuple[int, bytes]] = field(default_factory=list)
     review_items: list[DecisionRecord] = field(default_factory=list)
     settled_reviews: list[tuple[int, bool]] = field(default_factory=list)
-    review_cases: dict[int, list[int]] = field(default_factory=dict)
+    review_cases: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 class StateStore(Protocol):

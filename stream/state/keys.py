@@ -42,8 +42,9 @@ Review queue (no expiry):
 Review budget (TTL ``REVIEW_CASES_TTL_S``, 3 days; only with a budget, ``review_cases_per_day`` of the worker):
 
 ``<p>:review:cases-day:<UTC day number>`` (string)
-    that UTC day's review-case log, each entry a little-endian int64 appended by the batch that opened a case
-    (the card id) or closed one (``-card - 1``: a label on a transaction that went to REVIEW)
+    that UTC day's review-case log, appended by the batch that opened a case or learned an analyst's verdict,
+    16 bytes an entry: a little-endian int64 (the card id for a case opened, ``-card - 1`` for a verdict) and a
+    little-endian float64 (the transaction's event time, or the verdict's ``known_at``, epoch s)
     (:mod:`fraudstream.detectors.cascade.review_budget`).
 
 Live block list (TTL ``block_ttl_s`` of the review service, 365 days):

@@ -31,7 +31,7 @@ class InMemoryStateStore:
         #: customers on the live block list.
         self.blocked: set[int] = set()
         #: UTC event day -> that day's review-case log (review budget).
-        self.review_cases: dict[int, list[int]] = {}
+        self.review_cases: dict[int, list[tuple[int, float]]] = {}
         #: commits refused because a checked entry changed (for tests).
         self.conflicts = 0
 

@@ -34,14 +34,18 @@ def decode_offset(raw: bytes | None) -> int:
     return 0 if raw is None else int(raw)
 
 
-def encode_case_log(entries: Sequence[int]) -> bytes:
-    """Review-case log entries as a day's key stores them: little-endian int64 each."""
-    return np.asarray(entries, dtype="<i8").tobytes()
+#: A stored review-case log entry: code (little-endian int64), time (little-endian float64, epoch s).
+CASE_LOG_DTYPE = np.dtype([("code", "<i8"), ("t", "<f8")])
+
+
+def encode_case_log(entries: Sequence[tuple[int, float]]) -> bytes:
+    """Review-case log entries as a day's key stores them (:data:`CASE_LOG_DTYPE`)."""
+    return np.array(entries, dtype=CASE_LOG_DTYPE).tobytes()
 
 
 def decode_case_log(raw: bytes | None) -> DayCases:
     """A day's review cases from its stored log (none when absent)."""
-    return DayCases() if raw is None else DayCases.from_log(np.frombuffer(raw, dtype="<i8").tolist())
+    return DayCases() if raw is None else DayCases.from_log(np.frombuffer(raw, dtype=CASE_LOG_DTYPE).tolist())
 
 
 def _histories(ids: Sequence[int], keys: Sequence[str], raws: Sequence[bytes | None], expected: dict[str, str | bytes]

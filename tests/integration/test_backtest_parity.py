@@ -6,7 +6,8 @@ analysts (their fraud verdicts block the card, the worker's block list) and reco
 a real broker for a ``fraudstream worker`` subprocess on a real Redis: each label before the first transaction
 at or after its ``known_at``, and, acting as the review service, each block-list entry written once every
 transaction before its time is decided and before any later one is sent.  Every decision of the period (decision,
-stage, reasons, scores, risk, model version) must equal the backtest's.
+stage, reasons, scores, risk, model version) must equal the backtest's.  Both run with a review budget that the
+first day's cases pass, so the REVIEWs it turns into ALLOW, and the cases the labels close, must agree too.
 
 The worker runs with its default event-time slack (1 h): it may score a terminal's transaction before an earlier
 one of another partition, up to the slack, while the backtest decides in strict event-time order; the features
@@ -30,6 +31,8 @@ START, END = pd.Timestamp("2018-05-01"), pd.Timestamp("2018-05-04")
 #: Longest wait (s) for a segment's transactions to be decided.
 SEGMENT_TIMEOUT_S = 30.0
 SCORE_COLUMNS = ("RISK", "LIGHT_SCORE", "ANOMALY_SCORE", "HEAVY_SCORE")
+#: Review cases a day (the first day of the period opens 10 without a budget).
+REVIEW_BUDGET = 6
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def backtested(tmp_path_factory):
     root = tmp_path_factory.mktemp("parity-model")
     save_bundle(result.cascade, root, result.manifest_extras)
     settings = BacktestSettings(START, END, analysts=AnalystSettings(capacity_cards_per_day=6), block_mode="card",
-                                block_days=0, block_on_chargeback=False)
+                                block_days=0, block_on_chargeback=False, review_budget=REVIEW_BUDGET)
     run = run_backtest(frame, result.cascade, settings)
     rows = frame[frame[TX_DATETIME] < END].sort_values([TX_DATETIME, TRANSACTION_ID]).reset_index(drop=True)
     return root, rows, run
@@ -89,6 +92,7 @@ def test_backtest_decisions_equal_the_live_workers(backtested, unique_topics, re
     import redis
     from kafka import KafkaProducer
 
+    from fraudstream.detectors.cascade.review_budget import REASON_REVIEW_BUDGET
     from fraudstream.detectors.schema import TRANSACTION_ID
     from fraudstream.stream.state.keys import Keyspace
 
@@ -96,8 +100,9 @@ def test_backtest_decisions_equal_the_live_workers(backtested, unique_topics, re
     d = run.decisions
     assert {"ALLOW", "REVIEW", "BLOCK"} <= set(d["DECISION"]), "the sample exercises every decision"
     assert run.block_events and any(lab.source == "analyst" for lab in run.labels)
+    assert any(REASON_REVIEW_BUDGET in reasons for reasons in d["REASONS"]), "the review budget bites"
 
-    settings = unique_topics.settings(redis_url=redis_url)
+    settings = unique_topics.settings(redis_url=redis_url, review_cases_per_day=REVIEW_BUDGET)
     keys = Keyspace(settings.redis_prefix)
     client = redis.Redis.from_url(redis_url)
     producer = KafkaProducer(bootstrap_servers=unique_topics.bootstrap, linger_ms=5)

@@ -1,6 +1,7 @@
 """The review budget: per UTC day, the first ``cases_per_day`` cases opened keep their REVIEW, a card's later
-REVIEWs join its open case, every other REVIEW becomes ALLOW with the budget's reason; a settled REVIEW closes its
-card's case, so the card's next REVIEW opens (and counts) a new one; nothing else changes."""
+REVIEWs join its open case, every other REVIEW becomes ALLOW with the budget's reason; an analyst's verdict closes
+the card's case from its ``known_at``, so the card's next REVIEW opens (and counts) a new one, whichever of the two
+came first; nothing else changes."""
 
 import numpy as np
 import pytest
@@ -9,10 +10,10 @@ from fraudstream.detectors.cascade.review_budget import (
     REASON_REVIEW_BUDGET,
     DayCases,
     apply_review_budget,
-    close_cases,
     closed_entry,
     event_days,
     opened_entry,
+    record_verdicts,
 )
 from fraudstream.detectors.cascade.types import CascadeResult, Decision, Stage
 from fraudstream.detectors.features.definition import DAY_S
@@ -40,8 +41,8 @@ def test_past_the_budget_a_new_card_is_allowed_and_a_card_with_a_case_keeps_its_
     cases: dict[int, DayCases] = {}
     out, entries, allowed = apply_review_budget(result, times, cards, cases, cases_per_day=2)
     assert out.decision.tolist() == [R, R, A, A, R, B, A]  # card 3 and 5 come after 1 and 2 filled the day
-    assert entries == {17_800: [opened_entry(1), opened_entry(2)]}
-    assert cases == {17_800: DayCases({1, 2}, 2)}
+    assert entries == {17_800: [opened_entry(1, DAY0), opened_entry(2, DAY0 + 60)]}
+    assert cases[17_800].opened == 2 and cases[17_800].last_open == {1: DAY0, 2: DAY0 + 60}
     assert allowed == 2
     assert out.reasons[3] == (REASON_REVIEW_BUDGET, "r3") and out.reasons[6] == (REASON_REVIEW_BUDGET, "r6")
     assert out.reasons[4] == ("r4",) and out.reasons[5] == ("r5",)
@@ -52,32 +53,44 @@ def test_past_the_budget_a_new_card_is_allowed_and_a_card_with_a_case_keeps_its_
 def test_each_day_has_its_own_budget_and_the_stored_cases_count():
     cards = np.array([7, 8, 9, 8])
     times = np.array([DAY0 + 10, DAY0 + 20, DAY0 + DAY_S + 5, DAY0 + DAY_S + 6])
-    cases = {17_800: DayCases({7}, 1), 17_801: DayCases({1}, 1)}
+    cases = {17_800: DayCases.from_log([opened_entry(7, DAY0)]),
+             17_801: DayCases.from_log([opened_entry(1, DAY0 + DAY_S)])}
     out, entries, allowed = apply_review_budget(result_of([R, R, R, R]), times, cards, cases, cases_per_day=2)
     # day 17800: card 7 had its case, 8 opens the second; day 17801: 1 is there, 9 opens the second, 8 is over
     assert out.decision.tolist() == [R, R, R, A]
-    assert entries == {17_800: [8], 17_801: [9]}
+    assert entries == {17_800: [opened_entry(8, DAY0 + 20)], 17_801: [opened_entry(9, DAY0 + DAY_S + 5)]}
     assert allowed == 1
 
 
-def test_a_closed_case_lets_the_cards_next_review_open_a_new_one_that_counts():
-    cases = {17_800: DayCases.from_log([opened_entry(1), opened_entry(2)])}
-    assert cases[17_800] == DayCases({1, 2}, 2)
-    entries = close_cases(cases, [(17_800, 1), (17_800, 1), (17_800, 5), (17_799, 2)])
-    assert entries == {17_800: [closed_entry(1)]}  # once; card 5 had no case, day 17799 was not read
-    assert cases[17_800] == DayCases({2}, 2)
-    out, entries, _ = apply_review_budget(result_of([R, R]), DAY0 + np.array([1.0, 2.0]), np.array([1, 2]), cases,
-                                          cases_per_day=3)
-    assert out.decision.tolist() == [R, R] and entries == {17_800: [opened_entry(1)]}
-    assert cases[17_800] == DayCases({1, 2}, 3)
-    out, _, allowed = apply_review_budget(result_of([R]), DAY0 + np.array([3.0]), np.array([9]), cases, 3)
-    assert out.decision.tolist() == [A] and allowed == 1
+def test_a_verdict_closes_the_case_from_its_known_at_so_the_cards_next_review_opens_a_new_one():
+    cases: dict[int, DayCases] = {}
+    verdict = [(DAY0 + 3600.0, 17_800, 1)]  # known an hour in, on card 1's transaction of the day
+    # the verdict came with the rows (or before the transaction it is about): the order does not matter
+    out, entries, _ = apply_review_budget(result_of([R, R, R]), DAY0 + np.array([10.0, 1800.0, 7200.0]),
+                                          np.array([1, 1, 1]), cases, cases_per_day=5, verdicts=verdict)
+    assert out.decision.tolist() == [R, R, R]
+    assert entries == {17_800: [closed_entry(1, DAY0 + 3600.0), opened_entry(1, DAY0 + 10.0),
+                                opened_entry(1, DAY0 + 7200.0)]}  # joined at 00:30, a new case at 02:00
+    assert cases[17_800].opened == 2
+    out, _, allowed = apply_review_budget(result_of([R, R]), DAY0 + np.array([7300.0, 7400.0]), np.array([1, 9]),
+                                          cases, cases_per_day=2)
+    assert out.decision.tolist() == [R, A] and allowed == 1  # card 1 joins its new case; the day is full
+
+
+def test_verdicts_alone_are_recorded_for_the_rows_that_come_later():
+    cases = {17_800: DayCases.from_log([opened_entry(3, DAY0)])}
+    entries = record_verdicts(cases, [(DAY0 + 100.0, 17_800, 3)])
+    assert entries == {17_800: [closed_entry(3, DAY0 + 100.0)]}
+    assert cases[17_800].is_open(3, DAY0 + 99.0) and not cases[17_800].is_open(3, DAY0 + 100.0)
 
 
 def test_the_log_reads_back_as_the_day_it_describes():
-    log = [opened_entry(4), opened_entry(4), opened_entry(6), closed_entry(4), closed_entry(4), opened_entry(4)]
-    # a card opened twice at the same moment (two workers) counts once; closing twice closes once
-    assert DayCases.from_log(log) == DayCases({4, 6}, 3)
+    log = [opened_entry(4, DAY0), opened_entry(4, DAY0), opened_entry(6, DAY0 + 5), closed_entry(4, DAY0 + 50),
+           opened_entry(4, DAY0 + 60)]
+    # a card opened twice at the same moment (two workers) counts once; after its verdict it opens again
+    day = DayCases.from_log(log)
+    assert day.opened == 3 and day.last_open == {4: DAY0 + 60, 6: DAY0 + 5}
+    assert day.is_open(4, DAY0 + 70) and day.is_open(6, DAY0 + 70) and not day.is_open(5, DAY0)
     assert DayCases.from_log([]) == DayCases()
 
 

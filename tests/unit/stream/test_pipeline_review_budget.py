@@ -1,7 +1,7 @@
 """The review budget in the worker core, on each state store (a real Redis: embedded redis-server; in memory): per
 UTC event day only the first ``cases_per_day`` cards sent to REVIEW keep it, across batches and chunks; the rest
-is ALLOW with the budget's reason; the cases are stored once, the labels of reviewed transactions (7 days later)
-close them, and a re-delivered batch opens none."""
+is ALLOW with the budget's reason; the cases are stored once (chargebacks close none: only an analyst's verdict
+does), and a re-delivered batch opens none."""
 
 import asyncio
 
@@ -15,6 +15,7 @@ from fraudstream.stream.core.batch import BatchPipeline
 from fraudstream.stream.model_watch import ActiveModel
 from fraudstream.stream.state.base import BatchReads
 from fraudstream.stream.state.memory import InMemoryStateStore
+from fraudstream.stream.state.redis_store import CASE_LOG_DTYPE
 from fraudstream.stream.types import DecisionRecord
 from tests.unit.stream.test_pipeline_batches import LABEL_TOPIC, TX_TOPIC, events_of, expected_decisions
 from tests.unit.stream.test_pipeline_chunks import decided, rows_of, store_of
@@ -59,8 +60,8 @@ def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(t
         state = await store.read_batch(BatchReads([], [], [], [], review_days=days))
         logs = ({day: list(entries) for day, entries in store.review_cases.items()}
                 if isinstance(store, InMemoryStateStore) else
-                {day: np.frombuffer(await store.redis.get(store.keys.review_cases_day(day)) or b"", "<i8").tolist()
-                 for day in days})
+                {day: np.frombuffer(await store.redis.get(store.keys.review_cases_day(day)) or b"",
+                                    CASE_LOG_DTYPE).tolist() for day in days})
         if not isinstance(store, InMemoryStateStore):
             await store.close()
         return outcomes, again, state.review_cases, logs
@@ -86,8 +87,5 @@ def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(t
         by_day.setdefault(day, set()).add(card)
     assert {day: cases.opened for day, cases in stored.items()} == {day: len(c) for day, c in by_day.items()}
     assert all(cases.opened <= BUDGET for cases in stored.values())
-    opened = {day: sorted(e for e in log if e >= 0) for day, log in logs.items()}
-    assert opened == {day: sorted(cards) for day, cards in by_day.items()}  # each case stored once
-    # the first days' labels came in (7 days on): their reviewed cards' cases are closed
-    first = days[0]
-    assert stored[first].open == set() and sorted(-e - 1 for e in logs[first] if e < 0) == sorted(by_day[first])
+    assert {day: sorted(code for code, _ in log) for day, log in logs.items()} == \
+        {day: sorted(cards) for day, cards in by_day.items()}  # each case stored once, none closed
