@@ -26,14 +26,6 @@ N_ROWS = 1500
 
 
 @pytest.fixture(scope="module")
-def redis_server():
-    from fraudstream.stream.embedded import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def small_model(tiny_bundle):
     return tiny_bundle.root, tiny_bundle.frame
 

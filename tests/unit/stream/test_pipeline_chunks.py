@@ -18,14 +18,6 @@ N_ROWS = 1200
 BATCH = 400
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    from fraudstream.stream.embedded import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        yield server
-
-
 def rows_of(tiny_bundle, n=N_ROWS):
     return tiny_bundle.frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"]).head(n).reset_index(drop=True)
 

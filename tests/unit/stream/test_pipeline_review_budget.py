@@ -24,14 +24,6 @@ BUDGET = 10
 BATCH = 400
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    from fraudstream.stream.embedded import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        yield server
-
-
 def first_cards_per_day(rows, unbudgeted, budget):
     """(day, card) pairs that keep their REVIEW: per day, the first ``budget`` distinct cards sent to REVIEW
     without a budget, in event-time order."""

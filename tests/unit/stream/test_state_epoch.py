@@ -18,14 +18,6 @@ from fraudstream.stream.types import RawEvent
 TX_TOPIC, LABEL_TOPIC = "tx", "labels"
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    from fraudstream.stream.embedded import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        yield server
-
-
 def tx_event(transaction_id: int, offset: int) -> RawEvent:
     tx = Transaction(transaction_id, 1_522_600_000.0 + offset, 1 + offset % 3, 5, 12.5)
     return RawEvent(TX_TOPIC, 0, offset, 1_700_000_000_000, tx.to_json(), b"1")

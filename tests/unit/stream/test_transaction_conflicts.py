@@ -29,14 +29,6 @@ def raw(tx: Transaction, offset: int) -> RawEvent:
     return RawEvent(TX_TOPIC, 0, offset, 1_700_000_000_000, tx.to_json(), str(tx.customer_id).encode())
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    from fraudstream.stream.embedded import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        yield server
-
-
 def make_store(kind: str, redis_url: str):
     if kind == "redis":
         return RedisStateStore.from_url(redis_url, f"c{uuid.uuid4().hex[:8]}", LABEL_TOPIC, 3600, 3600)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
-
 from fraudstream.stream.state.base import BatchChanges, BatchReads
 from fraudstream.stream.state.redis_store import RedisStateStore
 from fraudstream.stream.state.write_stamp import (
@@ -21,14 +19,6 @@ from fraudstream.stream.state.write_stamp import (
 
 LABEL_TOPIC = "labels"
 HISTORY_V1, HISTORY_V2, HISTORY_V3 = b"FSC1" + b"\x01" * 40, b"FSC1" + b"\x02" * 72, b"FSC1" + b"\x03" * 8
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    from fraudstream.stream.embedded import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        yield server
 
 
 def test_a_stamp_is_the_magic_and_random_bytes_and_comes_off_again():
