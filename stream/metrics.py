@@ -118,6 +118,13 @@ class WorkerMetrics:
         self.reviews_over_budget = Counter(f"{PREFIX}reviews_over_budget_total",
                                            "REVIEW decisions allowed because the day's review budget was spent",
                                            registry=r)
+        self.review_budget = Gauge(f"{PREFIX}review_budget_cases",
+                                   "Review cases a UTC day may open (the review budget; 0 = none)", registry=r)
+        self.review_cases_opened = Gauge(f"{PREFIX}review_cases_opened",
+                                         "Review cases opened on the latest UTC event day decided (with a budget)",
+                                         registry=r)
+        #: the UTC event day ``review_cases_opened`` shows.
+        self._review_day = -1
         self.consumer_lag = Gauge(f"{PREFIX}consumer_lag_messages", "Messages not yet processed, per partition",
                                   ["topic", "partition"], registry=r)
         self.model_info = Gauge(f"{PREFIX}model_info", "The model version in use (value 1)", ["version"],
@@ -196,6 +203,11 @@ class WorkerMetrics:
             self.review_items.inc(outcome.review_items)
         if outcome.reviews_over_budget:
             self.reviews_over_budget.inc(outcome.reviews_over_budget)
+        if outcome.review_cases_opened:
+            day = max(outcome.review_cases_opened)
+            if day >= self._review_day:
+                self._review_day = day
+                self.review_cases_opened.set(outcome.review_cases_opened[day])
         truth = outcome.label_truth
         if truth is not None:
             for version, decision, label, n in truth.counts():

@@ -27,8 +27,10 @@ from aiokafka.errors import KafkaError
 from mode import Service
 from redis.exceptions import RedisError
 
+from fraudstream.detectors.cascade.review_budget import REASON_REVIEW_BUDGET
 from fraudstream.detectors.drift import reference_of_manifest
 from fraudstream.detectors.env_settings import redact_url
+from fraudstream.detectors.features.definition import DAY_S
 from fraudstream.stream.broker.client_config import KafkaClientConfig
 from fraudstream.stream.broker.label_feed import LabelFeed
 from fraudstream.stream.broker.sink import DecisionSink
@@ -76,6 +78,8 @@ class WorkerRuntime(Service):
         self._pipeline: BatchPipeline | None = None
         self.labels: LabelFeed | None = None
         self.ready = asyncio.Event()
+        #: UTC event days whose spent review budget was logged.
+        self._budget_spent_days: set[int] = set()
 
     @property
     def store(self) -> RedisStateStore:
@@ -95,6 +99,7 @@ class WorkerRuntime(Service):
         self.kafka = kafka = KafkaClientConfig.from_settings(s)
         model = await asyncio.to_thread(self.watcher.load_now)
         await asyncio.to_thread(model.warm_up)
+        self.metrics.review_budget.set(s.review_cases_per_day)
         self.metrics.serve(s.metrics_port, s.bind_host)
         self._store = store = RedisStateStore.from_url(s.redis_url, s.redis_prefix, s.labels_topic, s.state_ttl_s,
                                                        s.decision_ttl_s)
@@ -178,6 +183,8 @@ class WorkerRuntime(Service):
             log.info("batch of %d events delivered after %d failed attempts", len(events), failures)
         m = self.metrics
         m.count_outcome(first)  # counted once delivered, from the attempt that decided
+        if first.reviews_over_budget:
+            self._log_budget_spent(first)
         if too_early:
             m.dlq.labels(reason=REASON_TOO_EARLY).inc(len(too_early))
         delivered_at = time.time()
@@ -188,6 +195,16 @@ class WorkerRuntime(Service):
         m.batch_size.observe(len(events))
         m.batch_seconds.observe(time.perf_counter() - started)
         return True
+
+    def _log_budget_spent(self, outcome: BatchOutcome) -> None:
+        """One line per UTC event day whose review budget ran out."""
+        budget = self.settings.review_cases_per_day
+        for day, opened in sorted(outcome.review_cases_opened.items()):
+            if opened >= budget and day not in self._budget_spent_days:
+                self._budget_spent_days.add(day)
+                log.warning("review budget spent: %d cases opened on %s (UTC, event time); REVIEWs of other cards "
+                            "that day are allowed (reason %s)", opened,
+                            time.strftime("%Y-%m-%d", time.gmtime(day * DAY_S)), REASON_REVIEW_BUDGET)
 
     @staticmethod
     def _log_failure(exc: BaseException, failures: int, size: int, backoff: float) -> None:

@@ -133,6 +133,8 @@ class BatchOutcome:
     label_truth: LabelTruth | None = None
     #: REVIEWs turned into ALLOW because their day's review budget was spent.
     reviews_over_budget: int = 0
+    #: UTC event day -> review cases that day has opened, for the days the batch read (with a review budget).
+    review_cases_opened: dict[int, int] = field(default_factory=dict)
 
 
 def merge_outcomes(parts: Sequence[BatchOutcome]) -> BatchOutcome:
@@ -150,6 +152,8 @@ def merge_outcomes(parts: Sequence[BatchOutcome]) -> BatchOutcome:
         scored=ScoredBatch.concat(scored) if scored else None,
         label_truth=parts[0].label_truth,  # labels go with the first chunk
         reviews_over_budget=sum(p.reviews_over_budget for p in parts),
+        review_cases_opened={day: max(p.review_cases_opened.get(day, 0) for p in parts)
+                             for day in {d for p in parts for d in p.review_cases_opened}},
     )
 
 
@@ -208,6 +212,7 @@ def decide_batch(parsed: ParsedBatch, state: BatchState, model: ActiveModel | No
     changes.review_cases = case_log
     outcome = _outcome(parsed, plan, scored, len(changes.review_items))
     outcome.label_truth = join_labels(plan.new_labels, state.decisions)
+    outcome.review_cases_opened = {day: cases.opened for day, cases in state.review_cases.items()}
     return BatchResult(changes, outcome)
 
 

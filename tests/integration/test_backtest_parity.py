@@ -139,6 +139,7 @@ def test_backtest_decisions_equal_the_live_workers(backtested, unique_topics, re
         data = json.loads(record.value)
         assert live.setdefault(data["transaction_id"], data) == data, "one decision per transaction"
     assert len(live) == len(rows)
+    assert "review budget spent" in log.read_text(), "the worker says when a day's budget runs out"
     mismatches = []
     for row in d.itertuples(index=False):
         got = live[getattr(row, TRANSACTION_ID)]

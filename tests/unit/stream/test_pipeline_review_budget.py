@@ -12,6 +12,7 @@ from fraudstream.detectors.cascade.review_budget import REASON_REVIEW_BUDGET, ev
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.schema import datetime_to_epoch_seconds
 from fraudstream.stream.core.batch import BatchPipeline
+from fraudstream.stream.metrics import WorkerMetrics
 from fraudstream.stream.model_watch import ActiveModel
 from fraudstream.stream.state.base import BatchReads
 from fraudstream.stream.state.memory import InMemoryStateStore
@@ -79,5 +80,12 @@ def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(t
         by_day.setdefault(day, set()).add(card)
     assert {day: cases.opened for day, cases in stored.items()} == {day: len(c) for day, c in by_day.items()}
     assert all(cases.opened <= BUDGET for cases in stored.values())
+    metrics = WorkerMetrics()
+    for outcome in outcomes:
+        metrics.count_outcome(outcome)
+        for day, opened in outcome.review_cases_opened.items():
+            assert opened <= stored[day].opened
+    assert metrics.review_cases_opened._value.get() == stored[max(stored)].opened  # the latest day's
+    assert metrics.reviews_over_budget._value.get() == over
     assert {day: sorted(code for code, _ in log) for day, log in logs.items()} == \
         {day: sorted(cards) for day, cards in by_day.items()}  # each case stored once, none closed
