@@ -11,7 +11,8 @@ Per batch (:meth:`BatchPipeline.process`):
    partition's applied offset are skipped;
 4. :func:`decide_batch` (pure): learn the new labels into terminal state, compute the features of the new
    transactions incrementally in event-time order (a batch holds several partitions one after the other) and
-   score them with ONE vectorized cascade call; the result is the batch's changes and its messages, as values;
+   score them with ONE vectorized cascade call (then the live block list, and with a review budget the REVIEWs
+   past the day's cases allowed); the result is the batch's changes and its messages, as values;
 5. the store writes the changes with one compare-and-write; when shared state changed since step 2 (another
    worker updated a terminal) nothing is written and the batch is recomputed from fresh state.
 
