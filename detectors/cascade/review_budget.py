@@ -115,6 +115,24 @@ def record_verdicts(cases: MutableMapping[int, DayCases], verdicts: Iterable[tup
     return entries
 
 
+def case_logs(reviews: Iterable[tuple[float, int]], verdicts: Iterable[tuple[float, int, int]]
+              ) -> dict[int, list[LogEntry]]:
+    """The logs a worker writes for these REVIEW decisions, each (event time epoch s, card), and analysts'
+    verdicts (see :func:`record_verdicts`), by UTC day: the verdicts, then each REVIEW that opened a case (to
+    rebuild the state from the decisions, which already hold the budget's outcome)."""
+    cases: dict[int, DayCases] = {}
+    entries = record_verdicts(cases, verdicts)
+    for t, card in sorted(reviews):
+        day = event_day(t)
+        day_cases = cases.get(day)
+        if day_cases is None:
+            day_cases = cases[day] = DayCases()
+        if not day_cases.is_open(card, t):
+            day_cases.open(card, t)
+            entries.setdefault(day, []).append(opened_entry(card, t))
+    return entries
+
+
 def apply_review_budget(result: CascadeResult, timestamps_s: np.ndarray, cards: np.ndarray,
                         cases: MutableMapping[int, DayCases], cases_per_day: int,
                         verdicts: Sequence[tuple[float, int, int]] = ()) -> Budgeted:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
+from fraudstream.detectors.cascade.review_budget import LogEntry, case_logs
 from fraudstream.detectors.features.definition import FeatureConfig
 from fraudstream.detectors.features.online import STATE_TRIM_SLACK_S, IncrementalFeatures
 from fraudstream.detectors.schema import (
@@ -23,6 +24,7 @@ from fraudstream.detectors.schema import (
     Transaction,
     TransactionBatch,
 )
+from fraudstream.stream.core.batch import analyst_verdicts
 from fraudstream.stream.core.histories import learn_labels_stored, transform_stored
 from fraudstream.stream.core.parse import parse_events
 from fraudstream.stream.core.plan import same_content
@@ -75,6 +77,8 @@ class RebuiltState:
         None when nothing was replayed).
     first_replayed_s : earliest replayed event time (None: nothing replayed).
     earliest_event_s : earliest transaction event time read (None: none read).
+    review_cases : UTC event day -> the review-case log of the restored REVIEW decisions and the analysts'
+        verdicts (:func:`~fraudstream.detectors.cascade.review_budget.case_logs`), for a review budget.
     """
 
     customers: dict[int, bytes]
@@ -86,6 +90,7 @@ class RebuiltState:
     window_start_s: float | None = None
     first_replayed_s: float | None = None
     earliest_event_s: float | None = None
+    review_cases: dict[int, list[LogEntry]] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,7 +212,17 @@ class StateRebuild:
             counts.labels_applied += len(rest)
         return RebuiltState(customers, terminals, dict(self._label_ends), decisions, counts, latest,
                             None if latest is None else cutoff, replay[0].timestamp if replay else None,
-                            self._earliest)
+                            self._earliest, self._review_cases(decisions))
+
+    def _review_cases(self, decisions: list[tuple[int, bytes, int]]) -> dict[int, list[LogEntry]]:
+        """The review-case logs of the restored REVIEW decisions and every analyst's verdict read."""
+        reviews = []
+        for _, raw, _ in decisions:
+            record = orjson.loads(raw)
+            if record.get("decision") == "REVIEW":
+                reviews.append((float(record["event_timestamp"]), int(record["customer_id"])))
+        labels = [label for entries in self._labels.values() for _, label in entries]
+        return case_logs(reviews, analyst_verdicts(labels))
 
     def _restorable(self, now_s: float, decision_ttl_s: float) -> list[tuple[int, bytes, int]]:
         """(id, JSON, seconds left) of the decisions not expired yet."""

@@ -91,13 +91,16 @@ class InMemoryStateStore:
         return True
 
     async def write_rebuilt(self, customers: Mapping[int, bytes], terminals: Mapping[int, bytes],
-                            label_offsets: Mapping[int, int], decisions: Sequence[tuple[int, bytes, int]]) -> int:
+                            label_offsets: Mapping[int, int], decisions: Sequence[tuple[int, bytes, int]],
+                            review_cases: Mapping[int, Sequence[tuple[int, float]]] | None = None) -> int:
         """A state rebuilt from Kafka, as :meth:`RedisStateStore.write_rebuilt` writes it (expiry not modelled)."""
         self.customers.update(customers)
         self.terminals.update(terminals)
         self.offsets.update(label_offsets)
         self.decisions.update((transaction_id, raw) for transaction_id, raw, _ in decisions)
-        return len(customers) + len(terminals) + len(label_offsets) + len(decisions)
+        for day, log in (review_cases or {}).items():
+            self.review_cases[day] = list(log)
+        return len(customers) + len(terminals) + len(label_offsets) + len(decisions) + len(review_cases or {})
 
     async def label_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         return {p: self.offsets.get(p, 0) for p in partitions}

@@ -26,6 +26,8 @@ What is rebuilt, and from what:
 * **decision dedup entries** ``<p>:dec:<transaction_id>``: the decisions topic, the first decision of each id,
   bytes as produced, each with what is left of its expiry (``decided_at + decision_ttl_s - now``); expired ones
   are not restored.
+* **review-case logs** ``<p>:review:cases-day:<day>`` (the review budget's): from the restored REVIEW decisions
+  and the analysts' verdicts on the labels topic, so a worker with a budget goes on counting the day's cases.
 
 Not rebuilt: the review workbench's state (pending review items, cases, the block list, users); it is not on any
 topic.  Restoring Redis from its backup keeps it.
@@ -284,7 +286,8 @@ async def rebuild(settings: StreamSettings, *, force: bool = False, say: Callabl
                             f"{_utc(state.earliest_event_s)}, the window starts {_utc(state.window_start_s)}): "
                             f"windows reaching further back start short")
         written = await store.write_rebuilt(state.customers, state.terminals, state.label_offsets, state.decisions,
-                                            on_progress=lambda n: tick(f"writing: {n:,} keys"))
+                                            on_progress=lambda n: tick(f"writing: {n:,} keys"),
+                                            review_cases=state.review_cases)
         epoch = StateEpoch.new(layout[tx_topic], layout[labels_topic])
         stored = StateEpoch.decode(await create_epoch(redis, keys, epoch)) or epoch
         done = time.monotonic()

@@ -189,11 +189,13 @@ class RedisStateStore:
 
     async def write_rebuilt(self, customers: Mapping[int, bytes], terminals: Mapping[int, bytes],
                             label_offsets: Mapping[int, int], decisions: Sequence[tuple[int, bytes, int]],
-                            chunk: int = REBUILT_WRITE_CHUNK, on_progress: Callable[[int], None] | None = None) -> int:
+                            chunk: int = REBUILT_WRITE_CHUNK, on_progress: Callable[[int], None] | None = None,
+                            review_cases: Mapping[int, Sequence[tuple[int, float]]] | None = None) -> int:
         """Write a state rebuilt from Kafka (:mod:`fraudstream.stream.state.rebuild`) with plain SETs, pipelined by
         ``chunk`` keys: histories and label offsets expire after ``state_ttl_s``, each decision (transaction id, JSON,
-        seconds left) after its own time.  Nothing is compared: the workers are stopped.  Returns the keys written;
-        ``on_progress`` gets the count so far after each chunk."""
+        seconds left) after its own time, each day's review-case log after ``REVIEW_CASES_TTL_S``.  Nothing is
+        compared: the workers are stopped.  Returns the keys written; ``on_progress`` gets the count so far after
+        each chunk."""
         k, ttl = self.keys, self.state_ttl_s
         entries: list[tuple[str, bytes, int]] = []
         stamp = new_stamp()
@@ -202,6 +204,8 @@ class RedisStateStore:
         entries += [(k.labels_applied(self.labels_topic, p), str(int(offset)).encode(), ttl)
                     for p, offset in label_offsets.items()]
         entries += [(k.decision(transaction_id), raw, int(left)) for transaction_id, raw, left in decisions]
+        entries += [(k.review_cases_day(day), encode_case_log(log), REVIEW_CASES_TTL_S)
+                    for day, log in (review_cases or {}).items()]
         step = max(1, int(chunk))
         for start in range(0, len(entries), step):
             pipe = self.redis.pipeline(transaction=False)

@@ -10,6 +10,7 @@ from fraudstream.detectors.cascade.review_budget import (
     REASON_REVIEW_BUDGET,
     DayCases,
     apply_review_budget,
+    case_logs,
     closed_entry,
     event_days,
     opened_entry,
@@ -82,6 +83,19 @@ def test_verdicts_alone_are_recorded_for_the_rows_that_come_later():
     entries = record_verdicts(cases, [(DAY0 + 100.0, 17_800, 3)])
     assert entries == {17_800: [closed_entry(3, DAY0 + 100.0)]}
     assert cases[17_800].is_open(3, DAY0 + 99.0) and not cases[17_800].is_open(3, DAY0 + 100.0)
+
+
+def test_the_logs_rebuilt_from_decisions_and_verdicts_are_what_the_budget_wrote():
+    rows = DAY0 + np.array([10.0, 20.0, 5000.0, 6000.0, DAY_S + 1.0])
+    cards = np.array([1, 2, 1, 3, 1])
+    verdicts = [(DAY0 + 3600.0, 17_800, 1)]
+    cases: dict[int, DayCases] = {}
+    out, written, _ = apply_review_budget(result_of([R, R, R, R, R]), rows, cards, cases, 3, verdicts)
+    assert out.decision.tolist() == [R, R, R, A, R]  # card 1 reopens after its verdict: day 17800 is full
+    kept = out.decision == R
+    rebuilt = case_logs(zip(rows[kept].tolist(), cards[kept].tolist()), verdicts)
+    assert {day: DayCases.from_log(log) for day, log in rebuilt.items()} == cases
+    assert rebuilt == written
 
 
 def test_the_log_reads_back_as_the_day_it_describes():

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pytest
 
+from fraudstream.detectors.cascade.review_budget import DayCases
 from fraudstream.detectors.features.definition import DAY_S, FeatureConfig
 from fraudstream.detectors.features.online import (
     STATE_TRIM_SLACK_S,
@@ -82,9 +83,10 @@ def stream_batches(frame, offsets) -> list[list[RawEvent]]:
     return out
 
 
-def decide(store, model, batches) -> list[tuple[int, bytes]]:
+def decide(store, model, batches, review_budget: int = 0) -> list[tuple[int, bytes]]:
     """(transaction id, decision JSON) of every transaction of the batches, in order, through the worker core."""
-    pipeline = BatchPipeline(store, lambda: model, TX, LABELS, clock=lambda: CLOCK_S)
+    pipeline = BatchPipeline(store, lambda: model, TX, LABELS, clock=lambda: CLOCK_S,
+                             review_cases_per_day=review_budget)
 
     async def run():
         out = []
@@ -126,14 +128,15 @@ def live(tiny_bundle):
     return model, store, records, decided, committed, second, offsets
 
 
-def rebuilt_store(model, records, decided, committed, offsets, now_s=CLOCK_S + 60.0):
+def rebuilt_store(model, records, decided, committed, offsets, now_s=CLOCK_S + 60.0, case_logs=True):
     work = StateRebuild(IncrementalFeatures(model.bundle.feature_config), TX, LABELS)
     work.add_decisions(decision_records(decided, offsets))
     work.add_labels([e for e in records if e.topic == LABELS])
     work.add_transactions([e for e in records if e.topic == TX])
     state = work.build(committed, now_s, DECISION_TTL_S, batch_size=500)
     store = InMemoryStateStore()
-    asyncio.run(store.write_rebuilt(state.customers, state.terminals, state.label_offsets, state.decisions))
+    asyncio.run(store.write_rebuilt(state.customers, state.terminals, state.label_offsets, state.decisions,
+                                    review_cases=state.review_cases if case_logs else None))
     return store, state
 
 
@@ -159,6 +162,28 @@ def test_the_rebuilt_state_decides_the_rest_of_the_stream_exactly_as_the_live_st
     empty = decide(InMemoryStateStore(), model, second)  # what accept-empty gives: the comparison means something
     differ = sum(a != b for a, b in zip(empty, clean))
     assert differ > 100, f"only {differ} decisions depend on the state"
+
+
+def test_with_a_review_budget_the_rebuilt_case_logs_let_the_rest_be_decided_as_live(tiny_bundle):
+    budget = 5  # the small model sends about 40 cards a day to review: every day's budget runs out
+    model = ActiveModel.load(tiny_bundle.root)
+    frame = tiny_bundle.rows(len(tiny_bundle.frame))
+    offsets = _offsets()
+    first = stream_batches(frame.iloc[:FIRST_PART], offsets)
+    live_store = InMemoryStateStore()
+    decided = decide(live_store, model, first, budget)
+    records = [e for batch in first for e in batch]
+    committed = {p: max(e.offset for e in records if e.topic == TX and e.partition == p) + 1
+                 for p in range(TX_PARTITIONS)}
+    second = stream_batches(frame.iloc[FIRST_PART:], offsets)
+    store, _ = rebuilt_store(model, records, decided, committed, offsets)
+    assert {day: DayCases.from_log(log) for day, log in store.review_cases.items()} == \
+        {day: DayCases.from_log(log) for day, log in live_store.review_cases.items()}
+    without_logs, _ = rebuilt_store(model, records, decided, committed, offsets, case_logs=False)
+    clean = decide(live_store, model, second, budget)
+    assert decide(store, model, second, budget) == clean
+    differ = sum(a != b for a, b in zip(decide(without_logs, model, second, budget), clean))
+    assert differ > 0, "the split day's budget was not spent: the comparison proves nothing"
 
 
 def tx(tid, t, customer=1, terminal=7, amount=10.0):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
+from fraudstream.detectors.cascade.review_budget import DayCases
 from fraudstream.stream.state.base import BatchChanges, BatchReads
 from fraudstream.stream.state.redis_store import RedisStateStore
 from fraudstream.stream.state.write_stamp import (
@@ -96,15 +98,19 @@ def test_a_stamped_history_replaced_by_an_unstamped_one_refuses_the_commit(redis
     assert run_with_store(redis_server.url, scenario) is False
 
 
-def test_a_rebuilt_state_is_stored_stamped(redis_server):
+def test_a_rebuilt_state_is_stored_stamped_with_its_review_case_logs(redis_server):
+    log = [(-8, 1_600_000_100.0), (7, 1_600_000_000.0), (4, 1_600_000_050.0)]  # a verdict on card 7, two cases
+
     async def scenario(store):
-        await store.write_rebuilt({5: HISTORY_V1}, {9: HISTORY_V2}, {0: 3}, [])
+        await store.write_rebuilt({5: HISTORY_V1}, {9: HISTORY_V2}, {0: 3}, [], review_cases={18_518: log})
         raws = await store.redis.mget([store.keys.customer(5), store.keys.terminal(9)])
-        return raws, await store.read_batch(READS)
+        return raws, await store.read_batch(replace(READS, review_days=[18_518, 18_519]))
 
     raws, state = run_with_store(redis_server.url, scenario)
     assert all(unstamped(raw)[1] is not None for raw in raws)
     assert state.customers == {5: HISTORY_V1} and state.terminals == {9: HISTORY_V2} and state.label_offsets == {0: 3}
+    assert state.review_cases == {18_518: DayCases.from_log(log), 18_519: DayCases()}
+    assert state.review_cases[18_518].opened == 2 and not state.review_cases[18_518].is_open(7, 1_600_000_200.0)
 
 
 def test_a_write_that_follows_on_the_same_state_is_checked_against_the_one_before(redis_server):
