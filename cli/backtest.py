@@ -53,8 +53,8 @@ def _side_path(out: Path, name: str) -> Path:
 @click.option("--review-capacity", type=click.IntRange(min=0), default=100, show_default=True,
               help="cases (cards) the analysts work per day")
 @click.option("--review-budget", type=click.IntRange(min=0), default=0, show_default=True,
-              help="the worker's review budget (cards a day that may open a case; past it REVIEW becomes ALLOW; "
-                   "0 = none, as the worker's default)")
+              help="the worker's review budget (review cases a day may open; past it a REVIEW of another card "
+                   "becomes ALLOW; 0 = none, as the worker's default)")
 @click.option("--no-analysts", is_flag=True, help="no analysts: labels come from chargebacks only")
 @click.option("--versus-no-analysts", is_flag=True,
               help="also run the champion without analysts and compare with it (the first column)")

@@ -50,8 +50,9 @@ class StreamSettings(EnvSettings):
     partitions: int = Field(3, ge=1, description="partitions of the topics the worker creates")
     batch_size: int = Field(2000, ge=1, description="largest micro-batch (events)")
     batch_wait_s: float = Field(0.05, gt=0, description="longest wait to fill a micro-batch (s)")
-    review_cases_per_day: int = Field(0, ge=0, description="review budget: cards a UTC day of event time that may "
-                                      "open a review case; past it a REVIEW becomes ALLOW (0 = no budget)")
+    review_cases_per_day: int = Field(0, ge=0, description="review budget: review cases (one open per card) a UTC "
+                                      "day of event time may open; past it a REVIEW of another card becomes ALLOW "
+                                      "(0 = no budget)")
     metrics_port: int = Field(9464, ge=0, description="HTTP port of the Prometheus metrics (0 = off)")
     web_port: int = Field(6066, ge=0, description="Faust web port of the worker (0 = off)")
     state_ttl_s: int = Field(int(45 * DAY_S), ge=1, description="expiry of online feature state keys (s)")

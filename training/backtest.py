@@ -121,8 +121,8 @@ class BacktestSettings:
         first step boundary after it ran out).
     block_on_chargeback : a chargeback also puts its card on the list (from the first step after it is known),
         not only an analyst's fraud verdict.
-    review_budget : the worker's review budget, cards a UTC day of event time that may open a review case (0 =
-        none, the worker's default; :mod:`~fraudstream.detectors.cascade.review_budget`).
+    review_budget : the worker's review budget, review cases a UTC day of event time may open (0 = none, the
+        worker's default; :mod:`~fraudstream.detectors.cascade.review_budget`).
     seed : seed of the label model (chargeback delays).
     """
 
