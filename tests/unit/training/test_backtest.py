@@ -1,6 +1,7 @@
 """The closed-loop backtest on a small simulated set: steps, block list, analysts, report, CLI."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -207,6 +208,16 @@ def test_cli_writes_score_columns_and_refuses_bad_input(trained, tmp_path):
                                       "--bootstrap", "10"])
     assert versus.exit_code == 0, versus.output
     assert "champion - no-analysts [95% CI]" in versus.output and (tmp_path / "bt.no-analysts.csv").exists()
+    budget = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                      "--to", "2018-05-03", "--out", str(out), "--review-budget", "1",
+                                      "--bootstrap", "10"])
+    assert budget.exit_code == 0, budget.output
+    allowed = re.search(r"REVIEWs allowed over the review budget per day +([0-9.]+)", budget.output)
+    assert allowed is not None and float(allowed.group(1)) > 0, budget.output
+    assert (pd.read_csv(out)["REASONS"].str.startswith(REASON_REVIEW_BUDGET)).any()
+    negative = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                        "--to", "2018-05-03", "--out", str(out), "--review-budget", "-1"])
+    assert negative.exit_code == 2 and "--review-budget" in negative.output
     bad = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
                                    "--to", "2018-05-04", "--out", str(out), "--labels-delay", "soon"])
     assert bad.exit_code == 2 and "not a duration" in bad.output
