@@ -61,6 +61,8 @@ def _side_path(out: Path, name: str) -> Path:
 @click.option("--versus-no-anomaly", is_flag=True,
               help="also run the champion with its policy ignoring the anomaly score (no anomaly-only REVIEW, "
                    "the light ALLOW not held back by it) and compare with it")
+@click.option("--versus-no-budget", is_flag=True,
+              help="also run the champion without the review budget and compare with it (needs --review-budget)")
 @click.option("--analyst-error", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="probability that a verdict contradicts the file's label")
 @click.option("--case-expiry", default="7d", show_default=True, help="a case not worked by then expires")
@@ -83,10 +85,9 @@ def _side_path(out: Path, name: str) -> Path:
               help="also write the figures as JSON")
 def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, end: str, out: Path,
             labels_out: Path | None, labels_delay: str, analyst_delay: str, review_capacity: int, review_budget: int,
-            no_analysts: bool,
-            versus_no_analysts: bool, versus_no_anomaly: bool, analyst_error: float, case_expiry: str,
-            warmup_days: int | None, block_mode: str, block_days: float, chargeback_blocks: bool, step: str,
-            bootstrap: int, seed: int, json_path: Path | None) -> None:
+            no_analysts: bool, versus_no_analysts: bool, versus_no_anomaly: bool, versus_no_budget: bool,
+            analyst_error: float, case_expiry: str, warmup_days: int | None, block_mode: str, block_days: float,
+            chargeback_blocks: bool, step: str, bootstrap: int, seed: int, json_path: Path | None) -> None:
     """Backtest DATA (labelled, handbook columns) from START to END in event time through the worker's own core
     (features, rules, block list, cascade, review items) on an in-memory store, with chargebacks and simulated
     analysts working review cases per card as labels.  Data simulated with novel attacks (``fraudstream simulate
@@ -133,15 +134,23 @@ def command(data: Path, model: Path, challenger: tuple[Path, ...], start: str, e
         raise click.ClickException(str(exc)) from None
     if versus_no_analysts and no_analysts:
         raise click.UsageError("--versus-no-analysts compares with analysts: drop --no-analysts")
-    if versus_no_analysts and versus_no_anomaly:
-        raise click.UsageError("--versus-no-analysts and --versus-no-anomaly: one baseline a run (the report "
-                               "compares every run with the first)")
+    baselines = [flag for flag, on in (("--versus-no-analysts", versus_no_analysts),
+                                       ("--versus-no-anomaly", versus_no_anomaly),
+                                       ("--versus-no-budget", versus_no_budget)) if on]
+    if len(baselines) > 1:
+        raise click.UsageError(f"{' and '.join(baselines)}: one baseline a run (the report compares every run with "
+                               "the first)")
+    if versus_no_budget and review_budget == 0:
+        raise click.UsageError("--versus-no-budget compares with a review budget: give --review-budget N")
     jobs = [("champion", bundles[0].cascade, settings, out)]
     jobs += [(f"challenger{i}", b.cascade, settings, _side_path(out, f"challenger{i}"))
              for i, b in enumerate(bundles[1:], start=1)]
     if versus_no_anomaly:
         jobs.insert(0, ("no-anomaly", bundles[0].cascade.without_anomaly(), settings,
                         _side_path(out, "no-anomaly")))
+    if versus_no_budget:
+        jobs.insert(0, ("no-budget", bundles[0].cascade, replace(settings, review_budget=0),
+                        _side_path(out, "no-budget")))
     if versus_no_analysts:
         jobs.insert(0, ("no-analysts", bundles[0].cascade, replace(settings, analysts=None),
                         _side_path(out, "no-analysts")))

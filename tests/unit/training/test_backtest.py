@@ -210,11 +210,16 @@ def test_cli_writes_score_columns_and_refuses_bad_input(trained, tmp_path):
     assert "champion - no-analysts [95% CI]" in versus.output and (tmp_path / "bt.no-analysts.csv").exists()
     budget = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
                                       "--to", "2018-05-03", "--out", str(out), "--review-budget", "1",
-                                      "--bootstrap", "10"])
+                                      "--versus-no-budget", "--bootstrap", "10"])
     assert budget.exit_code == 0, budget.output
-    allowed = re.search(r"REVIEWs allowed over the review budget per day +([0-9.]+)", budget.output)
-    assert allowed is not None and float(allowed.group(1)) > 0, budget.output
+    allowed = re.search(r"REVIEWs allowed over the review budget per day +([0-9.]+) +([0-9.]+)", budget.output)
+    assert allowed is not None and float(allowed.group(1)) == 0 < float(allowed.group(2)), budget.output
+    assert "champion - no-budget [95% CI]" in budget.output
     assert (pd.read_csv(out)["REASONS"].str.startswith(REASON_REVIEW_BUDGET)).any()
+    assert not (pd.read_csv(tmp_path / "bt.no-budget.csv")["REASONS"].str.startswith(REASON_REVIEW_BUDGET)).any()
+    alone = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
+                                     "--to", "2018-05-03", "--out", str(out), "--versus-no-budget"])
+    assert alone.exit_code == 2 and "--review-budget" in alone.output
     negative = CliRunner().invoke(cli, ["backtest", str(data), "--model", str(model_dir), "--from", "2018-05-01",
                                         "--to", "2018-05-03", "--out", str(out), "--review-budget", "-1"])
     assert negative.exit_code == 2 and "--review-budget" in negative.output
