@@ -60,10 +60,14 @@ def label_from_stream(entry_id: str, f: dict[str, str]) -> dict[str, Any]:
 
 
 class Journal:
-    """Audit journal, label log and statistics reads (``redis.asyncio``, ``decode_responses=True``)."""
+    """Audit journal, label log and statistics reads (``redis.asyncio``, ``decode_responses=True``; ``raw_redis``,
+    ``decode_responses=False``, reads the worker's binary review-case log for the stats, which leave it out without
+    one)."""
 
-    def __init__(self, redis: Any, settings: ReviewSettings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: Any, settings: ReviewSettings, clock: Callable[[], float] = time.time,
+                 raw_redis: Any = None) -> None:
         self.redis = redis
+        self.raw_redis = raw_redis
         self.settings = settings
         self.keys = ReviewKeys(settings.redis_prefix)
         self.clock = clock
@@ -99,9 +103,12 @@ class Journal:
         return [label_from_stream(i, f) for i, f in await self._all(self.keys.label_log)]
 
     async def stats(self, store: Any) -> dict[str, Any]:
-        """Cases waiting, oldest age (s), SLA breaches, verdicts today per analyst, share fraud, and the measured
-        precision of REVIEW (share of analyst verdicts that were fraud) per model version."""
+        """Cases waiting, oldest age (s), SLA breaches, verdicts today per analyst, share fraud, the measured
+        precision of REVIEW (share of analyst verdicts that were fraud) per model version, and the review budget
+        the workers run with (None: no worker said) with the cases opened today (UTC; transactions' event time)."""
+        from fraudstream.detectors.cascade.review_budget import event_day
         from fraudstream.review_queue.cases import day_of
+        from fraudstream.stream.state.redis_store import decode_case_log
 
         now = self.clock()
         keys = self.keys
@@ -115,7 +122,12 @@ class Journal:
             pipe.zcard(keys.escalated)
             pipe.zcard(keys.blocked)
             pipe.zcard(keys.inbox)
-            waiting, oldest, overdue, today, precision, leased, escalated, blocked, inbox = await pipe.execute()
+            pipe.get(keys.review_budget)
+            waiting, oldest, overdue, today, precision, leased, escalated, blocked, inbox, budget = \
+                await pipe.execute()
+        opened_today = None
+        if self.raw_redis is not None:
+            opened_today = decode_case_log(await self.raw_redis.get(keys.review_cases_day(event_day(now)))).opened
         per_analyst: dict[str, dict[str, int]] = {}
         for name, count in today.items():
             analyst, _, verdict = name.rpartition("|")
@@ -135,4 +147,6 @@ class Journal:
             "blocked_cards": int(blocked), "items_not_ingested": int(inbox),
             "verdicts_today": per_analyst, "share_fraud_today": (fraud_today / all_today) if all_today else None,
             "precision": by_model,
+            "review_budget": int(budget) if budget is not None else None,
+            "review_cases_opened_today": opened_today,
         }

@@ -105,6 +105,7 @@ class WorkerRuntime(Service):
                                                        s.decision_ttl_s)
         await store.ping()
         store.epoch = await read_epoch(store.redis, store.keys)
+        await store.redis.set(store.keys.review_budget, str(s.review_cases_per_day))  # shown on the review page
         if store.epoch is None:  # prepare() wrote or found it moments ago: Redis was emptied since
             request_exit(EXIT_STATE_LOST, lost_message(store.keys, "the state epoch vanished during start-up"))
             return

@@ -49,7 +49,7 @@ class ReviewService:
     def __post_init__(self) -> None:
         s, r = self.settings, self.redis
         self.cases = CaseStore(r, s, clock=self.clock)
-        self.journal = Journal(r, s, clock=self.clock)
+        self.journal = Journal(r, s, clock=self.clock, raw_redis=self.raw_redis)
         self.users = UserStore(r, s, clock=self.clock)
         self.sessions = SessionStore(r, s, clock=self.clock)
         self.guard = LoginGuard(r, s)

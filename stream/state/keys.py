@@ -46,6 +46,9 @@ Review budget (TTL ``REVIEW_CASES_TTL_S``, 3 days; only with a budget, ``review_
     16 bytes an entry: a little-endian int64 (the card id for a case opened, ``-card - 1`` for a verdict) and a
     little-endian float64 (the transaction's event time, or the verdict's ``known_at``, epoch s)
     (:mod:`fraudstream.detectors.cascade.review_budget`).
+``<p>:review:budget`` (string, no expiry)
+    the review budget a worker runs with (``review_cases_per_day``, decimal; 0 = none), written at its start for
+    the review page's stats.
 
 Live block list (TTL ``block_ttl_s`` of the review service, 365 days):
 
@@ -131,6 +134,11 @@ class Keyspace:
 
     def block(self, customer_id: int | str) -> str:
         return f"{self.prefix}:blocklist:{customer_id}"
+
+    @property
+    def review_budget(self) -> str:
+        """The review budget the workers run with (for the review page)."""
+        return f"{self.prefix}:review:budget"
 
     def review_cases_day(self, day: int) -> str:
         """The review-case log of UTC day ``day`` (days since the epoch) of event time."""

@@ -129,6 +129,7 @@ def test_backtest_decisions_equal_the_live_workers(backtested, unique_topics, re
             for card in cards:  # what the review service writes for an analyst's fraud verdict
                 client.set(keys.block(card), json.dumps({"since": bound, "by": "parity-test", "case": card}))
         records = read_topic(unique_topics.decisions, len(rows))
+        assert client.get(keys.review_budget) == str(REVIEW_BUDGET).encode(), "the budget, for the review page"
     finally:
         producer.close()
         client.close()

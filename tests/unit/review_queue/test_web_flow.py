@@ -146,3 +146,19 @@ def test_the_skip_and_escalate_forms_of_the_keys_hand_the_case_on_and_open_the_n
     case = web.call(web.service.cases.case, 11)
     assert case.escalated and case.owner == ""
     assert web.call(web.service.journal.audit)[0].action == "escalate"
+
+
+def test_the_stats_show_the_cases_the_workers_opened_today_against_their_review_budget(web):
+    from fraudstream.detectors.cascade.review_budget import closed_entry, event_day, opened_entry
+    from fraudstream.stream.state.redis_store import encode_case_log
+
+    web.login("ann")
+    assert 'id="budget">0 / no budget<' in web.client.get("/stats").text  # no worker said: no budget
+    keys, now = web.service.journal.keys, web.clock()
+    log = [opened_entry(10, now - 60), opened_entry(11, now - 50), closed_entry(10, now - 40),
+           opened_entry(10, now - 30)]  # card 10 came back after its verdict: three cases
+    web.call(web.service.raw_redis.set, keys.review_cases_day(event_day(now)), encode_case_log(log))
+    web.call(web.service.redis.set, keys.review_budget, "100")
+    assert 'id="budget">3 / 100<' in web.client.get("/stats").text
+    stats = web.client.get("/api/stats").json()
+    assert stats["review_budget"] == 100 and stats["review_cases_opened_today"] == 3
