@@ -107,12 +107,31 @@ def record_verdicts(cases: MutableMapping[int, DayCases], verdicts: Iterable[tup
     day missing starts empty); returns the log entries added, by day."""
     entries: dict[int, list[LogEntry]] = {}
     for known_at, day, card in verdicts:
-        day_cases = cases.get(day)
-        if day_cases is None:
-            day_cases = cases[day] = DayCases()
-        day_cases.close(card, known_at)
+        _day_cases(cases, day).close(card, known_at)
         entries.setdefault(day, []).append(closed_entry(card, known_at))
     return entries
+
+
+def _day_cases(cases: MutableMapping[int, DayCases], day: int) -> DayCases:
+    """``cases[day]``, started empty when missing."""
+    day_cases = cases.get(day)
+    if day_cases is None:
+        day_cases = cases[day] = DayCases()
+    return day_cases
+
+
+def _admit(cases: MutableMapping[int, DayCases], day: int, card: int, t: float, cases_per_day: int | None,
+           entries: dict[int, list[LogEntry]]) -> bool:
+    """Whether a REVIEW of ``card`` at event time ``t`` stands: it joins the card's open case, or opens one while
+    the day has opened fewer than ``cases_per_day`` (None: no limit), logged in ``entries``."""
+    day_cases = _day_cases(cases, day)
+    if day_cases.is_open(card, t):
+        return True
+    if cases_per_day is not None and day_cases.opened >= cases_per_day:
+        return False
+    day_cases.open(card, t)
+    entries.setdefault(day, []).append(opened_entry(card, t))
+    return True
 
 
 def case_logs(reviews: Iterable[tuple[float, int]], verdicts: Iterable[tuple[float, int, int]]
@@ -123,13 +142,7 @@ def case_logs(reviews: Iterable[tuple[float, int]], verdicts: Iterable[tuple[flo
     cases: dict[int, DayCases] = {}
     entries = record_verdicts(cases, verdicts)
     for t, card in sorted(reviews):
-        day = event_day(t)
-        day_cases = cases.get(day)
-        if day_cases is None:
-            day_cases = cases[day] = DayCases()
-        if not day_cases.is_open(card, t):
-            day_cases.open(card, t)
-            entries.setdefault(day, []).append(opened_entry(card, t))
+        _admit(cases, event_day(t), card, t, None, entries)
     return entries
 
 
@@ -155,15 +168,7 @@ def apply_review_budget(result: CascadeResult, timestamps_s: np.ndarray, cards: 
     days = event_days(np.asarray(timestamps_s)[review]).tolist()
     times = np.asarray(timestamps_s, dtype=np.float64)[review].tolist()
     for row, t, day, card in zip(review.tolist(), times, days, np.asarray(cards)[review].tolist()):
-        day_cases = cases.get(day)
-        if day_cases is None:
-            day_cases = cases[day] = DayCases()
-        if day_cases.is_open(card, t):
-            continue
-        if day_cases.opened < cases_per_day:
-            day_cases.open(card, t)
-            entries.setdefault(day, []).append(opened_entry(card, t))
-        else:
+        if not _admit(cases, day, card, t, cases_per_day, entries):
             over.append(row)
     if not over:
         return Budgeted(result, entries, 0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from fraudstream.detectors.features.definition import DAY_S
+from fraudstream.detectors.cascade.review_budget import event_day
 from fraudstream.detectors.schema import LabelEvent, Transaction
 from fraudstream.stream.core.parse import ParsedBatch
 from fraudstream.stream.state.base import BatchReads
@@ -33,8 +33,8 @@ def batch_reads(parsed: ParsedBatch, review_days: bool = False) -> BatchReads:
         card_ids=list(dict.fromkeys(t.customer_id for t in txs)),
         terminal_ids=list(dict.fromkeys([t.terminal_id for t in txs] + [lab.terminal_id for lab in parsed.labels])),
         label_partitions=parsed.label_partitions,
-        review_days=sorted({int(t.timestamp // DAY_S) for t in txs}
-                           | {int(lab.tx_timestamp // DAY_S) for lab in parsed.labels}) if review_days else [],
+        review_days=sorted({event_day(t.timestamp) for t in txs}
+                           | {event_day(lab.tx_timestamp) for lab in parsed.labels}) if review_days else [],
     )
 
 
