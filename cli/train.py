@@ -42,6 +42,9 @@ def format_metrics(metrics: dict) -> str:
         ("heavy AP / AUC", f"{valid['heavy_ap']:.4f} / {valid['heavy_auc']:.4f}"),
         ("ambiguous rows: light AP -> heavy AP",
          f"{amb['light_ap']:.4f} -> {amb['heavy_ap']:.4f} ({amb['rows']} rows)"),
+        *((("  of which below the first light BLOCK",
+            f"{low['light_ap']:.4f} -> {low['heavy_ap']:.4f} ({low['rows']} rows)"),)
+          if (low := metrics.get("ambiguous_unsplit_valid")) else ()),
         ("share of rows to heavy", _fmt(pol["share_to_heavy"])),
         ("block precision light / heavy",
          f"{_fmt(pol['block_precision_light'])} / {_fmt(pol['block_precision_heavy'])}"),

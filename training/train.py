@@ -48,6 +48,7 @@ from fraudstream.detectors.cascade.calibration import (
     allow_threshold,
     block_threshold,
     choose_thresholds,
+    light_block_candidates,
     policy_report,
 )
 from fraudstream.detectors.cascade.cascade import Cascade
@@ -149,6 +150,14 @@ class TrainSettings(EnvSettings):
         description="the heavy stage ALLOWs the lowest-scored rows of its band while their fraud share stays at "
                     "most this (0 = off: the REVIEW region reaches down as far as its precision and the capacity "
                     "allow)")
+    split_candidates: int = Field(
+        CalibrationTargets.split_candidates, ge=0,
+        description="higher light BLOCK thresholds tried, each leaving the unsure part of the light BLOCK region to "
+                    "the heavy model (0 = the light stage blocks all it can at the block precision)")
+    block_split_loss: float = Field(
+        CalibrationTargets.block_split_loss, ge=0, le=1,
+        description="share of the most frauds blocked that a split of the BLOCK regions may give up for fewer "
+                    "legitimate transactions blocked")
     review_min_precision: float = Field(
         CalibrationTargets.review_min_precision, ge=0, le=1,
         description="precision the heavy REVIEW region must keep on validation (the rest of the band is ALLOWed "
@@ -197,6 +206,7 @@ class TrainSettings(EnvSettings):
             anomaly_review_min=self.anomaly_review_min, anomaly_review_share=self.anomaly_review_share,
             max_legit_flag_rate=self.max_legit_flag_rate, review_headroom=self.review_headroom,
             review_min_precision=self.review_min_precision, heavy_allow_fraud_rate=self.heavy_allow_fraud_rate,
+            split_candidates=self.split_candidates, block_split_loss=self.block_split_loss,
         )
 
     def effective_gap_days(self) -> int:
@@ -308,9 +318,10 @@ def _heavy_band(settings: TrainSettings, targets: CalibrationTargets, light_tr: 
     """Training and validation rows the heavy model is fitted and calibrated on, and what was chosen.
 
     With ``heavy_rows="band"``, the rows a provisional light stage routes to the heavy model: its BLOCK threshold
-    as calibration will choose it, its ALLOW threshold the highest light score whose ALLOW region holds at most
-    ``allow_catch_loss`` of the validation frauds (calibration later picks the final one among complete
-    policies); training rows are routed by their out-of-fold light scores.  A band with fewer than
+    the highest calibration may choose (:func:`light_block_candidates`: the heavy model learns the unsure part of
+    the light BLOCK region too, which a split leaves to it), its ALLOW threshold the highest light score whose
+    ALLOW region holds at most ``allow_catch_loss`` of the validation frauds (calibration later picks the final
+    one among complete policies); training rows are routed by their out-of-fold light scores.  A band with fewer than
     ``min_threshold_frauds`` frauds (or a single class) falls back to every row.
     """
     every_tr, every_va = np.ones(y_tr.size, dtype=bool), np.ones(y_va.size, dtype=bool)
@@ -318,7 +329,7 @@ def _heavy_band(settings: TrainSettings, targets: CalibrationTargets, light_tr: 
         return every_tr, every_va, {"rows": "all", "train_rows": int(y_tr.size), "train_frauds": int(y_tr.sum())}
     if settings.heavy_rows not in ("band", "routed"):
         raise ValueError(f"heavy_rows: expected 'band', 'routed' or 'all', got {settings.heavy_rows!r}")
-    t_block = block_threshold(light_va, y_va, targets.block_precision, targets.min_block_rows)
+    t_block = float(light_block_candidates(light_va, y_va, targets)[-1])
     eligible = (light_va < t_block) & (anomaly_va <= targets.anomaly_allow_max)
     t_allow = allow_threshold(light_va, y_va, eligible, targets.allow_catch_loss * float(y_va.sum()))
     policy = CascadePolicy(Thresholds(t_block_light=t_block, t_allow_light=t_allow,
@@ -336,6 +347,12 @@ def _heavy_band(settings: TrainSettings, targets: CalibrationTargets, light_tr: 
         info["calibrated_on"] = "all validation rows"
         return band_tr, every_va, info
     return band_tr, band_va, info
+
+
+def _band_figures(rows: np.ndarray, y: np.ndarray, light: np.ndarray, heavy: np.ndarray) -> dict[str, Any]:
+    """Rows, frauds, and the light and heavy models' AP on the ``rows`` of validation."""
+    return {"rows": int(rows.sum()), "frauds": int(y[rows].sum()), "light_ap": _safe_ap(y[rows], light[rows]),
+            "heavy_ap": _safe_ap(y[rows], heavy[rows])}
 
 
 def _anomaly_choice(settings: TrainSettings, light_va: np.ndarray, y_va: np.ndarray) -> dict[str, Any]:
@@ -459,12 +476,14 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
             heavy_va = heavy.score(heavy_X_va)
             fallbacks = []
             thresholds = choose_thresholds(light_va, anomaly_va, heavy_va, y_va, cust_va, ts_va, targets,
-                                           t_allow_light=thresholds.t_allow_light, fallbacks=fallbacks)
+                                           t_allow_light=thresholds.t_allow_light, fallbacks=fallbacks,
+                                           t_block_light=thresholds.t_block_light)
             heavy_training.update(rows="routed", train_rows=int(r_tr.sum()), train_frauds=int(y_tr[r_tr].sum()),
                                   valid_rows=int(r_va.sum()), valid_frauds=int(y_va[r_va].sum()))
     for line in fallbacks:
         warnings.warn(f"validation data too small: {line}", ThresholdFallbackWarning, stacklevel=2)
     ambiguous = route_light(light_va, anomaly_va, thresholds).to_heavy
+    first_block = block_threshold(light_va, y_va, targets.block_precision, targets.min_block_rows)
     decision_va, stage_va = CascadePolicy(thresholds).decide({"light": light_va, "anomaly": anomaly_va,
                                                               "heavy": heavy_va})
     stages_va = stage_table(decision_va, stage_va, ambiguous, y_va)
@@ -492,11 +511,10 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
             "heavy_ap": _safe_ap(y_va, heavy_va), "heavy_auc": _safe_auc(y_va, heavy_va),
             "anomaly_ap": _safe_ap(y_va, anomaly_va), "anomaly_auc": _safe_auc(y_va, anomaly_va),
         },
-        "ambiguous_valid": {
-            "rows": int(ambiguous.sum()), "frauds": int(y_va[ambiguous].sum()),
-            "light_ap": _safe_ap(y_va[ambiguous], light_va[ambiguous]),
-            "heavy_ap": _safe_ap(y_va[ambiguous], heavy_va[ambiguous]),
-        },
+        "ambiguous_valid": _band_figures(ambiguous, y_va, light_va, heavy_va),
+        # the part of it below the light model's first BLOCK threshold (before any split): what neither BLOCK
+        # region of an unsplit cascade would take
+        "ambiguous_unsplit_valid": _band_figures(ambiguous & (light_va < first_block), y_va, light_va, heavy_va),
         "policy_valid": report,
         "stage_table_valid": stage_table_to_metrics(stages_va),
         "targets": targets.to_dict(),

@@ -2,8 +2,16 @@
 
 Rules (all measured on validation rows, with the scores the deployed models give them):
 
-* ``t_block_light``: the lowest light score whose block region ``light >= t`` has precision >= ``block_precision``
-  and holds at least ``min_block_rows`` rows; never blocks when no such threshold exists.
+* ``t_block_light``: at first the lowest light score whose block region ``light >= t`` has precision >=
+  ``block_precision`` and holds at least ``min_block_rows`` rows (never blocks when no such threshold exists).
+  That region is cumulative: its lower end holds the rows the light model is unsure of (on the seed-0 validation
+  week, the last hundred of its 465 rows were 80% frauds, its first three hundred 99%), carried by the sure ones
+  above.  So the light stage may keep only its sure part and leave the rest to the heavy model, which reads more
+  (:func:`block_split`): ``split_candidates`` higher light thresholds (quantiles of the light score in the
+  first region) are tried, each as a complete policy with the heavy thresholds chosen for the rows it routes;
+  among the splits whose two BLOCK regions together block at least ``1 - block_split_loss`` of the most frauds
+  any split blocks, the one that blocks the fewest legitimate rows wins (then the lowest light threshold).
+  ``split_candidates = 0`` keeps the first threshold.
 * ``t_anomaly_allow`` = ``anomaly_allow_max`` (default 0.99: the light stage may not ALLOW a row more anomalous
   than 99% of legitimate training traffic).
 * ``t_allow_light``: the highest light score such that the light ALLOW region (``light <= t`` and anomaly <=
@@ -81,6 +89,8 @@ class CalibrationTargets:
     max_legit_flag_rate: float = MAX_LEGIT_FLAG_RATE  # legit rows flagged up to which anomaly reviews fill capacity
     review_min_precision: float = 0.10  # precision the heavy REVIEW region must keep
     heavy_allow_fraud_rate: float = 0.0  # the heavy stage ALLOWs the bottom of its band up to this fraud share (0: off)
+    split_candidates: int = 10  # higher light block thresholds tried, leaving the light stage's unsure part to heavy
+    block_split_loss: float = 0.01  # share of the most frauds blocked a split may give up for fewer legit blocked
     min_threshold_frauds: int = 20  # routed validation frauds needed to measure the heavy thresholds
     default_block_heavy: float = 0.95  # t_block_heavy when they are too few (calibrated probability)
     default_review: float = 0.10  # precision part of t_review when they are too few (calibrated probability)
@@ -176,6 +186,25 @@ def _day_index(timestamp: np.ndarray) -> tuple[np.ndarray, int]:
     return day, int(day.max()) + 1
 
 
+def light_block_candidates(light: np.ndarray, y: np.ndarray, targets: CalibrationTargets) -> np.ndarray:
+    """Light BLOCK thresholds a split may use, ascending: the first one (:func:`block_threshold`) and up to
+    ``split_candidates`` higher ones, quantiles of the light score in its region (module docstring)."""
+    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
+    region = light[light >= first]
+    if targets.split_candidates <= 0 or region.size == 0:
+        return np.array([first])
+    levels = np.arange(targets.split_candidates + 1) / (targets.split_candidates + 1)
+    return np.unique(np.quantile(region, levels, method="lower"))
+
+
+def block_split(blocked_frauds: np.ndarray, blocked_legit: np.ndarray, loss: float) -> int:
+    """Index of the split to keep: among those blocking at least ``1 - loss`` of the most frauds any blocks, the
+    fewest legitimate rows blocked, then the most frauds, then the lowest index (the lowest light threshold)."""
+    frauds, legit = np.asarray(blocked_frauds, dtype=np.float64), np.asarray(blocked_legit, dtype=np.float64)
+    ok = np.flatnonzero(frauds >= (1.0 - loss) * frauds.max())
+    return int(min(ok, key=lambda i: (legit[i], -frauds[i], i)))
+
+
 def choose_thresholds(
     light: np.ndarray,
     anomaly: np.ndarray,
@@ -186,12 +215,13 @@ def choose_thresholds(
     targets: CalibrationTargets = CalibrationTargets(),
     t_allow_light: float | None = None,
     fallbacks: list[str] | None = None,
+    t_block_light: float | None = None,
 ) -> Thresholds:
     """Thresholds meeting ``targets`` on validation scores (all arrays row-aligned; ``timestamp`` in epoch s).
 
     A given ``t_allow_light`` is kept as is (the other thresholds are chosen for it); -1 disables the light ALLOW.
-    ``fallbacks``, when given, receives one line per threshold of the result set to its default because the
-    validation data was too small (see the module docstring).
+    A given ``t_block_light`` is kept too (no split is searched).  ``fallbacks``, when given, receives one line per
+    threshold of the result set to its default because the validation data was too small (module docstring).
     """
     if targets.capacity_statistic not in ("max", "mean"):
         raise ValueError(f"capacity_statistic: expected 'max' or 'mean', got {targets.capacity_statistic!r}")
@@ -199,22 +229,17 @@ def choose_thresholds(
     day, n_days = _day_index(timestamp)
 
     scores = {LIGHT: light, ANOMALY: anomaly, HEAVY: heavy}
-    t_block_light = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
     t_anomaly_allow = float(targets.anomaly_allow_max)
-    # rows the light stage would allow with no score limit: the candidates for t_allow_light
-    widest = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=1.0, t_anomaly_allow=t_anomaly_allow))
-    eligible = widest.first_pass(scores).decision == Decision.ALLOW
-
     notes: dict[Thresholds, list[str]] = {}
 
-    def thresholds_for(t_allow: float) -> Thresholds:
-        first = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=t_allow,
+    def thresholds_for(t_allow: float, t_block: float) -> Thresholds:
+        first = CascadePolicy(Thresholds(t_block_light=t_block, t_allow_light=t_allow,
                                          t_anomaly_allow=t_anomaly_allow))
         routing = first.first_pass(scores)
         defaults: list[str] = []
         heavy_part = _heavy_thresholds(anomaly, heavy, y, customer_id, day, n_days, targets, routing.to_heavy,
                                        defaults, light_block=routing.decision == Decision.BLOCK)
-        out = Thresholds(t_block_light=t_block_light, t_allow_light=t_allow, t_anomaly_allow=t_anomaly_allow,
+        out = Thresholds(t_block_light=t_block, t_allow_light=t_allow, t_anomaly_allow=t_anomaly_allow,
                          **heavy_part)
         notes[out] = defaults
         return out
@@ -224,20 +249,36 @@ def choose_thresholds(
             fallbacks.extend(notes.get(th, []))
         return th
 
+    def outcome(th: Thresholds) -> tuple[np.ndarray, np.ndarray]:
+        decision, _ = CascadePolicy(th).decide(scores)
+        return decision, y == 1
+
+    if t_block_light is None:
+        candidates = light_block_candidates(light, y, targets)
+        if candidates.size > 1:
+            splits = [outcome(thresholds_for(-1.0, float(t))) for t in candidates]
+            blocked_frauds = np.array([int(((d == Decision.BLOCK) & f).sum()) for d, f in splits])
+            blocked_legit = np.array([int(((d == Decision.BLOCK) & ~f).sum()) for d, f in splits])
+            t_block_light = float(candidates[block_split(blocked_frauds, blocked_legit, targets.block_split_loss)])
+        else:
+            t_block_light = float(candidates[0])
     if t_allow_light is not None:
-        return reported(thresholds_for(float(t_allow_light)))
+        return reported(thresholds_for(float(t_allow_light), t_block_light))
 
     def caught(th: Thresholds) -> int:
-        decision, _ = CascadePolicy(th).decide(scores)
-        return int(((decision != Decision.ALLOW) & (y == 1)).sum())
+        decision, fraud = outcome(th)
+        return int(((decision != Decision.ALLOW) & fraud).sum())
 
-    baseline = thresholds_for(-1.0)  # no light ALLOW: every undecided row goes to the heavy model
+    # rows the light stage would allow with no score limit: the candidates for t_allow_light
+    widest = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=1.0, t_anomaly_allow=t_anomaly_allow))
+    eligible = widest.first_pass(scores).decision == Decision.ALLOW
+    baseline = thresholds_for(-1.0, t_block_light)  # no light ALLOW: every undecided row goes to the heavy model
     floor = (1.0 - targets.allow_catch_loss) * caught(baseline)
     best = baseline
     if eligible.any():
         levels = np.linspace(0.0, 1.0, targets.allow_candidates + 1)[1:]
         for t_allow in np.unique(np.quantile(light[eligible], levels, method="lower")):
-            candidate = thresholds_for(float(t_allow))
+            candidate = thresholds_for(float(t_allow), t_block_light)
             if caught(candidate) >= floor:
                 best = candidate
     return reported(best)

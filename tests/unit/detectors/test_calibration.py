@@ -7,10 +7,12 @@ import pytest
 
 from fraudstream.detectors.cascade.calibration import (
     CalibrationTargets,
+    block_split,
     block_threshold,
     choose_thresholds,
     confident_allow_threshold,
     daily_cards,
+    light_block_candidates,
     policy_report,
 )
 from fraudstream.detectors.cascade.policy import NEVER, apply_policy
@@ -51,6 +53,59 @@ def test_block_threshold_does_not_split_ties():
     scores = np.array([0.9, 0.5, 0.5, 0.5])
     y = np.array([1, 1, 0, 0])
     assert block_threshold(scores, y, precision=0.6) == 0.9
+
+
+def test_block_split_keeps_the_fewest_legit_blocked_within_the_loss():
+    frauds, legit = np.array([442, 407, 434, 440]), np.array([23, 11, 13, 18])
+    assert block_split(frauds, legit, loss=0.01) == 3  # 434 < 0.99 * 442; of 442 and 440, 18 legit < 23
+    assert block_split(frauds, legit, loss=0.0) == 0
+    assert block_split(frauds, legit, loss=0.1) == 1
+    assert block_split(np.array([5, 5]), np.array([1, 1]), loss=0.0) == 0  # a tie: the lowest light threshold
+
+
+def test_light_block_candidates_start_at_the_first_threshold():
+    light, _, _, y, _, _ = synthetic()
+    targets = CalibrationTargets()
+    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
+    candidates = light_block_candidates(light, y, targets)
+    assert candidates[0] == first and np.all(np.diff(candidates) > 0)
+    assert 1 < candidates.size <= targets.split_candidates + 1
+    assert light_block_candidates(light, y, replace(targets, split_candidates=0)).tolist() == [first]
+    assert light_block_candidates(light, np.zeros_like(y), targets).tolist() == [NEVER]
+
+
+def split_synthetic(seed=0, n=40_000):
+    """The light model's BLOCK region has an unsure lower part that the heavy model separates cleanly."""
+    rng = np.random.default_rng(seed)
+    light, anomaly, heavy, y, customer, ts = synthetic(seed, n)
+    unsure = rng.random(n) < 0.004  # rows the light model scores just above its first threshold, 60% frauds
+    y[unsure] = (rng.random(unsure.sum()) < 0.6).astype(np.int8)
+    light[unsure] = 0.6 + 0.08 * rng.random(unsure.sum())
+    heavy[unsure] = np.where(y[unsure] == 1, 0.9 + 0.1 * rng.random(unsure.sum()), 0.05 * rng.random(unsure.sum()))
+    sure = (y == 1) & (light >= 0.7)
+    heavy[sure] = 0.9 + 0.1 * rng.random(sure.sum())
+    return light, anomaly, heavy, y, customer, ts
+
+
+def test_the_heavy_stage_blocks_what_the_light_stage_is_unsure_of():
+    light, anomaly, heavy, y, customer, ts = split_synthetic()
+    targets = CalibrationTargets(review_capacity=40)
+    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
+    assert first < 0.68  # the first light region reaches into the unsure rows, carried by the sure ones
+    th = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets)
+    unsplit = choose_thresholds(light, anomaly, heavy, y, customer, ts, replace(targets, split_candidates=0))
+    assert unsplit.t_block_light == first and th.t_block_light > first
+    split, kept = (policy_report(light, anomaly, heavy, y, customer, ts, t) for t in (th, unsplit))
+    assert split["block_precision_light"] >= targets.block_precision
+    assert split["block_precision_heavy"] >= targets.block_precision
+    blocked = {name: report["block_rows"] * report["block_precision"] for name, report in
+               (("split", split), ("kept", kept))}
+    legit_blocked = {name: report["block_rows"] - blocked[name] for name, report in
+                     (("split", split), ("kept", kept))}
+    assert blocked["split"] >= (1 - targets.block_split_loss) * blocked["kept"]
+    assert legit_blocked["split"] < legit_blocked["kept"]
+    given = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets, t_block_light=first)
+    assert given.t_block_light == first
 
 
 @pytest.mark.parametrize("statistic", ["max", "mean"])
@@ -197,7 +252,8 @@ def test_confident_allow_threshold_is_the_highest_keeping_the_fraud_share_below_
 
 def test_a_heavy_allow_bound_lets_the_heavy_stage_settle_a_fraud_rich_band():
     light, anomaly, heavy, y, customer, ts = synthetic(seed=2)
-    targets = CalibrationTargets(review_capacity=10_000, review_min_precision=0.01)  # the whole band qualifies
+    # the whole band qualifies; the light stage blocks all it can (no split), as the bound was measured
+    targets = CalibrationTargets(review_capacity=10_000, review_min_precision=0.01, split_candidates=0)
     bounded = replace(targets, heavy_allow_fraud_rate=0.005)
     plain = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets)
     th = choose_thresholds(light, anomaly, heavy, y, customer, ts, bounded)

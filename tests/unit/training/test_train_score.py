@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from fraudstream.cli.main import cli
 from fraudstream.detectors.bundle import load_bundle
+from fraudstream.detectors.cascade.calibration import CalibrationTargets
 from fraudstream.detectors.schema import TX_DATETIME
 from fraudstream.training.datasets import write_transactions
 from fraudstream.training.scoring import OUTPUT_COLUMNS, score_frame
@@ -49,6 +50,9 @@ def test_train_writes_a_bundle_and_prints_the_validation_table(trained):
     policy = manifest["metrics"]["policy_valid"]
     assert policy["review_cards_per_day_max"] <= 10
     assert manifest["metrics"]["valid"]["light_ap"] > 0.2  # far above the fraud rate: the model learnt
+    band, below = manifest["metrics"]["ambiguous_valid"], manifest["metrics"]["ambiguous_unsplit_valid"]
+    assert 0 < below["rows"] <= band["rows"] and below["frauds"] <= band["frauds"]
+    assert "below the first light BLOCK" in output and f"({below['rows']} rows)" in output
 
 
 def test_score_cli_writes_every_column_and_counts(trained, data_file, tmp_path):
@@ -118,3 +122,12 @@ def test_calibration_targets_read_the_review_settings_from_the_environment():
     assert TrainSettings().targets().review_min_precision == 0.1  # the calibration's own default
     with pytest.raises(ValueError, match="REVIEW_MIN_PRECISION"):
         TrainSettings.from_env({"FRAUDSTREAM_TRAIN_REVIEW_MIN_PRECISION": "1.5"})
+
+
+def test_calibration_targets_read_the_block_split_settings_from_the_environment():
+    environ = {"FRAUDSTREAM_TRAIN_SPLIT_CANDIDATES": "0", "FRAUDSTREAM_TRAIN_BLOCK_SPLIT_LOSS": "0.05"}
+    targets = TrainSettings.from_env(environ).targets()
+    assert targets.split_candidates == 0 and targets.block_split_loss == 0.05
+    assert TrainSettings().targets().split_candidates == CalibrationTargets().split_candidates == 10
+    with pytest.raises(ValueError, match="SPLIT_CANDIDATES"):
+        TrainSettings.from_env({"FRAUDSTREAM_TRAIN_SPLIT_CANDIDATES": "-1"})
