@@ -10,7 +10,8 @@ Rules (all measured on validation rows, with the scores the deployed models give
   (:func:`block_split`): ``split_candidates`` higher light thresholds (quantiles of the light score in the
   first region) are tried, each as a complete policy with the heavy thresholds chosen for the rows it routes;
   among the splits whose two BLOCK regions together block at least ``1 - block_split_loss`` of the most frauds
-  any split blocks, the one that blocks the fewest legitimate rows wins (then the lowest light threshold).
+  any split blocks, the one that blocks the fewest legitimate rows wins (then the lowest light threshold).  A
+  split whose routed rows hold too few frauds to measure the heavy thresholds (see below) is not tried.
   ``split_candidates = 0`` keeps the first threshold.
 * ``t_anomaly_allow`` = ``anomaly_allow_max`` (default 0.99: the light stage may not ALLOW a row more anomalous
   than 99% of legitimate training traffic).
@@ -255,11 +256,15 @@ def choose_thresholds(
 
     if t_block_light is None:
         candidates = light_block_candidates(light, y, targets)
-        if candidates.size > 1:
-            splits = [outcome(thresholds_for(-1.0, float(t))) for t in candidates]
+        tried = [thresholds_for(-1.0, float(t)) for t in candidates] if candidates.size > 1 else []
+        # a split whose heavy thresholds would be defaults (too few routed frauds to measure them) is not one
+        kept = [0] + [i for i in range(1, len(tried)) if not notes[tried[i]]]
+        if len(kept) > 1:
+            splits = [outcome(tried[i]) for i in kept]
             blocked_frauds = np.array([int(((d == Decision.BLOCK) & f).sum()) for d, f in splits])
             blocked_legit = np.array([int(((d == Decision.BLOCK) & ~f).sum()) for d, f in splits])
-            t_block_light = float(candidates[block_split(blocked_frauds, blocked_legit, targets.block_split_loss)])
+            t_block_light = float(candidates[kept[block_split(blocked_frauds, blocked_legit,
+                                                              targets.block_split_loss)]])
         else:
             t_block_light = float(candidates[0])
     if t_allow_light is not None:

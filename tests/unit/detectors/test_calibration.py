@@ -195,6 +195,26 @@ def test_too_few_routed_frauds_fall_back_to_the_documented_defaults():
     assert (routed & (decision == Decision.ALLOW)).any()  # not everything routed goes to REVIEW
 
 
+def test_no_split_leaves_light_blocks_to_a_heavy_threshold_nobody_measured():
+    rng = np.random.default_rng(5)
+    n = 4000
+    light, heavy, y = rng.beta(1, 30, n), rng.uniform(0.0, 0.05, n), np.zeros(n, dtype=np.int8)
+    y[:40], light[:40], heavy[:40] = 1, rng.uniform(0.9, 1.0, 40), rng.uniform(0.97, 1.0, 40)  # sure frauds
+    light[40:45], y[40:43], heavy[40:43] = rng.uniform(0.6, 0.68, 5), 1, 0.99  # unsure: 3 frauds, 2 legit
+    anomaly, customer = rng.random(n) * 0.9, np.arange(n)
+    ts = 1.5e9 + np.sort(rng.uniform(0, 7 * DAY, n))
+    targets = CalibrationTargets(review_capacity=10_000)
+    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
+    assert first <= 0.68 and light_block_candidates(light, y, targets).size > 1
+    fallbacks: list[str] = []
+    th = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets, fallbacks=fallbacks)
+    # splits that route fewer than 20 frauds would block the unsure frauds at the default heavy threshold with no
+    # legitimate row blocked; the chosen one routes enough frauds to measure its heavy threshold
+    assert th.t_block_light > first and fallbacks == []
+    report = policy_report(light, anomaly, heavy, y, customer, ts, th)
+    assert report["block_precision_heavy"] >= targets.block_precision
+
+
 def test_anomaly_reviews_fill_the_capacity_the_heavy_stage_leaves_up_to_the_legit_flag_cap():
     light, anomaly, heavy, y, customer, ts = synthetic(seed=4)
     legit = y == 0
