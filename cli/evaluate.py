@@ -33,10 +33,14 @@ if TYPE_CHECKING:
                    "detector alone flag at the cascade's legit flag rate")
 @click.option("--held-out", type=click.Choice(["4", "5", "6", "7"]), default="5", show_default=True,
               help="with --novel: the family left out of every choice, reported as such")
+@click.option("--review-budget", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="with --novel: at most N review cases a day (the worker's FRAUDSTREAM_WORKER_REVIEW_CASES_PER_DAY); "
+                   "REVIEWs past it become ALLOW, first come first served (0 = none)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the full report (every fold) as JSON to this file")
 def command(data: Path, folds: int | None, anchor: str | None, review_capacity: int | None, seed: int | None,
-            protocol: str | None, training: str | None, novel: bool, held_out: str, json_path: Path | None) -> None:
+            protocol: str | None, training: str | None, novel: bool, held_out: str, review_budget: int,
+            json_path: Path | None) -> None:
     """Evaluate on DATA (CSV / Parquet in handbook columns, with TX_FRAUD): AUC, AP, CP@100 and cascade figures.
     Settings also from FRAUDSTREAM_EVAL_* variables; the models' training settings from FRAUDSTREAM_TRAIN_*."""
     from fraudstream.training.datasets import DataFileError, read_transactions
@@ -45,6 +49,8 @@ def command(data: Path, folds: int | None, anchor: str | None, review_capacity: 
     from fraudstream.training.report import format_report
     from fraudstream.training.train import TrainSettings
 
+    if review_budget and not novel:
+        raise click.UsageError("--review-budget goes with --novel (the folds' cascade figures have no budget)")
     try:
         settings = EvaluationSettings.from_env(folds=folds, anchor=anchor, review_capacity=review_capacity,
                                                seed=seed, protocol=protocol, training=training)
@@ -61,7 +67,8 @@ def command(data: Path, folds: int | None, anchor: str | None, review_capacity: 
         from fraudstream.training.novel import NovelAttackError, evaluate_novel, format_novel_report
 
         try:
-            novel_report = evaluate_novel(frame, settings, train_settings, held_out=int(held_out), progress=progress)
+            novel_report = evaluate_novel(frame, settings, train_settings, held_out=int(held_out), progress=progress,
+                                          review_budget=review_budget)
         except NovelAttackError as exc:
             raise click.ClickException(f"{data}: {exc}") from None
         click.echo(format_novel_report(novel_report))

@@ -13,6 +13,11 @@ cards flagged at least once and the time from a card's first attacked transactio
 One family, the held-out family, is left out of every choice made with the novel families (features, detector,
 thresholds): it is reported on its own line, as the figure for an attack nobody has seen.  The known frauds'
 average precision on the same period (novel rows left out) says what the detection of known patterns costs.
+
+With a review budget (``review_budget`` cases a day, as the worker's ``review_cases_per_day``), both cascades'
+REVIEWs past the day's budget become ALLOW, first come first served in event time
+(:func:`fraudstream.detectors.cascade.review_budget.apply_review_budget`; no analyst closes a case in this open
+loop, so a case is a card REVIEWed that day), and the models alone are held to the legit flag rate that leaves.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import numpy as np
 import pandas as pd
 
 from fraudstream.detectors.cascade.calibration import MAX_LEGIT_FLAG_RATE
+from fraudstream.detectors.cascade.review_budget import apply_review_budget
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.schema import (
     CUSTOMER_ID,
+    TRANSACTION_ID,
     TX_DATETIME,
     TX_FRAUD,
     TX_FRAUD_SCENARIO,
@@ -96,6 +103,8 @@ class NovelReport:
     known_fraud_flagged: dict[str, float] = field(default_factory=dict)  # share of known frauds BLOCKed or REVIEWed
     anomaly_method: str = ""
     families: dict[int, dict[str, FamilyFigures]] = field(default_factory=dict)
+    review_budget: int = 0  # review cases a day (0: none)
+    reviews_over_budget_per_day: dict[str, float] = field(default_factory=dict)  # REVIEWs made ALLOW, a day
 
     def floors(self) -> dict[int, bool]:
         """Per family: the cascade flags >= 80% of its transactions and >= 90% of its cards."""
@@ -157,8 +166,9 @@ def _days(frame: pd.DataFrame) -> np.ndarray:
 
 def evaluate_novel(frame: pd.DataFrame, settings: EvaluationSettings, train_settings: TrainSettings | None = None,
                    held_out: int = DEFAULT_HELD_OUT,
-                   progress: Progress | Callable[[str], None] | None = None) -> NovelReport:
-    """Fit before the first novel transaction and report every family (see the module docstring).
+                   progress: Progress | Callable[[str], None] | None = None, review_budget: int = 0) -> NovelReport:
+    """Fit before the first novel transaction and report every family (see the module docstring); with
+    ``review_budget`` > 0 the cascades' REVIEWs are held to that many cases a day.
 
     ``frame`` has the handbook columns with ``TX_FRAUD`` and ``TX_FRAUD_SCENARIO``.  Raises
     :class:`NovelAttackError` when no novel family is in the data or the history before it is too short.
@@ -169,6 +179,8 @@ def evaluate_novel(frame: pd.DataFrame, settings: EvaluationSettings, train_sett
     progress = as_progress(progress)
     if held_out not in NOVEL_SCENARIOS:
         raise NovelAttackError(f"held-out family: expected one of {NOVEL_SCENARIOS}, got {held_out}")
+    if review_budget < 0:
+        raise NovelAttackError(f"review budget: expected >= 0 cases a day, got {review_budget}")
     if TX_FRAUD_SCENARIO not in frame.columns or TX_FRAUD not in frame.columns:
         raise NovelAttackError(f"needs the columns {TX_FRAUD} and {TX_FRAUD_SCENARIO}")
     scenario = frame[TX_FRAUD_SCENARIO].to_numpy()
@@ -186,7 +198,7 @@ def evaluate_novel(frame: pd.DataFrame, settings: EvaluationSettings, train_sett
                                                                         for k, v in fold.describe().items()))
     progress.phase(f"computing features on {len(frame):,} transactions")
     data = with_features(frame, train_settings.feature_config)
-    return _novel_report(data, fold, first_seen, settings, train_settings, held_out, progress)
+    return _novel_report(data, fold, first_seen, settings, train_settings, held_out, progress, review_budget)
 
 
 def _train_settings(settings: EvaluationSettings) -> TrainSettings:
@@ -196,11 +208,12 @@ def _train_settings(settings: EvaluationSettings) -> TrainSettings:
 
 
 def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, settings: EvaluationSettings,
-                  train_settings: TrainSettings, held_out: int, progress: Progress) -> NovelReport:
+                  train_settings: TrainSettings, held_out: int, progress: Progress, review_budget: int = 0
+                  ) -> NovelReport:
     from fraudstream.training.evaluate import _fit, _period
 
     cascade = _fit(data, fold, settings, train_settings, progress)
-    test = _period(data, fold.test)
+    test = _period(data, fold.test).sort_values([TX_DATETIME, TRANSACTION_ID], kind="stable")
     progress.phase(f"scoring {len(test):,} transactions from {fold.test_start.date()}")
     X, batch = test[cascade.feature_names].to_numpy(dtype=np.float64), TransactionBatch.from_frame(test)
     scenario = test[TX_FRAUD_SCENARIO].to_numpy()
@@ -212,9 +225,14 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
 
     flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     review_cards: dict[str, float] = {}
+    over_budget: dict[str, float] = {}
     risk: dict[str, np.ndarray] = {}
+    n_days = max(len(np.unique(days)), 1)
     for name, model in (("cascade", cascade), ("cascade without anomaly", cascade.without_anomaly())):
         result = model.score(X, batch)
+        if review_budget > 0:  # rows in event-time order: first come first served
+            budgeted = apply_review_budget(result, time_s, card, {}, review_budget)
+            result, over_budget[name] = budgeted.result, budgeted.allowed / n_days
         decision = np.asarray(result.decision)
         flags[name] = ((decision == Decision.BLOCK) | (decision == Decision.REVIEW), decision == Decision.BLOCK)
         review_cards[name] = float(distinct_cards_per_day(days, card, decision == Decision.REVIEW).mean())
@@ -234,7 +252,8 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
                         "light model": average_precision(test[TX_FRAUD].to_numpy()[known], light[known])},
         known_fraud_flagged={name: float(flags[name][0][known_fraud].mean()) if known_fraud.any() else float("nan")
                              for name in DETECTORS[:2]},
-        anomaly_method=str(cascade.metrics.get("anomaly_method", "")))
+        anomaly_method=str(cascade.metrics.get("anomaly_method", "")), review_budget=review_budget,
+        reviews_over_budget_per_day=over_budget)
     for family in NOVEL_SCENARIOS:
         attacked = scenario == family
         if attacked.any():
@@ -280,6 +299,9 @@ def format_novel_report(report: NovelReport) -> str:
                                                             report.legit_flag_rate.items()))
     lines.append("review cards a day: " + ", ".join(f"{k} {v:.1f}" for k, v in report.review_cards_per_day.items())
                  + f" (capacity {report.review_capacity})")
+    if report.review_budget > 0:
+        lines.append(f"review budget {report.review_budget} cases a day; REVIEWs allowed over it a day: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in report.reviews_over_budget_per_day.items()))
     lines.append(f"anomaly detector: {report.anomaly_method or 'n/a'}")
     lines.append("known-fraud average precision on the same period (novel rows left out): " + ", ".join(
         f"{k} {v:.3f}" for k, v in report.known_fraud_ap.items()))

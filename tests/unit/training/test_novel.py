@@ -85,6 +85,25 @@ def test_every_family_is_reported_for_every_detector_at_the_cascade_legit_rate(a
     json.dumps(payload)
 
 
+def test_a_review_budget_holds_the_review_cards_a_day_and_the_models_alone_to_the_rate_it_leaves(attacked_frame):
+    settings = EvaluationSettings(review_capacity=15)
+    free = evaluate_novel(attacked_frame, settings, FAST, held_out=6)
+    budget = max(1, int(free.review_cards_per_day["cascade"] // 2))  # half the cards a day the cascade reviews
+    held = evaluate_novel(attacked_frame, settings, FAST, held_out=6, review_budget=budget)
+    assert free.review_budget == 0 and free.reviews_over_budget_per_day == {}
+    assert held.review_budget == budget
+    for name in DETECTORS[:2]:
+        assert held.review_cards_per_day[name] <= budget  # open loop: a case is a card reviewed that day
+    assert held.reviews_over_budget_per_day["cascade"] > 0
+    assert held.legit_flag_rate["cascade"] < free.legit_flag_rate["cascade"]
+    assert held.legit_flag_rate["anomaly detector alone"] <= held.legit_flag_rate["cascade"]
+    for family, figures in held.families.items():  # allowing REVIEWs flags no more and blocks the same
+        assert figures["cascade"].tx_flagged <= free.families[family]["cascade"].tx_flagged
+        assert figures["cascade"].tx_blocked == free.families[family]["cascade"].tx_blocked
+    with pytest.raises(NovelAttackError, match="review budget"):
+        evaluate_novel(attacked_frame, settings, FAST, review_budget=-1)
+
+
 def test_cli_evaluate_novel_writes_the_report_and_refuses_data_without_attacks(tmp_path, attacked_frame,
                                                                                monkeypatch):
     for name, value in (("IMBALANCE", "none"), ("CALIBRATION", "isotonic"), ("ANOMALY_METHODS", "IForest"),
@@ -98,6 +117,16 @@ def test_cli_evaluate_novel_writes_the_report_and_refuses_data_without_attacks(t
     assert result.exit_code == 0, result.output
     assert "distant cash-out (held out)" in result.output
     assert json.loads(out.read_text())["held_out"] == 5
+
+    budgeted = tmp_path / "budgeted.json"
+    result = CliRunner().invoke(cli, ["evaluate", str(path), "--novel", "--review-capacity", "15",
+                                      "--review-budget", "2", "--json", str(budgeted)])
+    assert result.exit_code == 0, result.output
+    assert "review budget 2 cases a day; REVIEWs allowed over it a day: cascade " in result.output
+    payload = json.loads(budgeted.read_text())
+    assert payload["review_budget"] == 2 and payload["review_cards_per_day"]["cascade"] <= 2
+    result = CliRunner().invoke(cli, ["evaluate", str(path), "--review-budget", "2"])
+    assert result.exit_code != 0 and "--review-budget goes with --novel" in result.output
 
     plain = tmp_path / "plain.parquet"
     write_transactions(attacked_frame[attacked_frame["TX_FRAUD_SCENARIO"] < 4], plain)
