@@ -231,7 +231,7 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
     for name, model in (("cascade", cascade), ("cascade without anomaly", cascade.without_anomaly())):
         result = model.score(X, batch)
         if review_budget > 0:  # rows in event-time order: first come first served
-            budgeted = apply_review_budget(result, time_s, card, {}, review_budget)
+            budgeted = apply_review_budget(result, time_s, card, {}, review_budget, lookback_days=0)
             result, over_budget[name] = budgeted.result, budgeted.allowed / n_days
         decision = np.asarray(result.decision)
         flags[name] = ((decision == Decision.BLOCK) | (decision == Decision.REVIEW), decision == Decision.BLOCK)

@@ -5,24 +5,26 @@ The thresholds are calibrated so that the usual review load stays under the anal
 then grows faster than the analysts can work it.  The budget bounds what reaches the queue, per UTC day of the
 transactions' event time, counting cases as the analysts do (one open case per card):
 
-- a REVIEW of a card whose case is open joins it: it always stands;
+- a REVIEW of a card whose case is open joins it: it always stands (a case opened on one of the
+  :data:`CASE_LOOKBACK_DAYS` days before stays open into this one, as the review service keeps one open case per
+  card whatever the day, until a verdict closes it);
 - a REVIEW of another card opens a case while the day has opened fewer than ``cases_per_day``;
 - past that it becomes ALLOW, its stage, risk and scores kept, with :data:`REASON_REVIEW_BUDGET` first among its
   reasons (the record says the queue was full);
-- an analyst's verdict on one of the card's transactions of that day closes the case from the verdict's
-  ``known_at`` on, so a later REVIEW of the card opens a new one.
+- an analyst's verdict on one of the transactions of the card's case closes it from the verdict's ``known_at``
+  on, so a later REVIEW of the card opens a new one.
 
-A case is open at event time ``t`` when the card opened one (the latest at ``o``) and no verdict was known in
-``(o, t]``: the answer does not depend on whether the verdict or the transaction reached the worker first.  First
-come, first served in event-time order: the rows must come in that order (the worker's batches do).  BLOCK and
-ALLOW decisions are never touched.  A day's cases are kept as a log of (code, time) entries
-(:func:`opened_entry`, :func:`closed_entry`) that :meth:`DayCases.from_log` reads back; each call returns the
-entries it adds.
+A case is open at event time ``t`` when the card opened one (the latest at ``o``, on the day of ``t`` or one of the
+look-back days) and no verdict was known in ``(o, t]``: the answer does not depend on whether the verdict or the
+transaction reached the worker first.  First come, first served in event-time order: the rows must come in that
+order (the worker's batches do).  BLOCK and ALLOW decisions are never touched.  A day's cases are kept as a log of
+(code, time) entries (:func:`opened_entry`, :func:`closed_entry`) that :meth:`DayCases.from_log` reads back; each
+call returns the entries it adds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -33,6 +35,10 @@ from fraudstream.detectors.features.definition import DAY_S
 
 #: First reason of a REVIEW that became ALLOW because the day's budget of cases was spent.
 REASON_REVIEW_BUDGET = "review_budget:spent"
+
+#: UTC days before a transaction's day whose open cases it may join (a case opened late on a day stays open into
+#: the next ones until a verdict).  Each day's log must be kept longer than this: the worker's expire after 3 days.
+CASE_LOOKBACK_DAYS = 2
 
 #: A log entry: (card id >= 0 for a case opened, ``-card - 1`` for a verdict; event time or ``known_at``, epoch s).
 LogEntry = tuple[int, float]
@@ -120,12 +126,30 @@ def _day_cases(cases: MutableMapping[int, DayCases], day: int) -> DayCases:
     return day_cases
 
 
+def case_days(day: int, lookback_days: int = CASE_LOOKBACK_DAYS) -> range:
+    """The UTC days whose cases a transaction of ``day`` may join: the look-back days and its own."""
+    return range(day - lookback_days, day + 1)
+
+
+def case_open(cases: Mapping[int, DayCases], day: int, card: int, t: float,
+              lookback_days: int = CASE_LOOKBACK_DAYS) -> bool:
+    """Whether ``card`` has a case open at event time ``t`` (epoch s, on UTC ``day``): its latest opening ``o`` on
+    one of :func:`case_days`, and no verdict in ``(o, t]`` in their logs (a verdict on any of the case's
+    transactions closes it)."""
+    days = [c for d in case_days(day, lookback_days) if (c := cases.get(d)) is not None]
+    opens = [c.last_open[card] for c in days if card in c.last_open]
+    if not opens:
+        return False
+    o = max(opens)
+    return not any(o < k <= t for c in days for k in c.verdicts.get(card, ()))
+
+
 def _admit(cases: MutableMapping[int, DayCases], day: int, card: int, t: float, cases_per_day: int | None,
-           entries: dict[int, list[LogEntry]]) -> bool:
+           entries: dict[int, list[LogEntry]], lookback_days: int = CASE_LOOKBACK_DAYS) -> bool:
     """Whether a REVIEW of ``card`` at event time ``t`` stands: it joins the card's open case, or opens one while
     the day has opened fewer than ``cases_per_day`` (None: no limit), logged in ``entries``."""
     day_cases = _day_cases(cases, day)
-    if day_cases.is_open(card, t):
+    if case_open(cases, day, card, t, lookback_days):
         return True
     if cases_per_day is not None and day_cases.opened >= cases_per_day:
         return False
@@ -148,7 +172,8 @@ def case_logs(reviews: Iterable[tuple[float, int]], verdicts: Iterable[tuple[flo
 
 def apply_review_budget(result: CascadeResult, timestamps_s: np.ndarray, cards: np.ndarray,
                         cases: MutableMapping[int, DayCases], cases_per_day: int,
-                        verdicts: Sequence[tuple[float, int, int]] = ()) -> Budgeted:
+                        verdicts: Sequence[tuple[float, int, int]] = (),
+                        lookback_days: int = CASE_LOOKBACK_DAYS) -> Budgeted:
     """``result`` with the REVIEWs past the day's budget turned into ALLOW; ``cases`` updated with the verdicts and
     the cases opened.
 
@@ -159,6 +184,8 @@ def apply_review_budget(result: CascadeResult, timestamps_s: np.ndarray, cards: 
     cases : UTC day -> that day's cases before these rows (a day missing starts empty).
     cases_per_day : the budget (cases a day); 0 or less: no budget, nothing changes.
     verdicts : analysts' verdicts that came with these rows (see :func:`record_verdicts`).
+    lookback_days : days before a row's day whose open cases it may join (0: a case lasts its day at most, for an
+        open loop where no analyst ever closes one); ``cases`` must hold them.
     """
     if cases_per_day <= 0:
         return Budgeted(result, {}, 0)
@@ -168,7 +195,7 @@ def apply_review_budget(result: CascadeResult, timestamps_s: np.ndarray, cards: 
     days = event_days(np.asarray(timestamps_s)[review]).tolist()
     times = np.asarray(timestamps_s, dtype=np.float64)[review].tolist()
     for row, t, day, card in zip(review.tolist(), times, days, np.asarray(cards)[review].tolist()):
-        if not _admit(cases, day, card, t, cases_per_day, entries):
+        if not _admit(cases, day, card, t, cases_per_day, entries, lookback_days):
             over.append(row)
     if not over:
         return Budgeted(result, entries, 0)

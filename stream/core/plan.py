@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from fraudstream.detectors.cascade.review_budget import event_day
+from fraudstream.detectors.cascade.review_budget import case_days, event_day
 from fraudstream.detectors.schema import LabelEvent, Transaction
 from fraudstream.stream.core.parse import ParsedBatch
 from fraudstream.stream.state.base import BatchReads
@@ -24,7 +24,8 @@ def batch_reads(parsed: ParsedBatch, review_days: bool = False) -> BatchReads:
     decisions: duplicates, and the truth the labels tell about them), customers (the accounts whose histories
     the features read), cards (their block-list entries), terminals (of transactions and labels), label
     partitions; each in first-seen order (partitions sorted); with ``review_days`` (a review budget) the UTC
-    event days of its transactions and of its labels' transactions, sorted."""
+    event days of its transactions with the days before whose cases they may join, and of its labels'
+    transactions, sorted."""
     txs = parsed.transactions
     return BatchReads(
         transaction_ids=list(dict.fromkeys([t.transaction_id for t in txs]
@@ -33,7 +34,7 @@ def batch_reads(parsed: ParsedBatch, review_days: bool = False) -> BatchReads:
         card_ids=list(dict.fromkeys(t.customer_id for t in txs)),
         terminal_ids=list(dict.fromkeys([t.terminal_id for t in txs] + [lab.terminal_id for lab in parsed.labels])),
         label_partitions=parsed.label_partitions,
-        review_days=sorted({event_day(t.timestamp) for t in txs}
+        review_days=sorted({d for day in {event_day(t.timestamp) for t in txs} for d in case_days(day)}
                            | {event_day(lab.tx_timestamp) for lab in parsed.labels}) if review_days else [],
     )
 

@@ -42,7 +42,8 @@ Review queue (no expiry):
 Review budget (TTL ``REVIEW_CASES_TTL_S``, 3 days; only with a budget, ``review_cases_per_day`` of the worker):
 
 ``<p>:review:cases-day:<UTC day number>`` (string)
-    that UTC day's review-case log, appended by the batch that opened a case or learned an analyst's verdict,
+    that UTC day's review-case log, appended by the batch that opened a case or learned an analyst's verdict (a
+    batch reads its transactions' days and the two before, whose cases they may join),
     16 bytes an entry: a little-endian int64 (the card id for a case opened, ``-card - 1`` for a verdict) and a
     little-endian float64 (the transaction's event time, or the verdict's ``known_at``, epoch s)
     (:mod:`fraudstream.detectors.cascade.review_budget`).
@@ -90,7 +91,8 @@ A batch's decisions, histories, label offsets and review items are written in on
 
 from __future__ import annotations
 
-#: Expiry of a day's review-case list (s): the day itself and the late events of two more.
+#: Expiry of a day's review-case list (s): the day itself and two more, the late events of the day and the
+#: transactions that may join its cases (``CASE_LOOKBACK_DAYS``).
 REVIEW_CASES_TTL_S = 3 * 86_400
 
 

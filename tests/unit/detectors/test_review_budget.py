@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from fraudstream.detectors.cascade.review_budget import (
+    CASE_LOOKBACK_DAYS,
     REASON_REVIEW_BUDGET,
     DayCases,
     apply_review_budget,
     case_logs,
+    case_open,
     closed_entry,
     event_days,
     opened_entry,
@@ -52,12 +54,12 @@ def test_past_the_budget_a_new_card_is_allowed_and_a_card_with_a_case_keeps_its_
 
 
 def test_each_day_has_its_own_budget_and_the_stored_cases_count():
-    cards = np.array([7, 8, 9, 8])
+    cards = np.array([7, 8, 9, 10])
     times = np.array([DAY0 + 10, DAY0 + 20, DAY0 + DAY_S + 5, DAY0 + DAY_S + 6])
     cases = {17_800: DayCases.from_log([opened_entry(7, DAY0)]),
              17_801: DayCases.from_log([opened_entry(1, DAY0 + DAY_S)])}
     out, entries, allowed = apply_review_budget(result_of([R, R, R, R]), times, cards, cases, cases_per_day=2)
-    # day 17800: card 7 had its case, 8 opens the second; day 17801: 1 is there, 9 opens the second, 8 is over
+    # day 17800: card 7 had its case, 8 opens the second; day 17801: 1 is there, 9 opens the second, 10 is over
     assert out.decision.tolist() == [R, R, R, A]
     assert entries == {17_800: [opened_entry(8, DAY0 + 20)], 17_801: [opened_entry(9, DAY0 + DAY_S + 5)]}
     assert allowed == 1
@@ -78,6 +80,31 @@ def test_a_verdict_closes_the_case_from_its_known_at_so_the_cards_next_review_op
     assert out.decision.tolist() == [R, A] and allowed == 1  # card 1 joins its new case; the day is full
 
 
+def test_a_case_stays_open_into_the_next_days_until_a_verdict_closes_it():
+    day = 17_800
+    cases = {day: DayCases.from_log([opened_entry(1, DAY0 + 80_000.0), opened_entry(2, DAY0 + 100.0)]),
+             day + 1: DayCases.from_log([opened_entry(3, DAY0 + DAY_S)])}
+    late = DAY0 + DAY_S + np.array([10.0, 20.0, 30.0])
+    # card 1's case from late yesterday is open: it joins it, not counted; card 5 takes the day's second case
+    verdicts = [(DAY0 + DAY_S + 15.0, day + 1, 2)]  # card 2's case closes (a verdict on a transaction of today)
+    out, entries, allowed = apply_review_budget(result_of([R, R, R]), late, np.array([1, 5, 2]), cases,
+                                                cases_per_day=2, verdicts=verdicts)
+    assert out.decision.tolist() == [R, R, A] and allowed == 1  # card 2 needs a new case: the day is full
+    assert entries == {day + 1: [closed_entry(2, DAY0 + DAY_S + 15.0), opened_entry(5, DAY0 + DAY_S + 20.0)]}
+    # past the look-back days a case no longer carries over
+    later = DAY0 + (CASE_LOOKBACK_DAYS + 1) * DAY_S + 5.0
+    assert case_open(cases, day + CASE_LOOKBACK_DAYS, 1, later - DAY_S)
+    assert not case_open(cases, day + CASE_LOOKBACK_DAYS + 1, 1, later)
+    out, entries, _ = apply_review_budget(result_of([R]), np.array([later]), np.array([1]), cases, cases_per_day=2)
+    assert entries == {day + CASE_LOOKBACK_DAYS + 1: [opened_entry(1, later)]}
+
+
+def test_the_logs_outlive_the_days_that_may_join_their_cases():
+    from fraudstream.stream.state.keys import REVIEW_CASES_TTL_S
+
+    assert REVIEW_CASES_TTL_S > CASE_LOOKBACK_DAYS * DAY_S
+
+
 def test_verdicts_alone_are_recorded_for_the_rows_that_come_later():
     cases = {17_800: DayCases.from_log([opened_entry(3, DAY0)])}
     entries = record_verdicts(cases, [(DAY0 + 100.0, 17_800, 3)])
@@ -94,7 +121,9 @@ def test_the_logs_rebuilt_from_decisions_and_verdicts_are_what_the_budget_wrote(
     assert out.decision.tolist() == [R, R, R, A, R]  # card 1 reopens after its verdict: day 17800 is full
     kept = out.decision == R
     rebuilt = case_logs(zip(rows[kept].tolist(), cards[kept].tolist()), verdicts)
-    assert {day: DayCases.from_log(log) for day, log in rebuilt.items()} == cases
+    # the last row joined card 1's case of the day before: its own day opened nothing, so it has no log
+    assert cases[17_801] == DayCases() and 17_801 not in rebuilt
+    assert {day: DayCases.from_log(log) for day, log in rebuilt.items()} == {17_800: cases[17_800]}
     assert rebuilt == written
 
 

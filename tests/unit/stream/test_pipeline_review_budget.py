@@ -1,14 +1,14 @@
 """The review budget in the worker core, on each state store (a real Redis: embedded redis-server; in memory): per
-UTC event day only the first ``cases_per_day`` cards sent to REVIEW keep it, across batches and chunks; the rest
-is ALLOW with the budget's reason; the cases are stored once (chargebacks close none: only an analyst's verdict
-does), and a re-delivered batch opens none."""
+UTC event day only the first ``cases_per_day`` cards sent to REVIEW without an open case (theirs or one from the
+look-back days) keep it, across batches and chunks; the rest is ALLOW with the budget's reason; the cases are
+stored once (chargebacks close none: only an analyst's verdict does), and a re-delivered batch opens none."""
 
 import asyncio
 
 import numpy as np
 import pytest
 
-from fraudstream.detectors.cascade.review_budget import REASON_REVIEW_BUDGET, event_days
+from fraudstream.detectors.cascade.review_budget import CASE_LOOKBACK_DAYS, REASON_REVIEW_BUDGET, event_days
 from fraudstream.detectors.cascade.types import Decision
 from fraudstream.detectors.schema import datetime_to_epoch_seconds
 from fraudstream.stream.core.batch import BatchPipeline
@@ -25,14 +25,26 @@ BUDGET = 10
 BATCH = 400
 
 
-def first_cards_per_day(rows, unbudgeted, budget):
-    """(day, card) pairs that keep their REVIEW: per day, the first ``budget`` distinct cards sent to REVIEW
-    without a budget, in event-time order."""
-    review = rows[[unbudgeted[int(t)][0] == Decision.REVIEW for t in rows["TRANSACTION_ID"]]].copy()
-    review["day"] = event_days(datetime_to_epoch_seconds(review["TX_DATETIME"]))
-    first = review.drop_duplicates(["day", "CUSTOMER_ID"])
-    kept = first[first.groupby("day").cumcount() < budget]
-    return set(zip(kept["day"].tolist(), kept["CUSTOMER_ID"].tolist()))
+def kept_reviews(rows, unbudgeted, budget):
+    """Transaction ids whose REVIEW stands, the (day, card) cases opened and how many REVIEWs joined a case of an
+    earlier day: in event-time order, a card whose case
+    is open (opened on the day or on the look-back days before; no analyst closes one here) joins it, another
+    opens one while the day has opened fewer than ``budget``."""
+    review = rows[[unbudgeted[int(t)][0] == Decision.REVIEW for t in rows["TRANSACTION_ID"]]]
+    days = event_days(datetime_to_epoch_seconds(review["TX_DATETIME"])).tolist()
+    opened_on: dict[int, int] = {}
+    per_day: dict[int, int] = {}
+    kept, opened, carried = set(), set(), 0
+    for tx, day, card in zip(review["TRANSACTION_ID"].tolist(), days, review["CUSTOMER_ID"].tolist()):
+        if card in opened_on and day - opened_on[card] <= CASE_LOOKBACK_DAYS:
+            kept.add(tx)
+            carried += day > opened_on[card]
+        elif per_day.get(day, 0) < budget:
+            per_day[day] = per_day.get(day, 0) + 1
+            opened_on[card] = day
+            kept.add(tx)
+            opened.add((day, card))
+    return kept, opened, carried
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
@@ -41,8 +53,9 @@ def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(t
     rows = rows_of(tiny_bundle)
     events = events_of(rows, with_labels=True, delay_s=model.bundle.feature_config.label_delay_s)
     unbudgeted = expected_decisions(model, rows)
-    kept = first_cards_per_day(rows, unbudgeted, BUDGET)
-    days = sorted({day for day, _ in kept})
+    kept, opened, carried = kept_reviews(rows, unbudgeted, BUDGET)
+    assert carried > 0, "no REVIEW joins a case of an earlier day: the test data cannot show the look-back"
+    days = sorted({day for day, _ in opened})
 
     async def scenario():
         store = store_of(kind, redis_server)
@@ -65,8 +78,7 @@ def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(t
     over = 0
     for record in records:
         before = Decision(unbudgeted[record.transaction_id][0])
-        day = int(event_days(np.array([record.event_timestamp]))[0])
-        if before == Decision.REVIEW and (day, record.customer_id) not in kept:
+        if before == Decision.REVIEW and record.transaction_id not in kept:
             assert record.decision == "ALLOW" and record.reasons[0] == REASON_REVIEW_BUDGET, record
             over += 1
         else:
@@ -76,15 +88,15 @@ def test_the_first_cards_of_each_day_keep_their_review_and_the_rest_is_allowed(t
     assert sum(o.review_items for o in outcomes) == sum(r.decision == "REVIEW" for r in records)
     assert again.new_decisions == [] and again.reviews_over_budget == 0
     by_day: dict[int, set[int]] = {}
-    for day, card in kept:
+    for day, card in opened:
         by_day.setdefault(day, set()).add(card)
     assert {day: cases.opened for day, cases in stored.items()} == {day: len(c) for day, c in by_day.items()}
     assert all(cases.opened <= BUDGET for cases in stored.values())
     metrics = WorkerMetrics()
     for outcome in outcomes:
         metrics.count_outcome(outcome)
-        for day, opened in outcome.review_cases_opened.items():
-            assert opened <= stored[day].opened
+        for day, count in outcome.review_cases_opened.items():  # look-back days read without a case: 0
+            assert count <= (stored[day].opened if day in stored else 0)
     assert metrics.review_cases_opened._value.get() == stored[max(stored)].opened  # the latest day's
     assert metrics.reviews_over_budget._value.get() == over
     assert {day: sorted(code for code, _ in log) for day, log in logs.items()} == \

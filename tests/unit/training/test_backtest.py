@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraudstream.detectors.bundle import save_bundle
-from fraudstream.detectors.cascade.review_budget import REASON_REVIEW_BUDGET
+from fraudstream.detectors.cascade.review_budget import CASE_LOOKBACK_DAYS, REASON_REVIEW_BUDGET
 from fraudstream.detectors.schema import (
     CUSTOMER_ID,
     TRANSACTION_ID,
@@ -151,7 +151,8 @@ def test_a_review_budget_bounds_the_cases_opened_a_day_and_the_report_counts_wha
     budget = max(1, min(_review_cards_per_day(free.decisions)) - 1)  # below every day's load without a budget
     run = run_backtest(frame, result.cascade, BacktestSettings(START, END, analysts=analysts, review_budget=budget))
     d = run.decisions
-    assert max(_review_cards_per_day(d)) == budget
+    # a card reviewed on one of the look-back days may be joining its open case: the other cards opened one each
+    assert 0 < max(_new_review_cards_per_day(d)) <= budget < max(_review_cards_per_day(d))
     over = d[[REASON_REVIEW_BUDGET in r for r in d["REASONS"]]]
     assert len(over) > 0 and (over["DECISION"] == "ALLOW").all()
     figures = compare([free, run], ["free", "budget"], n_bootstrap=20).figures
@@ -159,6 +160,20 @@ def test_a_review_budget_bounds_the_cases_opened_a_day_and_the_report_counts_wha
     assert figures[1]["over_budget_per_day"] == pytest.approx(len(over) / (END - START).days)
     # the analysts count a card again when it comes back after its case was worked: more cases than cards
     assert figures[1]["review_cases_per_day"] < figures[0]["review_cases_per_day"]
+
+
+def _new_review_cards_per_day(decisions):
+    """Cards REVIEWed a day that had no REVIEW on the look-back days before (a lower bound of the cases opened), on
+    the days whose look-back days are in the run."""
+    reviewed = decisions[decisions["DECISION"] == "REVIEW"]
+    cards = reviewed.groupby(reviewed[TX_DATETIME].dt.floor("D"))[CARD_ID].agg(set)
+    counts = []
+    for day, today in cards.items():
+        if day - pd.Timedelta(days=CASE_LOOKBACK_DAYS) < cards.index.min():  # its look-back days were warm-up
+            continue
+        earlier = set().union(*(cards.get(day - pd.Timedelta(days=k), set()) for k in range(1, CASE_LOOKBACK_DAYS + 1)))
+        counts.append(len(today - earlier))
+    return counts
 
 
 def _review_cards_per_day(decisions):
