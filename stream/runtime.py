@@ -35,7 +35,7 @@ from fraudstream.stream.broker.client_config import KafkaClientConfig
 from fraudstream.stream.broker.label_feed import LabelFeed
 from fraudstream.stream.broker.sink import DecisionSink
 from fraudstream.stream.collector import tune_collector
-from fraudstream.stream.core.batch import BatchOutcome, BatchPipeline
+from fraudstream.stream.core.batch import BatchOutcome, BatchPipeline, counted_outcome
 from fraudstream.stream.core.parse import REASON_TOO_EARLY
 from fraudstream.stream.metrics import WorkerMetrics
 from fraudstream.stream.model_watch import ActiveModel, ModelWatcher
@@ -154,6 +154,7 @@ class WorkerRuntime(Service):
         backoff = RETRY_BACKOFF_FIRST_S
         labels: list[RawEvent] = []
         first: BatchOutcome | None = None  # the attempt that wrote the batch's state (retries see duplicates)
+        written: list[BatchOutcome] = []  # chunks failed attempts wrote before it
         failures = 0
         while True:
             try:
@@ -173,6 +174,9 @@ class WorkerRuntime(Service):
                 request_exit(EXIT_STATE_LOST, str(exc))
                 return False
             except Exception as exc:
+                taken = self._pipeline.take_written()  # always taken: none may be left for the next batch
+                if first is None:
+                    written += taken
                 self.metrics.batch_errors.inc()
                 failures += 1
                 self._log_failure(exc, failures, len(events), backoff)
@@ -183,7 +187,7 @@ class WorkerRuntime(Service):
         if failures:
             log.info("batch of %d events delivered after %d failed attempts", len(events), failures)
         m = self.metrics
-        m.count_outcome(first)  # counted once delivered, from the attempt that decided
+        m.count_outcome(counted_outcome(first, written))  # counted once delivered, from the attempts that decided
         if first.reviews_over_budget:
             self._log_budget_spent(first)
         if too_early:

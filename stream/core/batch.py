@@ -35,7 +35,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -155,6 +155,29 @@ def merge_outcomes(parts: Sequence[BatchOutcome]) -> BatchOutcome:
         reviews_over_budget=sum(p.reviews_over_budget for p in parts),
         review_cases_opened={day: max(p.review_cases_opened.get(day, 0) for p in parts)
                              for day in {d for p in parts for d in p.review_cases_opened}},
+    )
+
+
+def counted_outcome(delivered: BatchOutcome, written: Sequence[BatchOutcome]) -> BatchOutcome:
+    """What a batch did, for metrics: ``delivered`` (the attempt whose decisions were sent) with the chunks that
+    failed attempts wrote before it (:meth:`BatchPipeline.take_written`): their decisions, labels and review items
+    are the batch's, and the duplicates ``delivered`` answered for them are not duplicates.  Messages (decisions,
+    dead letters) are ``delivered``'s."""
+    if not written:
+        return delivered
+    before = merge_outcomes(list(written))
+    scored = [p.scored for p in (before, delivered) if p.scored is not None]
+    return replace(
+        delivered, new_decisions=before.new_decisions + delivered.new_decisions,
+        duplicates=max(0, delivered.duplicates - len(before.new_decisions)),
+        labels_learned=before.labels_learned + delivered.labels_learned,
+        duplicate_labels=max(0, delivered.duplicate_labels - before.labels_learned),
+        review_items=before.review_items + delivered.review_items,
+        scored=ScoredBatch.concat(scored) if scored else None,
+        label_truth=before.label_truth if before.label_truth is not None else delivered.label_truth,
+        reviews_over_budget=before.reviews_over_budget + delivered.reviews_over_budget,
+        review_cases_opened={day: max(p.review_cases_opened.get(day, 0) for p in (before, delivered))
+                             for day in {*before.review_cases_opened, *delivered.review_cases_opened}},
     )
 
 
@@ -334,6 +357,7 @@ class BatchPipeline:
         if review_cases_per_day < 0:
             raise ValueError(f"review_cases_per_day: expected >= 0, got {review_cases_per_day}")
         self.review_cases_per_day = review_cases_per_day
+        self._written: list[BatchOutcome] = []
 
     async def process(self, events: Sequence[RawEvent], while_writing: Callable[[], Awaitable[None]] | None = None
                       ) -> BatchOutcome:
@@ -347,22 +371,34 @@ class BatchPipeline:
         with one call, each chunk's write running in the store while the next chunk is decided
         (:meth:`_overlapped`); after a refused write the chunks left are done one by one.  A failure after some
         chunks were written leaves them written: the retried batch answers their transactions from the stored
-        decisions.
+        decisions, and :meth:`take_written` hands the written chunks' outcome to the caller, who counts their
+        decisions as decided by this batch (:func:`counted_outcome`), not as duplicates.
         """
         parsed = parse_events(events, self.transactions_topic, self.labels_topic, self.time_range)
         model = self.model()
         if model is None and parsed.transactions:
             raise RuntimeError("no model loaded")
         chunks = [parsed] if self.chunk_size is None else split_in_event_time(parsed, self.chunk_size)
-        outcomes: list[BatchOutcome] = []
-        if len(chunks) > 1:
-            outcomes = await self._overlapped(chunks, model, while_writing)
-            if len(outcomes) < len(chunks):
-                while_writing = None  # ran with the refused write, or skipped: it only fills the write's wait
-        for chunk in chunks[len(outcomes):]:
-            outcomes.append(await self._decide_and_write(chunk, model, while_writing))
-            while_writing = None
+        outcomes: list[BatchOutcome] = []  # of the chunks written, in order
+        try:
+            if len(chunks) > 1:
+                await self._overlapped(chunks, model, while_writing, outcomes)
+                if len(outcomes) < len(chunks):
+                    while_writing = None  # ran with the refused write, or skipped: it only fills the write's wait
+            for chunk in chunks[len(outcomes):]:
+                outcomes.append(await self._decide_and_write(chunk, model, while_writing))
+                while_writing = None
+        except Exception:
+            if outcomes:
+                self._written.append(merge_outcomes(outcomes))
+            raise
         return merge_outcomes(outcomes)
+
+    def take_written(self) -> list[BatchOutcome]:
+        """The outcomes of the chunks written by calls of :meth:`process` that failed after writing them (their
+        decisions are stored; the retry answers them as duplicates), since the last call; emptied."""
+        written, self._written = self._written, []
+        return written
 
     async def _decide_and_write(self, parsed: ParsedBatch, model: ActiveModel | None,
                                 while_writing: Callable[[], Awaitable[None]] | None) -> BatchOutcome:
@@ -386,17 +422,17 @@ class BatchPipeline:
         raise RuntimeError(f"batch state kept changing under it {MAX_STATE_CONFLICT_RETRIES} times")
 
     async def _overlapped(self, chunks: Sequence[ParsedBatch], model: ActiveModel | None,
-                          while_writing: Callable[[], Awaitable[None]] | None) -> list[BatchOutcome]:
+                          while_writing: Callable[[], Awaitable[None]] | None, outcomes: list[BatchOutcome]
+                          ) -> None:
         """Decide chunk k + 1 while the store writes chunk k, on one read of every chunk's state.
 
         Each chunk is decided on the state as the chunks before it left it (histories, decisions, label offsets:
         :func:`see_own_changes`) and the store checks each write against what the chunk before wrote; a write is
-        sent only once the one before was accepted.  Returns the outcomes of the chunks written, in order (a
-        refused write stops it: the caller does the rest one by one).
+        sent only once the one before was accepted.  Appends the outcome of each chunk written to ``outcomes``, in
+        order (a refused write stops it: the caller does the rest one by one).
         """
         with_days = self.review_cases_per_day > 0
         state = await self.store.read_batch(merge_reads([batch_reads(chunk, with_days) for chunk in chunks]))
-        outcomes: list[BatchOutcome] = []
         writing: Awaitable[bool] | None = None
         previous: BatchOutcome | None = None
         try:
@@ -406,7 +442,7 @@ class BatchPipeline:
                     written, writing = await writing, None
                     if not written:
                         self._conflict(0)
-                        return outcomes
+                        return
                     assert previous is not None
                     outcomes.append(previous)
                 see_own_changes(state, result.changes)
@@ -420,7 +456,6 @@ class BatchPipeline:
                 outcomes.append(previous)
             else:
                 self._conflict(0)
-            return outcomes
         except BaseException:
             if writing is not None:  # a write on its way: its result is read (its connection freed), then the error
                 await asyncio.gather(writing, return_exceptions=True)

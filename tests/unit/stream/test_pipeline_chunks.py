@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from fraudstream.stream.core.batch import BatchPipeline, split_in_event_time
+from fraudstream.stream.core.batch import BatchPipeline, counted_outcome, split_in_event_time
 from fraudstream.stream.core.parse import parse_events
+from fraudstream.stream.metrics import WorkerMetrics
 from fraudstream.stream.model_watch import ActiveModel
 from fraudstream.stream.state.memory import InMemoryStateStore
 from fraudstream.stream.state.redis_store import RedisStateStore
@@ -136,3 +137,53 @@ def test_a_refused_chunk_write_is_done_again_from_fresh_state(tiny_bundle):
     assert set(decisions) == set(rows["TRANSACTION_ID"].astype(int).tolist())
     assert set(store.decisions) == set(decisions)
     assert sum(len(o.decisions) for o in outcomes) == len(rows) and sum(o.duplicates for o in outcomes) == 0
+
+
+class FailingStore(InMemoryStateStore):
+    """Redis goes away once, after the batch's first chunk writes were accepted: the third write fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.commits = 0
+
+    async def commit(self, state, changes):
+        self.commits += 1
+        if self.commits == 3:
+            raise ConnectionError("the state store went away")
+        return await super().commit(state, changes)
+
+
+def test_chunks_written_before_a_failure_count_as_decided_not_as_duplicates(tiny_bundle):
+    model = ActiveModel.load(tiny_bundle.root)
+    rows = rows_of(tiny_bundle, 600)
+    events = events_of(rows, with_labels=False, delay_s=0)
+    store = FailingStore()
+    pipeline = BatchPipeline(store, lambda: model, TX_TOPIC, LABEL_TOPIC, clock=lambda: 1.7e9, chunk_size=100)
+
+    async def attempts():
+        with pytest.raises(ConnectionError):
+            await pipeline.process(events)
+        written = pipeline.take_written()
+        return written, await pipeline.process(events)
+
+    written, retry = asyncio.run(attempts())
+    assert pipeline.take_written() == []  # taken once
+    assert len(written) == 1 and len(written[0].new_decisions) == 200  # the first two chunks of 100
+    assert retry.duplicates == 200 and len(retry.new_decisions) == 400 and len(retry.decisions) == 600
+    counted = counted_outcome(retry, written)
+    assert set(decided([counted])) == set(rows["TRANSACTION_ID"].astype(int).tolist())  # each once
+    assert counted.duplicates == 0 and counted.decisions == retry.decisions
+    assert counted.scored is not None and len(counted.scored.batch) == 600
+    metrics, plain = WorkerMetrics(), WorkerMetrics()
+    metrics.count_outcome(counted)
+    for outcome in asyncio.run(decide_all(InMemoryStateStore(), model, events, 100)):  # no failure
+        plain.count_outcome(outcome)
+    for name in ("decisions", "duplicates", "review_items"):
+        assert _samples(metrics, name) == _samples(plain, name), name
+
+
+def _samples(metrics, name):
+    """Every sample of the metric ``name`` of ``metrics`` (labels -> value)."""
+    family = getattr(metrics, name)
+    return {tuple(sorted(s.labels.items())): s.value for m in family.collect() for s in m.samples
+            if s.name.endswith("_total")}
