@@ -458,7 +458,9 @@ class BatchPipeline:
                 self._conflict(0)
         except BaseException:
             if writing is not None:  # a write on its way: its result is read (its connection freed), then the error
-                await asyncio.gather(writing, return_exceptions=True)
+                accepted = await asyncio.gather(writing, return_exceptions=True)
+                if accepted[0] is True and previous is not None:
+                    outcomes.append(previous)  # written all the same
             raise
 
     def _conflict(self, attempt: int) -> None:

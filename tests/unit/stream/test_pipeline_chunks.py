@@ -187,3 +187,26 @@ def _samples(metrics, name):
     family = getattr(metrics, name)
     return {tuple(sorted(s.labels.items())): s.value for m in family.collect() for s in m.samples
             if s.name.endswith("_total")}
+
+
+def test_a_chunk_write_on_its_way_when_the_next_chunk_fails_counts_as_written(tiny_bundle):
+    model = ActiveModel.load(tiny_bundle.root)
+    events = events_of(rows_of(tiny_bundle, 600), with_labels=False, delay_s=0)
+    store, calls = InMemoryStateStore(), []
+
+    def clock():  # deciding the third chunk fails while the second chunk's write is on its way
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("clock failed")
+        return 1.7e9
+
+    pipeline = BatchPipeline(store, lambda: model, TX_TOPIC, LABEL_TOPIC, clock=clock, chunk_size=100)
+
+    async def attempt():
+        with pytest.raises(RuntimeError, match="clock failed"):
+            await pipeline.process(events)
+
+    asyncio.run(attempt())
+    written = pipeline.take_written()
+    assert len(store.decisions) == 200
+    assert len(written) == 1 and len(written[0].new_decisions) == len(store.decisions)
