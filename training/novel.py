@@ -50,6 +50,7 @@ from fraudstream.training.simulator import (
     SCENARIO_MERCHANT_BREACH,
     SCENARIO_SLOW_DRAIN,
 )
+from fraudstream.training.stage_table import StageTable, format_stage_table, result_stage_table
 
 if TYPE_CHECKING:
     from fraudstream.training.evaluate import EvaluationSettings, Fold
@@ -105,6 +106,7 @@ class NovelReport:
     families: dict[int, dict[str, FamilyFigures]] = field(default_factory=dict)
     review_budget: int = 0  # review cases a day (0: none)
     reviews_over_budget_per_day: dict[str, float] = field(default_factory=dict)  # REVIEWs made ALLOW, a day
+    stage_table: StageTable | None = None  # the cascade's stages on the scored period, every fraud counted
 
     def floors(self) -> dict[int, bool]:
         """Per family: the cascade flags >= 80% of its transactions and >= 90% of its cards."""
@@ -112,7 +114,8 @@ class NovelReport:
                 for s, f in self.families.items()}
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "families"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("families", "stage_table")}
+        out["stage_table"] = None if self.stage_table is None else self.stage_table.to_json()
         out["families"] = {str(s): {"name": FAMILY_NAMES[s], "held_out": s == self.held_out,
                                     **{d: _jsonable(asdict(x)) for d, x in f.items()}}
                            for s, f in self.families.items()}
@@ -226,6 +229,7 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
     flags: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     review_cards: dict[str, float] = {}
     over_budget: dict[str, float] = {}
+    stages: StageTable | None = None
     risk: dict[str, np.ndarray] = {}
     n_days = max(len(np.unique(days)), 1)
     for name, model in (("cascade", cascade), ("cascade without anomaly", cascade.without_anomaly())):
@@ -237,6 +241,8 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
         flags[name] = ((decision == Decision.BLOCK) | (decision == Decision.REVIEW), decision == Decision.BLOCK)
         review_cards[name] = float(distinct_cards_per_day(days, card, decision == Decision.REVIEW).mean())
         risk[name] = np.asarray(result.risk, dtype=np.float64)
+        if name == "cascade":
+            stages = result_stage_table(result, ~legit)
     rate = float(flags["cascade"][0][legit].mean()) if legit.any() else 0.0
     light = cascade.light.raw_score(X)
     anomaly = cascade.anomaly.score(X)
@@ -253,7 +259,7 @@ def _novel_report(data: pd.DataFrame, fold: Fold, first_seen: pd.Timestamp, sett
         known_fraud_flagged={name: float(flags[name][0][known_fraud].mean()) if known_fraud.any() else float("nan")
                              for name in DETECTORS[:2]},
         anomaly_method=str(cascade.metrics.get("anomaly_method", "")), review_budget=review_budget,
-        reviews_over_budget_per_day=over_budget)
+        reviews_over_budget_per_day=over_budget, stage_table=stages)
     for family in NOVEL_SCENARIOS:
         attacked = scenario == family
         if attacked.any():
@@ -315,6 +321,9 @@ def format_novel_report(report: NovelReport) -> str:
                  f"{'met' if legit_ok else 'NOT met'}; " + ", ".join(
                      f"{FAMILY_NAMES[s]} {'met' if ok else 'NOT met'}" for s, ok in floors.items()))
     lines.append(beats_line(report.families, "cascade"))
+    if report.stage_table is not None:
+        lines += ["", format_stage_table(report.stage_table, "per-stage table, cascade, the scored period (known "
+                                                             "and novel frauds)")]
     return "\n".join(lines)
 
 

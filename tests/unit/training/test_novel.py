@@ -82,6 +82,14 @@ def test_every_family_is_reported_for_every_detector_at_the_cascade_legit_rate(a
     assert report.anomaly_method == "IForest" and "anomaly detector: IForest" in text
     payload = report.to_json()
     assert payload["families"]["6"]["held_out"] and not payload["families"]["4"]["held_out"]
+    stages = report.stage_table
+    assert stages is not None and stages.rows == report.n_test and [s.stage for s in stages.stages] == \
+        ["RULES", "LIGHT", "HEAVY"]
+    flagged = sum(s.block + s.review for s in stages.stages)
+    assert flagged == round(rates["cascade"] * (report.n_test - stages.frauds)) + sum(
+        s.block_frauds + s.review_frauds for s in stages.stages)  # every flag is in one stage's row
+    assert "per-stage table, cascade, the scored period" in text
+    assert [row["stage"] for row in payload["stage_table"]] == ["RULES", "LIGHT", "HEAVY"]
     json.dumps(payload)
 
 
