@@ -250,9 +250,11 @@ def choose_thresholds(
             fallbacks.extend(notes.get(th, []))
         return th
 
-    def outcome(th: Thresholds) -> tuple[np.ndarray, np.ndarray]:
+    fraud = y == 1
+
+    def decided(th: Thresholds) -> np.ndarray:
         decision, _ = CascadePolicy(th).decide(scores)
-        return decision, y == 1
+        return decision
 
     if t_block_light is None:
         candidates = light_block_candidates(light, y, targets)
@@ -260,9 +262,9 @@ def choose_thresholds(
         # a split whose heavy thresholds would be defaults (too few routed frauds to measure them) is not one
         kept = [0] + [i for i in range(1, len(tried)) if not notes[tried[i]]]
         if len(kept) > 1:
-            splits = [outcome(tried[i]) for i in kept]
-            blocked_frauds = np.array([int(((d == Decision.BLOCK) & f).sum()) for d, f in splits])
-            blocked_legit = np.array([int(((d == Decision.BLOCK) & ~f).sum()) for d, f in splits])
+            blocked = [decided(tried[i]) == Decision.BLOCK for i in kept]
+            blocked_frauds = np.array([int((b & fraud).sum()) for b in blocked])
+            blocked_legit = np.array([int((b & ~fraud).sum()) for b in blocked])
             t_block_light = float(candidates[kept[block_split(blocked_frauds, blocked_legit,
                                                               targets.block_split_loss)]])
         else:
@@ -271,8 +273,7 @@ def choose_thresholds(
         return reported(thresholds_for(float(t_allow_light), t_block_light))
 
     def caught(th: Thresholds) -> int:
-        decision, fraud = outcome(th)
-        return int(((decision != Decision.ALLOW) & fraud).sum())
+        return int(((decided(th) != Decision.ALLOW) & fraud).sum())
 
     # rows the light stage would allow with no score limit: the candidates for t_allow_light
     widest = CascadePolicy(Thresholds(t_block_light=t_block_light, t_allow_light=1.0, t_anomaly_allow=t_anomaly_allow))

@@ -165,19 +165,14 @@ def counted_outcome(delivered: BatchOutcome, written: Sequence[BatchOutcome]) ->
     dead letters) are ``delivered``'s."""
     if not written:
         return delivered
-    before = merge_outcomes(list(written))
-    scored = [p.scored for p in (before, delivered) if p.scored is not None]
+    merged = merge_outcomes([*written, delivered])
+    before_decided = sum(len(p.new_decisions) for p in written)
+    before_labels = sum(p.labels_learned for p in written)
     return replace(
-        delivered, new_decisions=before.new_decisions + delivered.new_decisions,
-        duplicates=max(0, delivered.duplicates - len(before.new_decisions)),
-        labels_learned=before.labels_learned + delivered.labels_learned,
-        duplicate_labels=max(0, delivered.duplicate_labels - before.labels_learned),
-        review_items=before.review_items + delivered.review_items,
-        scored=ScoredBatch.concat(scored) if scored else None,
-        label_truth=before.label_truth if before.label_truth is not None else delivered.label_truth,
-        reviews_over_budget=before.reviews_over_budget + delivered.reviews_over_budget,
-        review_cases_opened={day: max(p.review_cases_opened.get(day, 0) for p in (before, delivered))
-                             for day in {*before.review_cases_opened, *delivered.review_cases_opened}},
+        merged, decisions=delivered.decisions, broker_ts_s=delivered.broker_ts_s, dlq=delivered.dlq,
+        dlq_reasons=delivered.dlq_reasons, duplicates=max(0, delivered.duplicates - before_decided),
+        duplicate_labels=max(0, delivered.duplicate_labels - before_labels),
+        label_truth=merged.label_truth if merged.label_truth is not None else delivered.label_truth,
     )
 
 
