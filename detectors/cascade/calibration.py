@@ -153,11 +153,21 @@ def allow_threshold(light: np.ndarray, y: np.ndarray, eligible: np.ndarray, max_
 
 
 def daily_cards(mask: np.ndarray, customer_id: np.ndarray, day: np.ndarray, n_days: int) -> np.ndarray:
-    """Distinct customers among ``mask`` rows per day (length ``n_days``; ``day`` in 0..n_days-1)."""
+    """Distinct customers among ``mask`` rows per day (length ``n_days``; ``day`` in 0..n_days-1).
+
+    Sorted by (day, customer) with one ``lexsort``; ``np.unique(..., axis=0)`` on the pairs gave the same counts
+    about ten times slower (it sorts the rows as opaque records), and calibration asks this hundreds of times.
+    """
     if not mask.any():
         return np.zeros(n_days)
-    pairs = np.unique(np.stack([day[mask], customer_id[mask]], axis=1), axis=0)
-    return np.bincount(pairs[:, 0], minlength=n_days).astype(np.float64)
+    d, c = day[mask], customer_id[mask]
+    order = np.lexsort((c, d))
+    d, c = d[order], c[order]
+    first = np.empty(d.size, dtype=bool)  # the first row of each (day, customer) pair
+    first[0] = True
+    np.not_equal(d[1:], d[:-1], out=first[1:])
+    first[1:] |= c[1:] != c[:-1]
+    return np.bincount(d[first], minlength=n_days).astype(np.float64)
 
 
 def _volume(mask: np.ndarray, customer_id: np.ndarray, day: np.ndarray, n_days: int, statistic: str) -> float:

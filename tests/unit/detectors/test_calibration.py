@@ -163,6 +163,16 @@ def test_daily_cards_counts_distinct_customers_per_day():
     assert daily_cards(np.zeros(5, bool), customer, day, 3).tolist() == [0.0, 0.0, 0.0]
 
 
+def test_daily_cards_equals_a_count_of_distinct_pairs_on_unordered_data():
+    rng = np.random.default_rng(11)
+    day, customer = rng.integers(0, 5, 3000), rng.integers(0, 400, 3000) * 10**9  # large ids, rows in no order
+    mask = rng.random(3000) < 0.4
+    expected = np.zeros(6)
+    for d, _customer in {(int(d), int(c)) for d, c in zip(day[mask], customer[mask])}:
+        expected[d] += 1
+    assert daily_cards(mask, customer, day, 6).tolist() == expected.tolist()
+
+
 def test_the_heavy_stage_blocks_and_allows_where_confident_and_reviews_only_the_rest():
     light, anomaly, heavy, y, customer, ts = synthetic(seed=2)
     targets = CalibrationTargets(review_capacity=10_000, review_min_precision=0.2)  # capacity is not binding
