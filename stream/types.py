@@ -107,7 +107,7 @@ class DecisionRecord:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> DecisionRecord:
-        data = json.loads(raw)
+        data = orjson.loads(raw)
         data["reasons"] = tuple(data.get("reasons") or ())
         extra = tuple((k, data.pop(k)) for k in list(data) if k.endswith(SCORE_SUFFIX) and k not in _FIELDS)
         return cls(**data, extra_scores=extra)
