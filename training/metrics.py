@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from fraudstream.detectors.cascade.calibration import daily_cards
 from fraudstream.detectors.cascade.types import CascadeResult, Decision, Stage
 
 #: The handbook's card precision cut-off: cards an analyst team can check per day.
@@ -147,8 +148,9 @@ def _per_card_max(cards: np.ndarray, score: np.ndarray, fraud: np.ndarray) -> tu
 
 def distinct_cards_per_day(day: np.ndarray, customer_id: np.ndarray, selected: np.ndarray) -> np.ndarray:
     """Number of distinct cards with a ``selected`` transaction, for each day of ``day`` (increasing order)."""
-    days = np.unique(day)
-    return np.array([np.unique(customer_id[selected & (day == this_day)]).size for this_day in days], dtype=np.int64)
+    days, index = np.unique(np.asarray(day), return_inverse=True)
+    return daily_cards(np.asarray(selected, dtype=bool), np.asarray(customer_id), index.ravel(),
+                       days.size).astype(np.int64)
 
 
 def caught_share(decision: Any, selected: Any) -> float:
