@@ -128,6 +128,10 @@ class TrainSettings(EnvSettings):
                                     description='"max" or "mean" of the daily review cards')
     block_precision: float = Field(CalibrationTargets.block_precision,
                                    description="minimum precision of each BLOCK region on validation")
+    block_confidence: float = Field(
+        CalibrationTargets.block_confidence, ge=0, lt=1,
+        description="one-sided confidence of the precision bound each BLOCK region must reach on validation "
+                    "(Wilson score interval; <= 0.5 = the measured precision itself)")
     allow_catch_loss: float = Field(
         CalibrationTargets.allow_catch_loss,
         description="largest share of caught validation frauds the light ALLOW region may cost")
@@ -201,7 +205,8 @@ class TrainSettings(EnvSettings):
 
     def targets(self) -> CalibrationTargets:
         return CalibrationTargets(
-            block_precision=self.block_precision, review_capacity=self.review_capacity,
+            block_precision=self.block_precision, block_confidence=self.block_confidence,
+            review_capacity=self.review_capacity,
             capacity_statistic=self.capacity_statistic, allow_catch_loss=self.allow_catch_loss,
             anomaly_review_min=self.anomaly_review_min, anomaly_review_share=self.anomaly_review_share,
             max_legit_flag_rate=self.max_legit_flag_rate, review_headroom=self.review_headroom,
@@ -483,7 +488,8 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
     for line in fallbacks:
         warnings.warn(f"validation data too small: {line}", ThresholdFallbackWarning, stacklevel=2)
     ambiguous = route_light(light_va, anomaly_va, thresholds).to_heavy
-    first_block = block_threshold(light_va, y_va, targets.block_precision, targets.min_block_rows)
+    first_block = block_threshold(light_va, y_va, targets.block_precision, targets.min_block_rows,
+                                  targets.block_confidence)
     decision_va, stage_va = CascadePolicy(thresholds).decide({"light": light_va, "anomaly": anomaly_va,
                                                               "heavy": heavy_va})
     stages_va = stage_table(decision_va, stage_va, ambiguous, y_va)

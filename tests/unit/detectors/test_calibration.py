@@ -14,6 +14,7 @@ from fraudstream.detectors.cascade.calibration import (
     daily_cards,
     light_block_candidates,
     policy_report,
+    precision_lower_bound,
 )
 from fraudstream.detectors.cascade.policy import NEVER, apply_policy
 from fraudstream.detectors.cascade.types import Decision, Stage
@@ -49,6 +50,46 @@ def test_block_threshold_is_the_lowest_meeting_the_precision():
     assert block_threshold(scores, np.zeros(6), precision=0.5) == NEVER
 
 
+def test_precision_lower_bound_is_wilsons_and_below_the_share():
+    tp, count = np.array([0, 19, 95, 950, 20]), np.array([10, 20, 100, 1000, 20])
+    bound = precision_lower_bound(tp, count, 0.9)
+    share = tp / count
+    assert np.all(bound <= share) and np.all(bound >= 0)
+    # Wilson's lower end for 95 of 100 at z = 1.2816 (one-sided 90%), worked by hand: 0.9141
+    assert bound[2] == pytest.approx(0.9141, abs=1e-4)
+    assert bound[3] > bound[2]  # the same share measured on more rows is surer
+    assert bound[4] == pytest.approx(1 / (1 + 1.2816 ** 2 / 20), abs=1e-4)  # all frauds: 1 / (1 + z^2 / n)
+    assert np.array_equal(precision_lower_bound(tp, count, 0.0), share)
+
+
+def test_block_threshold_with_confidence_needs_more_rows_and_more_precision():
+    scores = np.linspace(1.0, 0.0, 400, endpoint=False)
+    y = np.zeros(400, dtype=np.int8)
+    y[:200] = 1
+    y[[60, 120, 180]] = 0  # 97% frauds in the top 100, 98.5% in the top 200
+    measured = block_threshold(scores, y, 0.95)
+    bounded = block_threshold(scores, y, 0.95, confidence=0.9)
+    assert bounded > measured  # the region the bound accepts is smaller
+    region = scores >= bounded
+    tp, n = y[region].sum(), region.sum()
+    assert precision_lower_bound(np.array([tp]), np.array([n]), 0.9)[0] >= 0.95
+    assert block_threshold(scores[:31], np.ones(31), 0.95, confidence=0.9) == NEVER  # 31 of 31: bound 0.9497
+    assert block_threshold(scores[:32], np.ones(32), 0.95, confidence=0.9) == scores[31]
+
+
+def test_each_stage_blocks_where_the_precision_bound_holds_on_validation():
+    light, anomaly, heavy, y, customer, ts = synthetic(seed=1)
+    targets = CalibrationTargets(review_capacity=10_000)
+    decision, stage = apply_policy(light, anomaly, heavy, choose_thresholds(light, anomaly, heavy, y, customer, ts,
+                                                                            targets))
+    for by in (Stage.LIGHT, Stage.HEAVY):
+        blocked = (decision == Decision.BLOCK) & (stage == by)
+        assert blocked.sum() >= 32  # the least a region can hold at 95% with this bound
+        bound = precision_lower_bound(np.array([y[blocked].sum()]), np.array([blocked.sum()]),
+                                      targets.block_confidence)[0]
+        assert bound >= targets.block_precision
+
+
 def test_block_threshold_does_not_split_ties():
     scores = np.array([0.9, 0.5, 0.5, 0.5])
     y = np.array([1, 1, 0, 0])
@@ -66,7 +107,7 @@ def test_block_split_keeps_the_fewest_legit_blocked_within_the_loss():
 def test_light_block_candidates_start_at_the_first_threshold():
     light, _, _, y, _, _ = synthetic()
     targets = CalibrationTargets()
-    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
+    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows, targets.block_confidence)
     candidates = light_block_candidates(light, y, targets)
     assert candidates[0] == first and np.all(np.diff(candidates) > 0)
     assert 1 < candidates.size <= targets.split_candidates + 1
@@ -90,7 +131,7 @@ def split_synthetic(seed=0, n=40_000):
 def test_the_heavy_stage_blocks_what_the_light_stage_is_unsure_of():
     light, anomaly, heavy, y, customer, ts = split_synthetic()
     targets = CalibrationTargets(review_capacity=40)
-    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
+    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows, targets.block_confidence)
     assert first < 0.68  # the first light region reaches into the unsure rows, carried by the sure ones
     th = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets)
     unsplit = choose_thresholds(light, anomaly, heavy, y, customer, ts, replace(targets, split_candidates=0))
@@ -213,8 +254,9 @@ def test_no_split_leaves_light_blocks_to_a_heavy_threshold_nobody_measured():
     light[40:45], y[40:43], heavy[40:43] = rng.uniform(0.6, 0.68, 5), 1, 0.99  # unsure: 3 frauds, 2 legit
     anomaly, customer = rng.random(n) * 0.9, np.arange(n)
     ts = 1.5e9 + np.sort(rng.uniform(0, 7 * DAY, n))
-    targets = CalibrationTargets(review_capacity=10_000)
-    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows)
+    # the measured precision: the unsure rows (43 frauds of 45 with the sure ones) then belong to the first region
+    targets = CalibrationTargets(review_capacity=10_000, block_confidence=0.0)
+    first = block_threshold(light, y, targets.block_precision, targets.min_block_rows, targets.block_confidence)
     assert first <= 0.68 and light_block_candidates(light, y, targets).size > 1
     fallbacks: list[str] = []
     th = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets, fallbacks=fallbacks)
@@ -282,8 +324,10 @@ def test_confident_allow_threshold_is_the_highest_keeping_the_fraud_share_below_
 
 def test_a_heavy_allow_bound_lets_the_heavy_stage_settle_a_fraud_rich_band():
     light, anomaly, heavy, y, customer, ts = synthetic(seed=2)
-    # the whole band qualifies; the light stage blocks all it can (no split), as the bound was measured
-    targets = CalibrationTargets(review_capacity=10_000, review_min_precision=0.01, split_candidates=0)
+    # the whole band qualifies; the light stage blocks all it can (no split, measured precision), as the bound was
+    # measured
+    targets = CalibrationTargets(review_capacity=10_000, review_min_precision=0.01, split_candidates=0,
+                                 block_confidence=0.0)
     bounded = replace(targets, heavy_allow_fraud_rate=0.005)
     plain = choose_thresholds(light, anomaly, heavy, y, customer, ts, targets)
     th = choose_thresholds(light, anomaly, heavy, y, customer, ts, bounded)
