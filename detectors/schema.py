@@ -198,6 +198,8 @@ class Transaction:
                 and type(amount) is float and data.get("account_id") is None
                 and 0 <= tid < ID_END and 0 <= cid < ID_END and 0 <= term < ID_END
                 and time_range.earliest_s <= ts < time_range.latest_s and 0.0 <= amount <= MAX_AMOUNT):
+            if cls is Transaction:
+                return _new_transaction(tid, ts, cid, term, amount)
             return cls(tid, ts, cid, term, amount)
         if "timestamp" not in data:
             raise InvalidEvent("missing", "timestamp")
@@ -227,6 +229,27 @@ class Transaction:
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+#: Setters of a Transaction's slots, in field order (see :func:`_new_transaction`).
+_TRANSACTION_SLOTS = tuple(getattr(Transaction, name).__set__ for name in
+                           ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount", "account_id"))
+
+
+def _new_transaction(transaction_id: int, timestamp: float, customer_id: int, terminal_id: int,
+                     amount: float) -> Transaction:
+    """``Transaction(transaction_id, timestamp, customer_id, terminal_id, amount)`` for values already checked, in
+    about half the time: the slots are set directly instead of through the frozen dataclass's ``__init__``
+    (``object.__setattr__`` a field).  One is made per transaction consumed."""
+    tx = object.__new__(Transaction)
+    set_id, set_time, set_customer, set_terminal, set_amount, set_account = _TRANSACTION_SLOTS
+    set_id(tx, transaction_id)
+    set_time(tx, timestamp)
+    set_customer(tx, customer_id)
+    set_terminal(tx, terminal_id)
+    set_amount(tx, amount)
+    set_account(tx, None)
+    return tx
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,10 @@ def decode_event(value: bytes | None, time_range: EventTimeRange | None = DEFAUL
         return None, None
     if not isinstance(data, dict):
         return None, None
+    raw_time = data.get(EVENT_TIME_KEY)
+    # the usual event: epoch seconds as a float in range (finite, since the range's ends are); nothing to replace
+    if type(raw_time) is float and time_range is not None and time_range.earliest_s <= raw_time < time_range.latest_s:
+        return data, raw_time
     try:
         timestamp = parse_timestamp(data[EVENT_TIME_KEY])
     except (KeyError, InvalidEvent):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -141,3 +142,14 @@ def test_the_usual_event_fast_check_agrees_with_the_field_checks(field):
         checked = _outcome({**base, field: str(value) if field != "timestamp" else value,
                             "account_id": None, **({"amount": "4.5"} if field != "amount" else {})})
         assert fast == checked, (field, value)
+
+
+def test_the_usual_event_is_an_ordinary_frozen_transaction():
+    """The one-test path builds the transaction without the dataclass's __init__: equal, same hash, still frozen."""
+    tx = Transaction.from_dict({"transaction_id": 1, "timestamp": 1.7e9, "customer_id": 2, "terminal_id": 3,
+                                "amount": 4.5})
+    built = Transaction(1, 1.7e9, 2, 3, 4.5)
+    assert type(tx) is Transaction and tx == built and hash(tx) == hash(built) and repr(tx) == repr(built)
+    assert tx.account_id is None and tx.account == 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tx.amount = 1.0  # type: ignore[misc]

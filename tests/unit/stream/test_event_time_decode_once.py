@@ -21,6 +21,18 @@ def test_decoded_object_carries_its_event_time(record):
     assert Transaction.from_json(decoded) == Transaction.from_json(raw)
 
 
+@pytest.mark.parametrize("value", [DEFAULT_EVENT_TIME_RANGE.earliest_s - 0.5, DEFAULT_EVENT_TIME_RANGE.latest_s,
+                                   float("nan"), float("inf"), -1.0, 1522576800, True])
+def test_a_number_out_of_range_or_not_a_float_takes_the_full_parse(value):
+    """The float fast path and the full parse agree: out of range, not finite or another type."""
+    record = {**WIRE[2], "timestamp": value}
+    decoded, event_time = decode_event(orjson.dumps(record), DEFAULT_EVENT_TIME_RANGE)
+    if value == 1522576800:  # an int in range: parsed, carried as float seconds
+        assert event_time == 1522576800.0 and type(decoded["timestamp"]) is float
+    else:
+        assert event_time is None
+
+
 def test_out_of_range_time_keeps_the_wire_value():
     decoded, event_time = decode_event(orjson.dumps({**WIRE[0], "timestamp": "1900-01-01 00:00:00"}))
     assert event_time is None
