@@ -27,6 +27,12 @@ def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _no_heavy_block(region: dict, targets: dict) -> str:
+    """Why the heavy stage blocks nothing: its strongest region against the target."""
+    return (f"none: the strongest, {region['frauds']} frauds in {region['rows']} rows, has a precision bound of "
+            f"{region['bound']:.3f} < {targets['block_precision']} ({targets['block_confidence']:.0%} confidence)")
+
+
 def format_metrics(metrics: dict) -> str:
     """A short table of the validation figures."""
     valid, amb, pol = metrics["valid"], metrics["ambiguous_valid"], metrics["policy_valid"]
@@ -48,6 +54,8 @@ def format_metrics(metrics: dict) -> str:
         ("share of rows to heavy", _fmt(pol["share_to_heavy"])),
         ("block precision light / heavy",
          f"{_fmt(pol['block_precision_light'])} / {_fmt(pol['block_precision_heavy'])}"),
+        *((("heavy BLOCK region", _no_heavy_block(region, metrics["targets"])),)
+          if (region := metrics.get("heavy_block_region_valid")) and not region["kept"] else ()),
         ("frauds blocked / reviewed / allowed", f"{_fmt(pol['fraud_blocked_share'])} / "
          f"{_fmt(pol['fraud_reviewed_share'])} / {_fmt(pol['fraud_allowed_share'])}"),
         ("review cards/day mean / max",

@@ -50,9 +50,10 @@ from fraudstream.detectors.cascade.calibration import (
     choose_thresholds,
     light_block_candidates,
     policy_report,
+    strongest_block_region,
 )
 from fraudstream.detectors.cascade.cascade import Cascade
-from fraudstream.detectors.cascade.policy import CascadePolicy, Thresholds, route_light
+from fraudstream.detectors.cascade.policy import NEVER, CascadePolicy, Thresholds, route_light
 from fraudstream.detectors.drift import reference_histograms, watched_signals
 from fraudstream.detectors.env_settings import EnvSettings
 from fraudstream.detectors.features.definition import (
@@ -522,6 +523,10 @@ def fit_cascade(train: pd.DataFrame, valid: pd.DataFrame, settings: TrainSetting
         # region of an unsplit cascade would take
         "ambiguous_unsplit_valid": _band_figures(ambiguous & (light_va < first_block), y_va, light_va, heavy_va),
         "policy_valid": report,
+        # the strongest region the heavy stage could have blocked, and whether it met the target (the gap, else)
+        "heavy_block_region_valid": {**strongest_block_region(heavy_va[ambiguous], y_va[ambiguous],
+                                                              targets.block_confidence),
+                                     "kept": bool(thresholds.t_block_heavy < NEVER)},
         "stage_table_valid": stage_table_to_metrics(stages_va),
         "targets": targets.to_dict(),
         "timings_s": timings,

@@ -144,6 +144,21 @@ def block_threshold(scores: np.ndarray, y: np.ndarray, precision: float, min_row
     return float(s[np.flatnonzero(ok)[-1]])
 
 
+def strongest_block_region(scores: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, float]:
+    """The region ``scores >= t`` whose precision bound (:func:`precision_lower_bound`) is the highest, cut where the
+    score changes: its ``rows``, ``frauds`` and ``bound`` (all 0 when there are no scores).  What training reports
+    when a stage has no BLOCK region: how far the best one was from the target."""
+    if scores.size == 0:
+        return {"rows": 0, "frauds": 0, "bound": 0.0}
+    order = np.argsort(-scores, kind="stable")
+    s, tp = scores[order], np.cumsum(y[order].astype(np.float64))
+    count = np.arange(1, s.size + 1)
+    cuts = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    bounds = precision_lower_bound(tp[cuts], count[cuts], confidence)
+    best = cuts[int(np.argmax(bounds))]
+    return {"rows": int(count[best]), "frauds": int(tp[best]), "bound": float(bounds.max())}
+
+
 def confident_allow_threshold(scores: np.ndarray, y: np.ndarray, fraud_rate: float) -> float:
     """Highest ``t`` such that the rows with ``scores < t`` hold at most ``fraud_rate`` frauds (as a share of
     them); -1 (nothing below) when even the lowest-scored rows hold more."""

@@ -15,6 +15,7 @@ from fraudstream.detectors.cascade.calibration import (
     light_block_candidates,
     policy_report,
     precision_lower_bound,
+    strongest_block_region,
 )
 from fraudstream.detectors.cascade.policy import NEVER, apply_policy
 from fraudstream.detectors.cascade.types import Decision, Stage
@@ -88,6 +89,15 @@ def test_each_stage_blocks_where_the_precision_bound_holds_on_validation():
         bound = precision_lower_bound(np.array([y[blocked].sum()]), np.array([blocked.sum()]),
                                       targets.block_confidence)[0]
         assert bound >= targets.block_precision
+
+
+def test_the_strongest_block_region_is_the_one_with_the_highest_bound():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.5])
+    y = np.array([1, 1, 1, 1, 0, 1])
+    region = strongest_block_region(scores, y, 0.9)
+    # 4 of 4 (bound 1 / (1 + z^2 / 4) = 0.709) beats 3 of 3, 5 of 6 (the tie at 0.5 is cut whole) and the rest
+    assert region == {"rows": 4, "frauds": 4, "bound": pytest.approx(1 / (1 + 1.2816 ** 2 / 4), abs=1e-4)}
+    assert strongest_block_region(np.array([]), np.array([]), 0.9) == {"rows": 0, "frauds": 0, "bound": 0.0}
 
 
 def test_block_threshold_does_not_split_ties():

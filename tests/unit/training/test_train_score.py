@@ -53,6 +53,11 @@ def test_train_writes_a_bundle_and_prints_the_validation_table(trained):
     band, below = manifest["metrics"]["ambiguous_valid"], manifest["metrics"]["ambiguous_unsplit_valid"]
     assert 0 < below["rows"] <= band["rows"] and below["frauds"] <= band["frauds"]
     assert "below the first light BLOCK" in output and f"({below['rows']} rows)" in output
+    region = manifest["metrics"]["heavy_block_region_valid"]
+    assert 0 <= region["frauds"] <= region["rows"] <= band["rows"] and 0 <= region["bound"] <= 1
+    kept = bundle.cascade.policy.thresholds.t_block_heavy < 2.0
+    assert region["kept"] == kept
+    assert ("heavy BLOCK region" in output) == (not kept)  # why there is none, when there is none
 
 
 def test_score_cli_writes_every_column_and_counts(trained, data_file, tmp_path):
@@ -131,3 +136,10 @@ def test_calibration_targets_read_the_block_split_settings_from_the_environment(
     assert TrainSettings().targets().split_candidates == CalibrationTargets().split_candidates == 10
     with pytest.raises(ValueError, match="SPLIT_CANDIDATES"):
         TrainSettings.from_env({"FRAUDSTREAM_TRAIN_SPLIT_CANDIDATES": "-1"})
+
+
+def test_the_block_precision_confidence_is_a_setting():
+    assert TrainSettings().targets().block_confidence == CalibrationTargets().block_confidence == 0.9
+    assert TrainSettings.from_env({"FRAUDSTREAM_TRAIN_BLOCK_CONFIDENCE": "0"}).targets().block_confidence == 0.0
+    with pytest.raises(ValueError, match="BLOCK_CONFIDENCE"):
+        TrainSettings.from_env({"FRAUDSTREAM_TRAIN_BLOCK_CONFIDENCE": "1.5"})
