@@ -125,6 +125,15 @@ def precision_lower_bound(tp: np.ndarray, count: np.ndarray, confidence: float) 
     return np.clip((p + z2n / 2 - z * np.sqrt(p * (1 - p) / count + z2n / (4 * count))) / (1 + z2n), 0.0, p)
 
 
+def _cumulative_regions(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The regions ``scores >= t``, one per distinct score from the highest down (a threshold selects every row with
+    that score): each region's lowest score, rows and frauds."""
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    cuts = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    return s[cuts], cuts + 1, np.cumsum(y[order].astype(np.float64))[cuts]
+
+
 def block_threshold(scores: np.ndarray, y: np.ndarray, precision: float, min_rows: int = 1,
                     confidence: float = 0.0) -> float:
     """Lowest ``t`` whose region ``scores >= t`` holds at least ``min_rows`` rows and a precision >= ``precision``:
@@ -132,31 +141,23 @@ def block_threshold(scores: np.ndarray, y: np.ndarray, precision: float, min_row
     (:func:`precision_lower_bound`); else NEVER."""
     if scores.size == 0:
         return NEVER
-    order = np.argsort(-scores, kind="stable")
-    s, yy = scores[order], y[order].astype(np.float64)
-    tp = np.cumsum(yy)
-    count = np.arange(1, s.size + 1)
-    # only cut where the score changes: a threshold selects every row with that score
-    last_of_value = np.r_[s[1:] != s[:-1], True]
-    ok = last_of_value & (count >= min_rows) & (precision_lower_bound(tp, count, confidence) >= precision)
+    lowest, rows, frauds = _cumulative_regions(scores, y)
+    ok = (rows >= min_rows) & (precision_lower_bound(frauds, rows, confidence) >= precision)
     if not ok.any():
         return NEVER
-    return float(s[np.flatnonzero(ok)[-1]])
+    return float(lowest[np.flatnonzero(ok)[-1]])
 
 
 def strongest_block_region(scores: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, float]:
-    """The region ``scores >= t`` whose precision bound (:func:`precision_lower_bound`) is the highest, cut where the
-    score changes: its ``rows``, ``frauds`` and ``bound`` (all 0 when there are no scores).  What training reports
-    when a stage has no BLOCK region: how far the best one was from the target."""
+    """The region ``scores >= t`` whose precision bound (:func:`precision_lower_bound`) is the highest: its
+    ``rows``, ``frauds`` and ``bound`` (all 0 when there are no scores).  What training reports when a stage has no
+    BLOCK region: how far the best one was from the target."""
     if scores.size == 0:
         return {"rows": 0, "frauds": 0, "bound": 0.0}
-    order = np.argsort(-scores, kind="stable")
-    s, tp = scores[order], np.cumsum(y[order].astype(np.float64))
-    count = np.arange(1, s.size + 1)
-    cuts = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-    bounds = precision_lower_bound(tp[cuts], count[cuts], confidence)
-    best = cuts[int(np.argmax(bounds))]
-    return {"rows": int(count[best]), "frauds": int(tp[best]), "bound": float(bounds.max())}
+    _, rows, frauds = _cumulative_regions(scores, y)
+    bounds = precision_lower_bound(frauds, rows, confidence)
+    best = int(np.argmax(bounds))
+    return {"rows": int(rows[best]), "frauds": int(frauds[best]), "bound": float(bounds[best])}
 
 
 def confident_allow_threshold(scores: np.ndarray, y: np.ndarray, fraud_rate: float) -> float:
