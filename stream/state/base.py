@@ -20,6 +20,11 @@ from fraudstream.detectors.cascade.review_budget import DayCases
 from fraudstream.stream.types import DecisionRecord
 
 
+async def settled(value: bool) -> bool:
+    """An awaitable that is already done with ``value`` (a write nothing had to wait for)."""
+    return value
+
+
 class StateStoreError(RuntimeError):
     """The store could not be read or written (connection lost, timeout); the operation may be retried."""
 

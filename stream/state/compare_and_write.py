@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from fraudstream.stream.state.base import settled
 from fraudstream.stream.state.write_stamp import STAMP_BYTES, STAMP_MAGIC
 
 #: Digest that stands for "the key did not exist when it was read".
@@ -193,7 +194,7 @@ class BatchCommit:
         connection stays held until the result is read.
         """
         if write.empty:
-            return _done(True)
+            return settled(True)
         keys, args = write.script_args()
         pool = self._redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -222,7 +223,3 @@ class BatchCommit:
         finally:
             await pool.release(connection)
         return bool(reply)
-
-
-async def _done(value: bool) -> bool:
-    return value

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping, Sequence
 
 from fraudstream.detectors.cascade.review_budget import DayCases
-from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState
+from fraudstream.stream.state.base import BatchChanges, BatchReads, BatchState, settled
 from fraudstream.stream.types import review_item_fields
 
 #: Snapshot keys: (family, id) -> bytes read (None: absent).
@@ -63,7 +63,7 @@ class InMemoryStateStore:
         return self.offsets.get(ident)
 
     async def start_commit(self, state: BatchState, changes: BatchChanges) -> Awaitable[bool]:
-        return _done(await self.commit(state, changes))
+        return settled(await self.commit(state, changes))
 
     async def commit(self, state: BatchState, changes: BatchChanges) -> bool:
         snapshot = state.snapshot
@@ -125,7 +125,3 @@ class InMemoryStateStore:
     async def resolve_review(self, transaction_id: int, fields: Mapping[str, str]) -> None:
         self.review_items.setdefault(transaction_id, {}).update(fields)
         self.review_pending.pop(transaction_id, None)
-
-
-async def _done(value: bool) -> bool:
-    return value
