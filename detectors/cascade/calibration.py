@@ -125,10 +125,12 @@ def precision_lower_bound(tp: np.ndarray, count: np.ndarray, confidence: float) 
     return np.clip((p + z2n / 2 - z * np.sqrt(p * (1 - p) / count + z2n / (4 * count))) / (1 + z2n), 0.0, p)
 
 
-def _cumulative_regions(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The regions ``scores >= t``, one per distinct score from the highest down (a threshold selects every row with
-    that score): each region's lowest score, rows and frauds."""
-    order = np.argsort(-scores, kind="stable")
+def _cumulative_regions(scores: np.ndarray, y: np.ndarray, descending: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The regions ``scores >= t`` (``descending``; else ``scores <= t``), one per distinct score from the highest
+    down (else the lowest up; a threshold selects every row with that score): each region's last score (its lowest,
+    else its highest), rows and frauds."""
+    order = np.argsort(-scores if descending else scores, kind="stable")
     s = scores[order]
     cuts = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
     return s[cuts], cuts + 1, np.cumsum(y[order].astype(np.float64))[cuts]
@@ -165,30 +167,23 @@ def confident_allow_threshold(scores: np.ndarray, y: np.ndarray, fraud_rate: flo
     them); -1 (nothing below) when even the lowest-scored rows hold more."""
     if scores.size == 0:
         return -1.0
-    order = np.argsort(scores, kind="stable")
-    s, yy = scores[order], y[order].astype(np.float64)
-    share = np.cumsum(yy) / np.arange(1, s.size + 1)
-    last_of_value = np.r_[s[1:] != s[:-1], True]
-    ok = np.flatnonzero(last_of_value & (share <= fraud_rate))
+    highest, rows, frauds = _cumulative_regions(scores, y, descending=False)
+    ok = np.flatnonzero(frauds / rows <= fraud_rate)
     if not ok.size:
         return -1.0
     k = int(ok[-1])
-    return float(s[k + 1]) if k + 1 < s.size else float(np.nextafter(s[k], np.inf))
+    return float(highest[k + 1]) if k + 1 < highest.size else float(np.nextafter(highest[k], np.inf))
 
 
 def allow_threshold(light: np.ndarray, y: np.ndarray, eligible: np.ndarray, max_frauds: float) -> float:
     """Highest ``t`` such that eligible rows with ``light <= t`` hold at most ``max_frauds`` frauds; -1 if none."""
-    s = light[eligible]
-    if s.size == 0:
+    if not eligible.any():
         return -1.0
-    order = np.argsort(s, kind="stable")
-    s, yy = s[order], y[eligible][order]
-    frauds = np.cumsum(yy)
-    last_of_value = np.r_[s[1:] != s[:-1], True]
-    ok = last_of_value & (frauds <= max_frauds)
+    highest, _, frauds = _cumulative_regions(light[eligible], y[eligible], descending=False)
+    ok = frauds <= max_frauds
     if not ok.any():
         return -1.0
-    return float(s[np.flatnonzero(ok)[-1]])
+    return float(highest[np.flatnonzero(ok)[-1]])
 
 
 def daily_cards(mask: np.ndarray, customer_id: np.ndarray, day: np.ndarray, n_days: int) -> np.ndarray:
